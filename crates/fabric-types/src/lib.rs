@@ -1,0 +1,14 @@
+//! The vocabulary every fabric crate shares: ids, priorities, task states, limits, retry
+//! policies, attempt outcomes and resource usage.
+
+mod id;
+mod limits;
+mod outcome;
+mod size;
+mod task;
+
+pub use id::{ModuleId, ParseModuleIdError};
+pub use limits::{Limits, RetryPolicy};
+pub use outcome::{Attempt, Outcome, ParseOutcomeError, Usage, format_timestamp, text_or_base64};
+pub use size::{ParseSizeError, parse_duration, parse_size};
+pub use task::{ParsePriorityError, ParseTaskStateError, Priority, TaskState};
