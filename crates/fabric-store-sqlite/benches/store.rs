@@ -1,0 +1,2 @@
+//! Store operation benchmarks.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The storage trait of the Execution Fabric.
