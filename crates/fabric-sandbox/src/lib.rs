@@ -1,1 +1,86 @@
-//! placeholder during bootstrap
+//! The sandbox: runs one attempt of an untrusted WebAssembly agent in Wasmtime under hard
+//! quotas (fuel, wall-clock deadline, memory, tables, stack, output) with no ambient
+//! authority. This is the only crate that imports `wasmtime`.
+
+mod cache;
+mod cancel;
+mod config;
+mod engine;
+mod limiter;
+mod pipe;
+mod run;
+
+use std::sync::Arc;
+
+pub use cache::{Agent, CacheStats, LoadError, ModuleKind};
+pub use cancel::CancelToken;
+pub use config::{Pooling, SandboxConfig};
+pub use run::{FUEL_SLICE, RunRequest};
+
+use fabric_types::{Attempt, ModuleId};
+
+/// Why a sandbox could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox configuration: {0}")]
+    Config(String),
+    #[error("cannot create the Wasmtime engine: {0}")]
+    Engine(String),
+    #[error("cannot use the module cache directory {path}: {source}")]
+    CacheDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// An engine, its module cache and its epoch ticker: everything needed to run attempts.
+/// Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Sandbox {
+    engine: engine::FabricEngine,
+    cache: cache::ModuleCache,
+}
+
+impl Sandbox {
+    /// Builds the engine (pooling allocator when the address space allows it, on-demand
+    /// otherwise), the linkers and the module cache, and starts the epoch ticker.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        config.validate()?;
+        let engine = engine::FabricEngine::new(&config)?;
+        let cache = cache::ModuleCache::new(&engine, &config)?;
+        Ok(Self { engine, cache })
+    }
+
+    /// Validates and compiles `bytes` (or finds them already compiled, in memory or on
+    /// disk) and links them against WASI. Linking problems (an unknown import, no entry
+    /// point) are not errors here: the agent loads and every attempt ends `invalid`.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
+        self.cache.load(&self.engine, bytes)
+    }
+
+    /// The agent with this id, if it is loaded in memory or precompiled on disk.
+    pub fn cached(&self, id: &ModuleId) -> Option<Arc<Agent>> {
+        self.cache.cached(&self.engine, id)
+    }
+
+    /// Runs one attempt to its end and reports how it ended. Never fails: every way an
+    /// attempt can end is an [`fabric_types::Outcome`].
+    pub async fn run(&self, agent: &Agent, request: RunRequest, cancel: &CancelToken) -> Attempt {
+        run::run(&self.engine, agent, request, cancel).await
+    }
+
+    /// Whether the engine got the pooling instance allocator.
+    pub fn is_pooling(&self) -> bool {
+        self.engine.pooling
+    }
+
+    /// Module cache counters (hits, misses, compiles, bytes held).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// The configuration the sandbox was built with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.engine.config
+    }
+}

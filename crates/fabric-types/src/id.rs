@@ -89,8 +89,68 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "sha256:", "sha256:xyz", "md5:00", &format!("sha256:{}", "0".repeat(63))] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:xyz",
+            "md5:00",
+            &format!("sha256:{}", "0".repeat(63)),
+        ] {
             assert!(bad.parse::<ModuleId>().is_err(), "{bad:?} parsed");
         }
+    }
+}
+
+/// Whether a module's bytes are a core module or a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModuleKind {
+    /// A core WebAssembly module (a WASI preview 1 command).
+    Module,
+    /// A component (a WASI preview 2 command).
+    Component,
+}
+
+impl ModuleKind {
+    /// Reads the kind from the 8-byte preamble, or `None` when the bytes are not Wasm.
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        match bytes.get(..8)? {
+            [0, b'a', b's', b'm', 1, 0, 0, 0] => Some(ModuleKind::Module),
+            [0, b'a', b's', b'm', _, _, 1, 0] => Some(ModuleKind::Component),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleKind::Module => "module",
+            ModuleKind::Component => "component",
+        }
+    }
+}
+
+impl fmt::Display for ModuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn preambles_tell_modules_from_components() {
+        assert_eq!(
+            ModuleKind::sniff(b"\0asm\x01\0\0\0rest"),
+            Some(ModuleKind::Module)
+        );
+        assert_eq!(
+            ModuleKind::sniff(b"\0asm\x0d\0\x01\0"),
+            Some(ModuleKind::Component)
+        );
+        assert_eq!(ModuleKind::sniff(b"\0asm"), None);
+        assert_eq!(ModuleKind::sniff(b"(module)"), None);
+        assert_eq!(ModuleKind::sniff(b"\x7fELF\x02\x01\x01\0"), None);
     }
 }

@@ -7,7 +7,7 @@ mod outcome;
 mod size;
 mod task;
 
-pub use id::{ModuleId, ParseModuleIdError};
+pub use id::{ModuleId, ModuleKind, ParseModuleIdError};
 pub use limits::{Limits, RetryPolicy};
 pub use outcome::{Attempt, Outcome, ParseOutcomeError, Usage, format_timestamp, text_or_base64};
 pub use size::{ParseSizeError, parse_duration, parse_size};

@@ -65,8 +65,12 @@ impl RetryPolicy {
     pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
     pub const DEFAULT_MAX_BACKOFF_MS: u64 = 60_000;
     /// DESIGN.md: retried by default are `exit`, `trap`, `timeout`, `lost`.
-    pub const DEFAULT_RETRY_ON: [Outcome; 4] =
-        [Outcome::Exit, Outcome::Trap, Outcome::Timeout, Outcome::Lost];
+    pub const DEFAULT_RETRY_ON: [Outcome; 4] = [
+        Outcome::Exit,
+        Outcome::Trap,
+        Outcome::Timeout,
+        Outcome::Lost,
+    ];
 
     /// Whether an attempt that ended with `outcome` may be followed by another.
     pub fn retries(&self, outcome: Outcome) -> bool {
@@ -102,14 +106,24 @@ mod tests {
     #[test]
     fn partial_limits_take_defaults_for_the_rest() {
         let limits: Limits = serde_json::from_str(r#"{"fuel": 5}"#).unwrap();
-        assert_eq!(limits, Limits { fuel: 5, ..Limits::default() });
+        assert_eq!(
+            limits,
+            Limits {
+                fuel: 5,
+                ..Limits::default()
+            }
+        );
         let err = serde_json::from_str::<Limits>(r#"{"fuell": 5}"#).unwrap_err();
         assert!(err.to_string().contains("fuell"), "{err}");
     }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let policy = RetryPolicy { backoff_ms: 100, max_backoff_ms: 1_000, ..Default::default() };
+        let policy = RetryPolicy {
+            backoff_ms: 100,
+            max_backoff_ms: 1_000,
+            ..Default::default()
+        };
         let bounds: Vec<_> = (2..=7).map(|n| policy.backoff_bound_ms(n)).collect();
         assert_eq!(bounds, [100, 200, 400, 800, 1_000, 1_000]);
         assert_eq!(policy.backoff_bound_ms(u32::MAX), 1_000);
@@ -118,10 +132,21 @@ mod tests {
     #[test]
     fn default_policy_retries_what_design_says() {
         let policy = RetryPolicy::default();
-        for o in [Outcome::Exit, Outcome::Trap, Outcome::Timeout, Outcome::Lost] {
+        for o in [
+            Outcome::Exit,
+            Outcome::Trap,
+            Outcome::Timeout,
+            Outcome::Lost,
+        ] {
             assert!(policy.retries(o), "{o:?}");
         }
-        for o in [Outcome::Ok, Outcome::Invalid, Outcome::Cancelled, Outcome::OutOfFuel, Outcome::MemoryLimit] {
+        for o in [
+            Outcome::Ok,
+            Outcome::Invalid,
+            Outcome::Cancelled,
+            Outcome::OutOfFuel,
+            Outcome::MemoryLimit,
+        ] {
             assert!(!policy.retries(o), "{o:?}");
         }
     }

@@ -169,9 +169,17 @@ struct WireAttempt {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     stderr_truncated: bool,
     usage: Usage,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     started_at: Option<OffsetDateTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     finished_at: Option<OffsetDateTime>,
 }
 
@@ -186,7 +194,8 @@ pub fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
 impl Serialize for Attempt {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (output, output_base64) = text_or_base64(&self.output);
-        let stderr = (!self.stderr.is_empty()).then(|| String::from_utf8_lossy(&self.stderr).into_owned());
+        let stderr =
+            (!self.stderr.is_empty()).then(|| String::from_utf8_lossy(&self.stderr).into_owned());
         WireAttempt {
             outcome: self.outcome,
             exit_code: self.exit_code,
@@ -232,7 +241,8 @@ impl<'de> Deserialize<'de> for Attempt {
 /// Drops sub-millisecond precision so a timestamp prints with exactly three decimals.
 fn truncate_to_millis(at: OffsetDateTime) -> OffsetDateTime {
     let at = at.to_offset(time::UtcOffset::UTC);
-    at.replace_nanosecond(at.millisecond() as u32 * 1_000_000).unwrap_or(at)
+    at.replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -270,7 +280,10 @@ mod tests {
     #[test]
     fn outcomes_use_the_api_names() {
         for o in Outcome::ALL {
-            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.as_str()));
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", o.as_str())
+            );
             assert_eq!(o.as_str().parse::<Outcome>(), Ok(o));
         }
     }

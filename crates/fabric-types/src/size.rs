@@ -27,7 +27,9 @@ const DURATION_UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1000), ("m", 60_000), 
 
 fn split_number(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
-    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let number = text[..end].parse().ok()?;
     Some((number, text[end..].trim()))
 }
@@ -40,7 +42,10 @@ pub fn parse_size(text: &str) -> Result<u64, ParseSizeError> {
         expected: "a whole number of bytes, optionally with B, KiB, MiB, GiB, KB, MB or GB",
     };
     let (number, unit) = split_number(text).ok_or_else(err)?;
-    let (_, factor) = SIZE_UNITS.iter().find(|(u, _)| *u == unit).ok_or_else(err)?;
+    let (_, factor) = SIZE_UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .ok_or_else(err)?;
     number.checked_mul(*factor).ok_or_else(err)
 }
 
@@ -52,8 +57,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, ParseSizeError> {
         expected: "a whole number followed by ms, s, m or h",
     };
     let (number, unit) = split_number(text).ok_or_else(err)?;
-    let (_, factor) = DURATION_UNITS.iter().find(|(u, _)| *u == unit).ok_or_else(err)?;
-    Ok(Duration::from_millis(number.checked_mul(*factor).ok_or_else(err)?))
+    let (_, factor) = DURATION_UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .ok_or_else(err)?;
+    Ok(Duration::from_millis(
+        number.checked_mul(*factor).ok_or_else(err)?,
+    ))
 }
 
 #[cfg(test)]

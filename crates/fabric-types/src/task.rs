@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// How urgent a task is. Ordered from most to least urgent: `Critical < Background` in
 /// `Ord`, so sorting ascending puts the most urgent first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Critical,
@@ -149,9 +151,22 @@ mod tests {
 
     #[test]
     fn priorities_sort_most_urgent_first() {
-        let mut all = vec![Priority::Low, Priority::Critical, Priority::Background, Priority::Normal];
+        let mut all = vec![
+            Priority::Low,
+            Priority::Critical,
+            Priority::Background,
+            Priority::Normal,
+        ];
         all.sort();
-        assert_eq!(all, [Priority::Critical, Priority::Normal, Priority::Low, Priority::Background]);
+        assert_eq!(
+            all,
+            [
+                Priority::Critical,
+                Priority::Normal,
+                Priority::Low,
+                Priority::Background
+            ]
+        );
         for p in Priority::ALL {
             assert_eq!(Priority::from_rank(p.rank()), Some(p));
             assert_eq!(p.as_str().parse::<Priority>(), Ok(p));
@@ -161,10 +176,18 @@ mod tests {
 
     #[test]
     fn only_finished_states_are_terminal() {
-        let terminal: Vec<_> = TaskState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = TaskState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(
             terminal,
-            [TaskState::Succeeded, TaskState::Failed, TaskState::Cancelled, TaskState::Expired]
+            [
+                TaskState::Succeeded,
+                TaskState::Failed,
+                TaskState::Cancelled,
+                TaskState::Expired
+            ]
         );
         for s in TaskState::ALL {
             assert_eq!(s.as_str().parse::<TaskState>(), Ok(s));

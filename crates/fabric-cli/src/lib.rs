@@ -1,0 +1,34 @@
+//! The `fabric` command line: argument definitions and one module per command.
+
+mod args;
+mod run_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::{Cli, Command};
+
+/// Exit status for bad usage or an unreadable module (API.md).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Parses the process arguments, runs the command and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Run(args) => run_cmd::main(args),
+    }
+}
+
+fn init_logging(format: args::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FABRIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        args::LogFormat::Text => builder.init(),
+        args::LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,129 @@
+//! `fabric run`: one attempt in-process, no server, no store.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use fabric_sandbox::{CancelToken, RunRequest, Sandbox, SandboxConfig};
+use fabric_types::{Attempt, Outcome};
+
+use crate::EXIT_USAGE;
+use crate::args::{InputArgs, RunArgs};
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let prepared = read_module(&args.module).and_then(|wasm| Ok((wasm, read_input(&args.input)?)));
+    let (wasm, input) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => return usage_error(&e),
+    };
+    let limits = args.limits.to_limits();
+    let config = SandboxConfig {
+        slots: 1,
+        max_memory_bytes: limits
+            .memory_bytes
+            .clamp(1, SandboxConfig::DEFAULT_MAX_MEMORY_BYTES),
+        ..SandboxConfig::default()
+    };
+    let sandbox = match Sandbox::new(config) {
+        Ok(sandbox) => sandbox,
+        Err(e) => return usage_error(&anyhow::Error::new(e)),
+    };
+    let agent = match sandbox.load(&wasm) {
+        Ok(agent) => agent,
+        Err(e) => {
+            return usage_error(&anyhow::anyhow!(
+                "cannot load {}: {e}",
+                args.module.display()
+            ));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a single-threaded tokio runtime");
+    let request = RunRequest {
+        input,
+        limits,
+        env: args.env,
+    };
+    let attempt = runtime.block_on(sandbox.run(&agent, request, &CancelToken::new()));
+
+    if args.json {
+        let json = serde_json::to_string(&attempt).expect("an attempt always serializes");
+        println!("{json}");
+    } else {
+        print_human(&attempt);
+    }
+    if attempt.outcome == Outcome::Ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn usage_error(error: &anyhow::Error) -> ExitCode {
+    eprintln!("fabric: {error:#}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// The module's bytes; `.wat` files are compiled from text first.
+fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))?;
+    if path.extension().is_some_and(|ext| ext == "wat") {
+        return wat::parse_bytes(&bytes)
+            .map(|wasm| wasm.into_owned())
+            .with_context(|| format!("cannot parse WebAssembly text {}", path.display()));
+    }
+    Ok(bytes)
+}
+
+fn read_input(args: &InputArgs) -> anyhow::Result<Vec<u8>> {
+    match (&args.input, &args.input_file) {
+        (Some(text), _) => Ok(text.clone().into_bytes()),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut input = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .context("cannot read the input from stdin")?;
+            Ok(input)
+        }
+        (None, Some(path)) => std::fs::read(path)
+            .with_context(|| format!("cannot read input file {}", path.display())),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+/// The guest's stdout on stdout, its stderr on stderr, then one summary line on stderr.
+fn print_human(attempt: &Attempt) {
+    let _ = std::io::stdout().write_all(&attempt.output);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(&attempt.stderr);
+    let mut summary = format!("fabric: {}", attempt.outcome);
+    if let Some(code) = attempt.exit_code.filter(|_| attempt.outcome != Outcome::Ok) {
+        summary += &format!(" (exit code {code})");
+    }
+    if let Some(trap) = &attempt.trap {
+        summary += &format!(" ({trap})");
+    }
+    let usage = attempt.usage;
+    summary += &format!(
+        " · {} ms · fuel {} · peak memory {} KiB",
+        usage.wall_ms,
+        usage.fuel_consumed,
+        usage.peak_memory_bytes / 1024
+    );
+    for (truncated, what) in [
+        (attempt.output_truncated, "stdout"),
+        (attempt.stderr_truncated, "stderr"),
+    ] {
+        if truncated {
+            summary += &format!(" · {what} truncated at its limit");
+        }
+    }
+    if let Some(error) = &attempt.error {
+        summary += &format!("\nfabric: {error}");
+    }
+    eprintln!("{summary}");
+}

@@ -1,0 +1,108 @@
+//! Engine-wide settings of the sandbox, each with a documented default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::SandboxError;
+
+/// Whether to use Wasmtime's pooling instance allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// Pooling when the pool's address-space reservation fits, on-demand otherwise.
+    #[default]
+    Auto,
+    /// Pooling or fail.
+    Required,
+    /// Always allocate on demand (slower instantiation, no up-front reservation).
+    Off,
+}
+
+/// How the sandbox's engine is set up. Per-attempt limits (fuel, memory, timeout, output)
+/// come with each [`crate::RunRequest`]; these are the ceilings and shapes shared by all.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Attempts that may be in flight at once: sizes the instance pool and fiber stacks.
+    pub slots: u32,
+    /// The most linear memory any attempt may be given, in bytes; per-attempt memory
+    /// limits above it are refused.
+    pub max_memory_bytes: u64,
+    /// The most elements any one table may hold.
+    pub max_table_elements: u32,
+    /// Core instances one attempt may create (a component creates several).
+    pub max_instances: u32,
+    /// Tables one attempt may create.
+    pub max_tables: u32,
+    /// Memories one attempt may create (multi-memory modules).
+    pub max_memories: u32,
+    /// Wasm stack per attempt, in bytes; deeper recursion traps with `stack_overflow`.
+    pub max_wasm_stack: usize,
+    /// The largest module or component accepted, in bytes.
+    pub max_module_bytes: u64,
+    /// How often the epoch advances: deadlines and cancellation are seen within a tick.
+    pub epoch_tick: Duration,
+    /// Where precompiled artifacts are kept across restarts; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Compiled modules kept in memory, in (approximate) bytes of machine code.
+    pub cache_memory_bytes: u64,
+    pub pooling: Pooling,
+}
+
+impl SandboxConfig {
+    pub const DEFAULT_SLOTS: u32 = 64;
+    /// 4 GiB: the whole 32-bit address space of a memory.
+    pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 4 << 30;
+    pub const DEFAULT_MAX_TABLE_ELEMENTS: u32 = 20_000;
+    pub const DEFAULT_MAX_INSTANCES: u32 = 16;
+    pub const DEFAULT_MAX_TABLES: u32 = 16;
+    pub const DEFAULT_MAX_MEMORIES: u32 = 4;
+    /// 512 KiB, Wasmtime's own default.
+    pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
+    /// 32 MiB.
+    pub const DEFAULT_MAX_MODULE_BYTES: u64 = 32 << 20;
+    /// 10 ms.
+    pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
+    /// 256 MiB.
+    pub const DEFAULT_CACHE_MEMORY_BYTES: u64 = 256 << 20;
+
+    pub(crate) fn validate(&self) -> Result<(), SandboxError> {
+        let err = |m: &str| Err(SandboxError::Config(m.to_string()));
+        if self.slots == 0 {
+            return err("slots must be at least 1");
+        }
+        if self.max_memory_bytes == 0 || self.max_memory_bytes > 4 << 30 {
+            return err("max_memory_bytes must be between 1 byte and 4 GiB");
+        }
+        if self.max_instances == 0 || self.max_memories == 0 || self.max_tables == 0 {
+            return err("max_instances, max_memories and max_tables must be at least 1");
+        }
+        if self.max_wasm_stack < 64 << 10 || self.max_wasm_stack > 64 << 20 {
+            return err("max_wasm_stack must be between 64 KiB and 64 MiB");
+        }
+        if self.epoch_tick < Duration::from_millis(1) || self.epoch_tick > Duration::from_secs(1) {
+            return err("epoch_tick must be between 1ms and 1s");
+        }
+        if self.max_module_bytes == 0 {
+            return err("max_module_bytes must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            slots: Self::DEFAULT_SLOTS,
+            max_memory_bytes: Self::DEFAULT_MAX_MEMORY_BYTES,
+            max_table_elements: Self::DEFAULT_MAX_TABLE_ELEMENTS,
+            max_instances: Self::DEFAULT_MAX_INSTANCES,
+            max_tables: Self::DEFAULT_MAX_TABLES,
+            max_memories: Self::DEFAULT_MAX_MEMORIES,
+            max_wasm_stack: Self::DEFAULT_MAX_WASM_STACK,
+            max_module_bytes: Self::DEFAULT_MAX_MODULE_BYTES,
+            epoch_tick: Self::DEFAULT_EPOCH_TICK,
+            cache_dir: None,
+            cache_memory_bytes: Self::DEFAULT_CACHE_MEMORY_BYTES,
+            pooling: Pooling::Auto,
+        }
+    }
+}

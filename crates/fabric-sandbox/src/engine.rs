@@ -1,0 +1,173 @@
+//! The one place every Wasmtime setting is made: the engine (Cranelift, fuel, epochs,
+//! pooling or on-demand allocation), the WASI linkers, and the epoch ticker thread.
+
+use std::sync::mpsc;
+use std::thread;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::run::{P1Guest, P2Guest};
+use crate::{Pooling, SandboxConfig, SandboxError};
+
+/// Each slot is sized for this many memories on average (a component may hold a few).
+const MEMORIES_PER_SLOT: u32 = 2;
+/// Each slot is sized for this many tables on average.
+const TABLES_PER_SLOT: u32 = 4;
+/// Each slot is sized for this many core instances on average (components have several).
+const CORE_INSTANCES_PER_SLOT: u32 = 6;
+/// Virtual address space one pooled memory slot reserves on x86-64: Wasmtime's 4 GiB
+/// reservation plus its 32 MiB guard region.
+const MEMORY_SLOT_RESERVATION: u64 = (4 << 30) + (32 << 20);
+/// The most address space the pool may reserve before `Pooling::Auto` falls back to
+/// on-demand allocation: half of the 128 TiB a 47-bit user address space has.
+const POOL_ADDRESS_SPACE_BUDGET: u64 = 64 << 40;
+/// Fiber stack headroom above the Wasm stack, for host functions called from Wasm.
+const HOST_STACK_HEADROOM: usize = 1 << 20;
+
+/// The engine plus what is built once per engine.
+pub(crate) struct FabricEngine {
+    pub engine: Engine,
+    pub config: SandboxConfig,
+    pub pooling: bool,
+    pub p1_linker: wasmtime::Linker<P1Guest>,
+    pub p2_linker: wasmtime::component::Linker<P2Guest>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for FabricEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FabricEngine")
+            .field("pooling", &self.pooling)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FabricEngine {
+    pub fn new(config: &SandboxConfig) -> Result<Self, SandboxError> {
+        let (engine, pooling) = build_engine(config)?;
+        let engine_err = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
+
+        let mut p1_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |guest: &mut P1Guest| {
+            &mut guest.wasi
+        })
+        .map_err(engine_err)?;
+        let mut p2_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker).map_err(engine_err)?;
+
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        Ok(Self {
+            engine,
+            config: config.clone(),
+            pooling,
+            p1_linker,
+            p2_linker,
+            _ticker: ticker,
+        })
+    }
+}
+
+fn base_config(config: &SandboxConfig) -> Config {
+    let mut wasm = Config::new();
+    wasm.cranelift_opt_level(OptLevel::Speed)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(config.max_wasm_stack)
+        .async_stack_size(config.max_wasm_stack + HOST_STACK_HEADROOM)
+        .memory_init_cow(true)
+        .wasm_multi_memory(true)
+        .wasm_component_model(true);
+    wasm
+}
+
+fn pooling_config(config: &SandboxConfig) -> PoolingAllocationConfig {
+    let slots = config.slots;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_SLOT))
+        .total_memories(slots.saturating_mul(MEMORIES_PER_SLOT))
+        .total_tables(slots.saturating_mul(TABLES_PER_SLOT))
+        .total_stacks(slots)
+        .max_memory_size(config.max_memory_bytes as usize)
+        .table_elements(config.max_table_elements as usize)
+        .max_memories_per_module(config.max_memories)
+        .max_tables_per_module(config.max_tables)
+        .max_core_instances_per_component(config.max_instances)
+        .max_memories_per_component(config.max_memories)
+        .max_tables_per_component(config.max_tables);
+    pool
+}
+
+/// The address space the pool would reserve for memories, in bytes.
+pub(crate) fn pool_reservation(config: &SandboxConfig) -> u64 {
+    u64::from(config.slots) * u64::from(MEMORIES_PER_SLOT) * MEMORY_SLOT_RESERVATION
+}
+
+fn build_engine(config: &SandboxConfig) -> Result<(Engine, bool), SandboxError> {
+    let on_demand = || {
+        Engine::new(&base_config(config))
+            .map(|engine| (engine, false))
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))
+    };
+    if config.pooling == Pooling::Off {
+        return on_demand();
+    }
+    let reservation = pool_reservation(config);
+    if reservation > POOL_ADDRESS_SPACE_BUDGET {
+        let why = format!(
+            "{} slots need {} GiB of address space, more than the {} GiB budget",
+            config.slots,
+            reservation >> 30,
+            POOL_ADDRESS_SPACE_BUDGET >> 30
+        );
+        if config.pooling == Pooling::Required {
+            return Err(SandboxError::Engine(format!("pooling allocator: {why}")));
+        }
+        tracing::warn!("pooling allocator not used: {why}; allocating instances on demand");
+        return on_demand();
+    }
+    let mut wasm = base_config(config);
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(config)));
+    match Engine::new(&wasm) {
+        Ok(engine) => Ok((engine, true)),
+        Err(e) if config.pooling == Pooling::Auto => {
+            tracing::warn!(error = %format!("{e:#}"), "pooling allocator unavailable; allocating instances on demand");
+            on_demand()
+        }
+        Err(e) => Err(SandboxError::Engine(format!("pooling allocator: {e:#}"))),
+    }
+}
+
+/// A thread that advances the engine's epoch every tick until it is dropped.
+struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: std::time::Duration) -> Self {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::Builder::new()
+            .name("fabric-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Runs one attempt: a fresh store with its quotas, a WASI context with nothing granted but
+//! what the request names, instantiation and the command's entry point raced against the
+//! wall-clock deadline and cancellation, then the ending classified into an outcome.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use fabric_types::{Attempt, Limits, Outcome, Usage};
+use time::OffsetDateTime;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{I32Exit, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::CancelToken;
+use crate::cache::{Agent, Linked};
+use crate::engine::FabricEngine;
+use crate::limiter::{LimitExceeded, Limiter};
+use crate::pipe::CappedOutput;
+
+/// Fuel injected into the guest at a time. An attempt stopped from outside (timeout,
+/// cancel) while in a loop with no calls may be billed up to this much too little; an
+/// attempt that finishes or runs out of fuel is billed exactly.
+pub const FUEL_SLICE: u64 = 1_000_000;
+
+/// What one attempt gets: its input, its limits and its explicit grants.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Fed to the guest on stdin.
+    pub input: Vec<u8>,
+    pub limits: Limits,
+    /// Environment variables granted to this attempt; the host's are never inherited.
+    pub env: Vec<(String, String)>,
+}
+
+/// Store data of one attempt: its WASI context plus the quotas the engine checks.
+pub(crate) struct Guest<W> {
+    pub wasi: W,
+    limiter: Limiter,
+    deadline: Instant,
+    cancel: CancelToken,
+}
+
+pub(crate) type P1Guest = Guest<WasiP1Ctx>;
+pub(crate) type P2Guest = Guest<P2Wasi>;
+
+/// A WASI preview 2 context and the resource table its handles live in.
+pub(crate) struct P2Wasi {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for P2Guest {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+/// Why the epoch callback stopped the guest.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+enum Interrupted {
+    #[error("the attempt's wall-clock timeout passed")]
+    Timeout,
+    #[error("the attempt was cancelled")]
+    Cancelled,
+}
+
+/// Where an attempt was when it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Instantiate,
+    Run,
+}
+
+/// How the race between the guest, the deadline and cancellation ended.
+enum Ended {
+    /// The guest finished with this exit code.
+    Exited(i32),
+    Failed(Phase, wasmtime::Error),
+    Timeout,
+    Cancelled,
+}
+
+pub(crate) async fn run(
+    engine: &FabricEngine,
+    agent: &Agent,
+    request: RunRequest,
+    cancel: &CancelToken,
+) -> Attempt {
+    let started = Instant::now();
+    let started_at = OffsetDateTime::now_utc();
+    let limits = request.limits;
+    let stdout = CappedOutput::new(limits.output_bytes);
+    let stderr = CappedOutput::new(limits.log_bytes);
+
+    let mut attempt = match (&agent.linked, refused_limits(engine, &limits)) {
+        (Err(link_error), _) => invalid(link_error.clone()),
+        (Ok(_), Some(refusal)) => invalid(refusal),
+        (Ok(_), None) if cancel.is_cancelled() => Attempt::new(Outcome::Cancelled),
+        (Ok(linked), None) => {
+            let deadline = started + Duration::from_millis(limits.timeout_ms);
+            let mut wasi = wasi_builder(&request, &stdout, &stderr);
+            match linked {
+                Linked::P1(pre) => {
+                    let mut store = new_store(engine, wasi.build_p1(), &limits, deadline, cancel);
+                    let ended = race(deadline, cancel, async {
+                        let instance = pre
+                            .instantiate_async(&mut store)
+                            .await
+                            .map_err(in_phase(Phase::Instantiate))?;
+                        let start = instance
+                            .get_typed_func::<(), ()>(&mut store, "_start")
+                            .map_err(in_phase(Phase::Instantiate))?;
+                        start
+                            .call_async(&mut store, ())
+                            .await
+                            .map_err(in_phase(Phase::Run))?;
+                        Ok(0)
+                    })
+                    .await;
+                    classify(ended, &store, &limits)
+                }
+                Linked::P2(pre) => {
+                    let wasi = P2Wasi {
+                        ctx: wasi.build(),
+                        table: ResourceTable::new(),
+                    };
+                    let mut store = new_store(engine, wasi, &limits, deadline, cancel);
+                    let ended = race(deadline, cancel, async {
+                        let command = pre
+                            .instantiate_async(&mut store)
+                            .await
+                            .map_err(in_phase(Phase::Instantiate))?;
+                        let status = command
+                            .wasi_cli_run()
+                            .call_run(&mut store)
+                            .await
+                            .map_err(in_phase(Phase::Run))?;
+                        Ok(if status.is_ok() { 0 } else { 1 })
+                    })
+                    .await;
+                    classify(ended, &store, &limits)
+                }
+            }
+        }
+    };
+
+    (attempt.output, attempt.output_truncated) = stdout.take();
+    (attempt.stderr, attempt.stderr_truncated) = stderr.take();
+    attempt.usage.wall_ms = started.elapsed().as_millis() as u64;
+    attempt.started_at = Some(started_at);
+    attempt.finished_at = Some(OffsetDateTime::now_utc());
+    attempt
+}
+
+/// A reason to refuse the limits before running, if the engine cannot honour them.
+fn refused_limits(engine: &FabricEngine, limits: &Limits) -> Option<String> {
+    let max = engine.config.max_memory_bytes;
+    (limits.memory_bytes > max).then(|| {
+        format!(
+            "the memory limit of {} bytes is over this sandbox's maximum of {max} bytes",
+            limits.memory_bytes
+        )
+    })
+}
+
+fn invalid(error: String) -> Attempt {
+    let mut attempt = Attempt::new(Outcome::Invalid);
+    attempt.error = Some(error);
+    attempt
+}
+
+/// A WASI context with nothing from the host: no preopened directories, no inherited
+/// environment or arguments, no network (every address refused, no name lookup), stdin
+/// from the request and capped in-memory stdout and stderr. Clocks and randomness are
+/// allowed.
+fn wasi_builder(
+    request: &RunRequest,
+    stdout: &CappedOutput,
+    stderr: &CappedOutput,
+) -> WasiCtxBuilder {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(request.input.clone()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .arg("agent")
+        .envs(&request.env)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    wasi
+}
+
+fn new_store<W: Send + 'static>(
+    engine: &FabricEngine,
+    wasi: W,
+    limits: &Limits,
+    deadline: Instant,
+    cancel: &CancelToken,
+) -> Store<Guest<W>> {
+    let guest = Guest {
+        wasi,
+        limiter: Limiter::new(limits.memory_bytes, &engine.config),
+        deadline,
+        cancel: cancel.clone(),
+    };
+    let mut store = Store::new(&engine.engine, guest);
+    store.limiter(|guest| &mut guest.limiter);
+    store
+        .set_fuel(limits.fuel)
+        .expect("fuel metering is on in every fabric engine");
+    // Compiled code keeps its fuel counter in a register and stores it only at calls and
+    // when the injected fuel runs out, not at epoch checks. Injecting fuel in slices bounds
+    // what an attempt stopped by its deadline or a cancel can go unbilled for.
+    store
+        .fuel_async_yield_interval(Some(FUEL_SLICE))
+        .expect("fuel metering is on in every fabric engine");
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        let guest = ctx.data();
+        if guest.cancel.is_cancelled() {
+            return Err(wasmtime::Error::new(Interrupted::Cancelled));
+        }
+        if Instant::now() >= guest.deadline {
+            return Err(wasmtime::Error::new(Interrupted::Timeout));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
+}
+
+fn in_phase(phase: Phase) -> impl Fn(wasmtime::Error) -> (Phase, wasmtime::Error) {
+    move |e| (phase, e)
+}
+
+/// Runs `guest` until it finishes, the deadline passes or `cancel` is raised, whichever is
+/// first. The deadline also covers a guest parked in a host call (a long `poll_oneoff`),
+/// where no epoch check runs: then the guest's future is dropped, which unwinds it.
+async fn race(
+    deadline: Instant,
+    cancel: &CancelToken,
+    guest: impl Future<Output = Result<i32, (Phase, wasmtime::Error)>>,
+) -> Ended {
+    tokio::select! {
+        biased;
+        result = guest => match result {
+            Ok(code) => Ended::Exited(code),
+            Err((phase, e)) => Ended::Failed(phase, e),
+        },
+        () = cancel.cancelled() => Ended::Cancelled,
+        () = tokio::time::sleep_until(deadline.into()) => Ended::Timeout,
+    }
+}
+
+fn classify<W>(ended: Ended, store: &Store<Guest<W>>, limits: &Limits) -> Attempt {
+    let guest = store.data();
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    let mut attempt = match ended {
+        Ended::Exited(code) => exited(code),
+        Ended::Timeout => Attempt::new(Outcome::Timeout),
+        Ended::Cancelled => Attempt::new(Outcome::Cancelled),
+        Ended::Failed(phase, error) => failed(phase, &error, guest.limiter.exceeded.as_ref()),
+    };
+    attempt.usage = Usage {
+        fuel_consumed: limits.fuel.saturating_sub(fuel_left),
+        peak_memory_bytes: guest.limiter.peak_memory,
+        wall_ms: 0,
+    };
+    attempt
+}
+
+fn exited(code: i32) -> Attempt {
+    let mut attempt = Attempt::new(if code == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Exit
+    });
+    attempt.exit_code = Some(code);
+    attempt
+}
+
+fn failed(phase: Phase, error: &wasmtime::Error, exceeded: Option<&LimitExceeded>) -> Attempt {
+    if let Some(exceeded) = exceeded {
+        let mut attempt = Attempt::new(Outcome::MemoryLimit);
+        attempt.error = Some(exceeded.0.clone());
+        return attempt;
+    }
+    if let Some(interrupted) = error.downcast_ref::<Interrupted>() {
+        return Attempt::new(match interrupted {
+            Interrupted::Timeout => Outcome::Timeout,
+            Interrupted::Cancelled => Outcome::Cancelled,
+        });
+    }
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return exited(exit.0);
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => Attempt::new(Outcome::OutOfFuel),
+            Trap::Interrupt => Attempt::new(Outcome::Timeout),
+            trap => {
+                let mut attempt = Attempt::new(Outcome::Trap);
+                attempt.trap = Some(trap_kind(*trap));
+                attempt.error = Some(format!("{error:#}"));
+                attempt
+            }
+        };
+    }
+    let mut attempt = match phase {
+        Phase::Instantiate => Attempt::new(Outcome::Invalid),
+        Phase::Run => {
+            let mut attempt = Attempt::new(Outcome::Trap);
+            attempt.trap = Some("host_error".into());
+            attempt
+        }
+    };
+    attempt.error = Some(format!("{error:#}"));
+    attempt
+}
+
+/// The trap's name in snake case: `stack_overflow`, `unreachable`, ...
+fn trap_kind(trap: Trap) -> String {
+    match trap {
+        Trap::UnreachableCodeReached => "unreachable".into(),
+        Trap::IntegerDivisionByZero => "integer_divide_by_zero".into(),
+        other => {
+            let name = format!("{other:?}");
+            let mut kind = String::with_capacity(name.len() + 4);
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    kind.push('_');
+                }
+                kind.push(c.to_ascii_lowercase());
+            }
+            kind
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trap_kinds_are_snake_case() {
+        assert_eq!(trap_kind(Trap::StackOverflow), "stack_overflow");
+        assert_eq!(trap_kind(Trap::UnreachableCodeReached), "unreachable");
+        assert_eq!(trap_kind(Trap::MemoryOutOfBounds), "memory_out_of_bounds");
+        assert_eq!(
+            trap_kind(Trap::IntegerDivisionByZero),
+            "integer_divide_by_zero"
+        );
+    }
+}

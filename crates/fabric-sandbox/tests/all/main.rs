@@ -1,0 +1,8 @@
+//! Integration tests of the sandbox: every outcome and every limit, each with a guest that
+//! really does the thing, on WASI preview 1 modules and preview 2 components.
+
+mod cache;
+mod isolation;
+mod limits;
+mod outcomes;
+mod util;

@@ -1,0 +1,75 @@
+//! Shared helpers: one sandbox for the whole test binary, and shorthands to run a guest.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fabric_sandbox::{Agent, CancelToken, RunRequest, Sandbox, SandboxConfig};
+use fabric_types::{Attempt, Limits, Outcome};
+
+/// The epoch tick the shared sandbox uses.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// One sandbox shared by every test in this binary (as a server shares one).
+pub fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        Sandbox::new(SandboxConfig {
+            slots: 512,
+            epoch_tick: TICK,
+            ..SandboxConfig::default()
+        })
+        .expect("building the test sandbox")
+    })
+}
+
+pub fn load(wasm: &[u8]) -> Arc<Agent> {
+    sandbox().load(wasm).expect("loading the agent")
+}
+
+/// Limits for hostile guests: a short timeout so a failing test fails fast.
+pub fn tight() -> Limits {
+    Limits {
+        timeout_ms: 2_000,
+        ..Limits::default()
+    }
+}
+
+pub async fn run_with(wasm: &[u8], input: &[u8], limits: Limits) -> Attempt {
+    let agent = load(wasm);
+    let request = RunRequest {
+        input: input.to_vec(),
+        limits,
+        env: Vec::new(),
+    };
+    sandbox().run(&agent, request, &CancelToken::new()).await
+}
+
+pub async fn run(wasm: &[u8], input: &[u8]) -> Attempt {
+    run_with(wasm, input, tight()).await
+}
+
+pub async fn run_fixture(name: &str, limits: Limits) -> Attempt {
+    run_with(&fabric_agents::fixture(name), b"", limits).await
+}
+
+/// Asserts the outcome, printing the whole attempt when it differs.
+#[track_caller]
+pub fn assert_outcome(attempt: &Attempt, outcome: Outcome) {
+    assert_eq!(
+        attempt.outcome,
+        outcome,
+        "attempt: {}",
+        serde_json::to_string_pretty(attempt).unwrap()
+    );
+}
+
+/// The sandbox still runs an ordinary agent correctly after whatever came before.
+pub async fn assert_healthy() {
+    let attempt = run(fabric_agents::p1::ECHO, b"still alive").await;
+    assert_outcome(&attempt, Outcome::Ok);
+    assert_eq!(attempt.output, b"still alive");
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
