@@ -1,1 +1,382 @@
-//! The embedded SQLite backend of the fabric store.
+//! The embedded SQLite backend of the fabric store: one file in WAL mode, every write
+//! group-committed by one writer thread, reads on a small pool of connections.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fabric_store::StoreError> {
+//! use fabric_store_sqlite::{SqliteOptions, SqliteStore};
+//! let store = SqliteStore::open("fabric-data/fabric.db", SqliteOptions::default())?;
+//! # Ok(()) }
+//! ```
+
+mod options;
+mod readers;
+mod rows;
+mod schema;
+mod writer;
+mod writes;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fabric_store::{
+    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, ModuleGetParams, ModuleInfo,
+    ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, Rescued, Stats, StatsParams, Store,
+    StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
+    TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
+    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, from_millis,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+pub use options::{SqliteOptions, Synchronous};
+pub use schema::SCHEMA_VERSION;
+
+use readers::Readers;
+use rows::{
+    MODULE_COLUMNS, TASK_COLUMNS, load_task, load_tasks, module_info, parse_priority, parse_state,
+};
+use writer::Writer;
+
+/// The most tasks one `task_list` page returns, whatever limit is asked for.
+pub const MAX_LIST_LIMIT: usize = 1_000;
+
+/// Maps a driver error to a [`StoreError`] that says what the store was doing.
+pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| {
+        let context = context.into();
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                StoreError::Conflict(format!("{context}: {e}"))
+            }
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                StoreError::Corrupt(format!("{context}: {e}"))
+            }
+            _ => StoreError::unavailable(context, e),
+        }
+    }
+}
+
+/// A store in one SQLite file. Cheap to share behind an `Arc`; dropping the last handle
+/// finishes pending writes and closes the database.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    aging_step_ms: u64,
+    writer: Writer,
+    readers: Arc<Readers>,
+    ready: watch::Receiver<u64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies pending migrations, and
+    /// starts the writer thread. Fails on a database written by a newer fabric.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::unavailable(format!("create the directory {}", dir.display()), e)
+            })?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let mut conn = Connection::open_with_flags(&path, flags)
+            .map_err(db_err(format!("open the database {}", path.display())))?;
+        conn.busy_timeout(options.busy_timeout)
+            .map_err(db_err("set busy_timeout"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(db_err("switch to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::InvalidArgument(format!(
+                "{} cannot use WAL mode (journal_mode is {mode}); the store needs a file on a local disk",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())
+            .map_err(db_err("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(db_err("enable foreign keys"))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)?;
+
+        let aging_step_ms = u64::try_from(options.aging_step.as_millis()).unwrap_or(u64::MAX);
+        let (ready_tx, ready) = watch::channel(0);
+        let writer = Writer::start(conn, options.max_batch, aging_step_ms, ready_tx)?;
+        let readers = Arc::new(Readers::new(
+            path.clone(),
+            options.busy_timeout,
+            options.readers,
+        ));
+        Ok(Self {
+            path,
+            aging_step_ms,
+            writer,
+            readers,
+            ready,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `PRAGMA integrity_check` and returns its report: `["ok"]` when the database is
+    /// sound.
+    pub async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        self.readers
+            .read("check integrity", |tx| {
+                let mut stmt = tx
+                    .prepare("PRAGMA integrity_check")
+                    .map_err(db_err("check integrity"))?;
+                stmt.query_map([], |r| r.get(0))
+                    .and_then(|rows| rows.collect())
+                    .map_err(db_err("check integrity"))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            listen_notify: false,
+            multi_node: false,
+        }
+    }
+
+    fn aging_step_ms(&self) -> u64 {
+        self.aging_step_ms
+    }
+
+    fn ready_signal(&self) -> watch::Receiver<u64> {
+        self.ready.clone()
+    }
+
+    async fn module_put(&self, params: ModulePutParams) -> Result<ModuleInfo, StoreError> {
+        self.writer
+            .write("module_put", move |ctx| writes::module_put(ctx, params))
+            .await
+    }
+
+    async fn module_get(
+        &self,
+        params: ModuleGetParams,
+    ) -> Result<Option<ModuleRecord>, StoreError> {
+        self.readers
+            .read("module_get", move |tx| {
+                let id = match params.module {
+                    ModuleRef::Id(id) => id.to_string(),
+                    ModuleRef::Name(name) => {
+                        let id: Option<String> = tx
+                            .prepare_cached("SELECT module_id FROM module_names WHERE tenant = ?1 AND name = ?2")
+                            .and_then(|mut s| s.query_row(params![params.tenant, name], |r| r.get(0)).optional())
+                            .map_err(db_err("resolve a module name"))?;
+                        match id {
+                            Some(id) => id,
+                            None => return Ok(None),
+                        }
+                    }
+                };
+                let row = tx
+                    .prepare_cached(&format!("SELECT {MODULE_COLUMNS}, bytes FROM modules WHERE tenant = ?1 AND id = ?2"))
+                    .and_then(|mut s| {
+                        s.query_row(params![params.tenant, id], |r| Ok((rows::read_module_info(r)?, r.get(5)?)))
+                            .optional()
+                    })
+                    .map_err(db_err("read a module"))?;
+                let Some((raw, bytes)) = row else { return Ok(None) };
+                let info = module_info(raw)?;
+                Ok(Some(ModuleRecord {
+                    id: info.id,
+                    name: info.name,
+                    size: info.size,
+                    kind: info.kind,
+                    created_at: info.created_at,
+                    bytes,
+                }))
+            })
+            .await
+    }
+
+    async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>, StoreError> {
+        self.readers
+            .read("module_list", move |tx| {
+                let raws: Vec<_> = tx
+                    .prepare_cached(&format!(
+                        "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant = ?1 ORDER BY created_at, id"
+                    ))
+                    .and_then(|mut s| s.query_map([&params.tenant], rows::read_module_info)?.collect())
+                    .map_err(db_err("list modules"))?;
+                raws.into_iter().map(module_info).collect()
+            })
+            .await
+    }
+
+    async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>, StoreError> {
+        if params.tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .write("task_insert", move |ctx| writes::task_insert(ctx, params))
+            .await
+    }
+
+    async fn task_get(&self, params: TaskGetParams) -> Result<Option<TaskRecord>, StoreError> {
+        self.readers
+            .read("task_get", move |tx| {
+                load_task(tx, params.tenant.as_deref(), params.id.as_str())
+            })
+            .await
+    }
+
+    async fn task_list(&self, params: TaskListParams) -> Result<TaskPage, StoreError> {
+        let limit = params.limit.min(MAX_LIST_LIMIT);
+        if limit == 0 {
+            return Ok(TaskPage {
+                tasks: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        self.readers
+            .read("task_list", move |tx| {
+                let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
+                let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+                let state = params.state.map(|s| s.as_str());
+                let limit = limit as i64;
+                if let Some(tenant) = &params.tenant {
+                    args.push(tenant);
+                    sql.push_str(&format!(" AND tenant = ?{}", args.len()));
+                }
+                if let Some(state) = &state {
+                    args.push(state);
+                    sql.push_str(&format!(" AND state = ?{}", args.len()));
+                }
+                if let Some(cursor) = &params.cursor {
+                    args.push(cursor);
+                    sql.push_str(&format!(" AND id < ?{}", args.len()));
+                }
+                args.push(&limit);
+                sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+                let tasks = load_tasks(tx, &sql, &args)?;
+                let next_cursor = (tasks.len() as i64 == limit)
+                    .then(|| tasks.last().map(|t| t.id.to_string()))
+                    .flatten();
+                Ok(TaskPage { tasks, next_cursor })
+            })
+            .await
+    }
+
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
+        if params.max == 0 {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .write("task_claim", move |ctx| writes::task_claim(ctx, params))
+            .await
+    }
+
+    async fn task_heartbeat(&self, params: TaskHeartbeatParams) -> Result<Heartbeat, StoreError> {
+        self.writer
+            .write("task_heartbeat", move |ctx| {
+                writes::task_heartbeat(ctx, params)
+            })
+            .await
+    }
+
+    async fn task_complete(
+        &self,
+        params: TaskCompleteParams,
+    ) -> Result<Vec<Completed>, StoreError> {
+        self.writer
+            .write("task_complete", move |ctx| {
+                writes::task_complete(ctx, params)
+            })
+            .await
+    }
+
+    async fn task_cancel(
+        &self,
+        params: TaskCancelParams,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        self.writer
+            .write("task_cancel", move |ctx| writes::task_cancel(ctx, params))
+            .await
+    }
+
+    async fn task_rescue(&self, params: TaskRescueParams) -> Result<Vec<Rescued>, StoreError> {
+        self.writer
+            .write("task_rescue", move |ctx| writes::task_rescue(ctx, params))
+            .await
+    }
+
+    async fn task_promote(&self, params: TaskPromoteParams) -> Result<Vec<TaskId>, StoreError> {
+        self.writer
+            .write("task_promote", move |ctx| writes::task_promote(ctx, params))
+            .await
+    }
+
+    async fn task_expire(&self, params: TaskExpireParams) -> Result<Vec<TaskId>, StoreError> {
+        self.writer
+            .write("task_expire", move |ctx| writes::task_expire(ctx, params))
+            .await
+    }
+
+    async fn task_prune(&self, params: TaskPruneParams) -> Result<u64, StoreError> {
+        self.writer
+            .write("task_prune", move |ctx| writes::task_prune(ctx, params))
+            .await
+    }
+
+    async fn stats(&self, params: StatsParams) -> Result<Stats, StoreError> {
+        self.readers
+            .read("stats", move |tx| {
+                let counts: Vec<(String, i64, i64)> = match &params.tenant {
+                    None => tx
+                        .prepare_cached("SELECT state, priority, count(*) FROM tasks GROUP BY state, priority")
+                        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()),
+                    Some(tenant) => tx
+                        .prepare_cached(
+                            "SELECT state, priority, count(*) FROM tasks WHERE tenant = ?1 GROUP BY state, priority",
+                        )
+                        .and_then(|mut s| {
+                            s.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+                        }),
+                }
+                .map_err(db_err("count tasks"))?;
+                let mut stats = Stats::default();
+                for (state, priority, count) in counts {
+                    let count = count.max(0) as u64;
+                    use fabric_types::TaskState as S;
+                    match parse_state(&state)? {
+                        S::Queued => stats.queued_by_priority[usize::from(parse_priority(priority)?.rank())] += count,
+                        S::Scheduled => stats.scheduled += count,
+                        S::Running => stats.running += count,
+                        S::Succeeded => stats.succeeded += count,
+                        S::Failed => stats.failed += count,
+                        S::Cancelled => stats.cancelled += count,
+                        S::Expired => stats.expired += count,
+                    }
+                }
+                Ok(stats)
+            })
+            .await
+    }
+
+    async fn next_wakeup(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.readers
+            .read("next_wakeup", |tx| {
+                let at: Option<i64> = tx
+                    .prepare_cached("SELECT min(run_at) FROM tasks WHERE state = 'scheduled'")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(db_err("find the next scheduled task"))?;
+                Ok(at.map(from_millis))
+            })
+            .await
+    }
+}

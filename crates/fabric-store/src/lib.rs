@@ -1,1 +1,105 @@
-//! The storage trait of the Execution Fabric.
+//! The storage trait of the Execution Fabric: tasks, their attempts and leases, and
+//! modules, behind one object-safe async interface that every backend implements.
+//!
+//! Design rules every backend follows (and the [`testkit`] conformance suite checks, with
+//! the `testkit` feature):
+//!
+//! - **Tenant on everything** a client reaches: another tenant's task or module is simply
+//!   not found. `tenant: None` is the admin view.
+//! - **Injected clock**: every method whose effect depends on time takes `now` in its
+//!   params; a store never reads the system clock.
+//! - **Claims with leases, fenced by attempt id**: a claim creates an attempt that holds its
+//!   task until the lease ends; heartbeats renew it; a completion is applied only while its
+//!   attempt still holds the task, so a task rescued from a dead worker is never finalized
+//!   twice. Several nodes may claim from one database at once.
+//! - Timestamps are kept with millisecond precision.
+
+mod error;
+mod id;
+mod model;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+pub use error::{BoxError, Result, StoreError};
+pub use id::{AttemptId, TaskId};
+pub use model::{
+    AGING_STEP_MS, AttemptRecord, Capabilities, ClaimedTask, Completed, Completion, Heartbeat,
+    Inserted, ModuleGetParams, ModuleInfo, ModuleKind, ModuleListParams, ModulePutParams,
+    ModuleRecord, ModuleRef, NewTask, Next, Rescued, Stats, StatsParams, TaskCancelParams,
+    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
+    TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams, TaskRecord,
+    TaskRescueParams, claim_sort_key, from_millis, to_millis,
+};
+
+/// The durable home of modules, tasks and attempts. Object-safe: hold it as
+/// `Arc<dyn Store>`. Every write is committed before its future resolves.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// What this backend can do; see [`Capabilities`].
+    fn capabilities(&self) -> Capabilities;
+
+    /// The aging step this store orders claims with; see [`claim_sort_key`].
+    fn aging_step_ms(&self) -> u64;
+
+    /// A counter that goes up whenever tasks become claimable (inserted queued, promoted,
+    /// retried or requeued for now, rescued): a dispatcher waits on `changed()` instead of
+    /// sleeping. See [`Capabilities::listen_notify`] for whether other nodes' writes count.
+    fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Stores a module (idempotent per tenant and id) and points its name at it.
+    async fn module_put(&self, params: ModulePutParams) -> Result<ModuleInfo>;
+
+    /// One module of one tenant, by id or by name, with its bytes.
+    async fn module_get(&self, params: ModuleGetParams) -> Result<Option<ModuleRecord>>;
+
+    /// A tenant's modules, oldest first, without their bytes.
+    async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>>;
+
+    /// Inserts a batch of tasks in one transaction; one [`Inserted`] per task, in order.
+    async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>>;
+
+    /// One task with all its attempts.
+    async fn task_get(&self, params: TaskGetParams) -> Result<Option<TaskRecord>>;
+
+    /// A page of tasks, newest first, by keyset pagination.
+    async fn task_list(&self, params: TaskListParams) -> Result<TaskPage>;
+
+    /// Moves up to `max` queued tasks to `running` in claim order, each under a new attempt
+    /// holding a lease until `now + lease`. A queued task whose deadline has passed is
+    /// expired instead of claimed. No task is ever handed to two claimers.
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>>;
+
+    /// Renews the leases of the attempts that still hold their tasks.
+    async fn task_heartbeat(&self, params: TaskHeartbeatParams) -> Result<Heartbeat>;
+
+    /// Records the ends of attempts, fenced by attempt id; one [`Completed`] per completion.
+    async fn task_complete(&self, params: TaskCompleteParams) -> Result<Vec<Completed>>;
+
+    /// Cancels a task (see [`TaskCancelParams`]); `None` when not found.
+    async fn task_cancel(&self, params: TaskCancelParams) -> Result<Option<TaskRecord>>;
+
+    /// Takes back tasks whose lease expired (see [`TaskRescueParams`]).
+    async fn task_rescue(&self, params: TaskRescueParams) -> Result<Vec<Rescued>>;
+
+    /// Moves due `scheduled` tasks to `queued`; returns their ids.
+    async fn task_promote(&self, params: TaskPromoteParams) -> Result<Vec<TaskId>>;
+
+    /// Expires waiting tasks whose deadline passed; returns their ids.
+    async fn task_expire(&self, params: TaskExpireParams) -> Result<Vec<TaskId>>;
+
+    /// Deletes old terminal tasks; returns how many.
+    async fn task_prune(&self, params: TaskPruneParams) -> Result<u64>;
+
+    /// Task counts by state.
+    async fn stats(&self, params: StatsParams) -> Result<Stats>;
+
+    /// The earliest `run_at` among `scheduled` tasks (possibly already past), so a
+    /// scheduler can sleep exactly until the next promotion is due; `None` when nothing is
+    /// scheduled.
+    async fn next_wakeup(&self) -> Result<Option<OffsetDateTime>>;
+}

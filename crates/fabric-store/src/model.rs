@@ -1,0 +1,461 @@
+//! The records a store returns and the params struct of every store method.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use fabric_types::{Attempt, Limits, ModuleId, Priority, RetryPolicy, TaskState};
+use time::OffsetDateTime;
+
+use crate::{AttemptId, TaskId};
+
+/// The default aging step: 30 seconds. See [`claim_sort_key`].
+pub const AGING_STEP_MS: u64 = 30_000;
+
+/// The key that orders queued tasks for claiming, smallest first (ties by task id):
+/// `enqueued_at_ms + priority.rank() * aging_step_ms`.
+///
+/// This is FIFO within one priority, and a priority of rank `r` stands `r` aging steps
+/// behind a critical task enqueued at the same instant. The **bound**: a task of rank `r`
+/// enqueued at `t` is claimed before every task of rank `r'` enqueued after
+/// `t + (r - r') * aging_step`, so a flood of newer higher-priority work can overtake it only
+/// for `(r - r') * aging_step` (at most `4 * aging_step`, two minutes with the default 30 s
+/// step, for background behind critical). After that it waits only for work that was
+/// already ahead of it, which is finite.
+///
+/// `enqueued_at` is when the task became ready: its insert time, or its `run_at` when it
+/// was scheduled (so a late promotion does not push it back). Backends store this key in
+/// an indexed column when the task becomes queued, so a claim is an index scan.
+pub fn claim_sort_key(enqueued_at_ms: i64, priority: Priority, aging_step_ms: u64) -> i64 {
+    let step = i64::try_from(aging_step_ms).unwrap_or(i64::MAX / 8);
+    enqueued_at_ms.saturating_add(i64::from(priority.rank()).saturating_mul(step))
+}
+
+/// Milliseconds since the Unix epoch, the precision every store keeps timestamps at
+/// (sub-millisecond parts are truncated toward the past).
+pub fn to_millis(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos().div_euclid(1_000_000)) as i64
+}
+
+/// The inverse of [`to_millis`].
+pub fn from_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Whether a module's bytes are a core module or a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModuleKind {
+    Module,
+    Component,
+}
+
+impl ModuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleKind::Module => "module",
+            ModuleKind::Component => "component",
+        }
+    }
+}
+
+impl fmt::Display for ModuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ModuleKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "module" => Ok(ModuleKind::Module),
+            "component" => Ok(ModuleKind::Component),
+            other => Err(format!(
+                "unknown module kind {other:?}: expected module or component"
+            )),
+        }
+    }
+}
+
+/// Stores a module's bytes for a tenant. Idempotent per `(tenant, id)`: storing the same
+/// bytes again keeps the first `created_at`. A `name` is moved to point at this module.
+#[derive(Debug, Clone)]
+pub struct ModulePutParams {
+    pub tenant: String,
+    /// The SHA-256 of `bytes`; the caller computes it (the store does not re-hash).
+    pub id: ModuleId,
+    pub name: Option<String>,
+    pub bytes: Vec<u8>,
+    pub kind: ModuleKind,
+    pub now: OffsetDateTime,
+}
+
+/// How to find a module: by id, or by the name that points at the newest module put
+/// under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleRef {
+    Id(ModuleId),
+    Name(String),
+}
+
+/// Looks up one module of one tenant.
+#[derive(Debug, Clone)]
+pub struct ModuleGetParams {
+    pub tenant: String,
+    pub module: ModuleRef,
+}
+
+/// Lists a tenant's modules, without their bytes.
+#[derive(Debug, Clone)]
+pub struct ModuleListParams {
+    pub tenant: String,
+}
+
+/// A module without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    pub id: ModuleId,
+    /// The name given when it was last put with one, if any.
+    pub name: Option<String>,
+    pub size: u64,
+    pub kind: ModuleKind,
+    pub created_at: OffsetDateTime,
+}
+
+/// A module with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRecord {
+    pub id: ModuleId,
+    pub name: Option<String>,
+    pub size: u64,
+    pub kind: ModuleKind,
+    pub created_at: OffsetDateTime,
+    pub bytes: Vec<u8>,
+}
+
+/// One task to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub tenant: String,
+    /// The module to run. The store does not check that it exists; the caller resolves it.
+    pub module: ModuleId,
+    pub input: Vec<u8>,
+    pub priority: Priority,
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    /// A second insert with the same key for the same tenant returns the first task.
+    pub idempotency_key: Option<String>,
+    /// Not before this instant; a `run_at` after `now` makes the task `scheduled`.
+    pub run_at: Option<OffsetDateTime>,
+    /// Never started after this instant: a task still waiting then becomes `expired`.
+    pub deadline: Option<OffsetDateTime>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NewTask {
+    /// A task with default priority, limits and retry policy, and nothing optional set.
+    pub fn new(tenant: impl Into<String>, module: ModuleId, input: impl Into<Vec<u8>>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            module,
+            input: input.into(),
+            priority: Priority::default(),
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            idempotency_key: None,
+            run_at: None,
+            deadline: None,
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Inserts a batch of tasks in one transaction: all of them are stored, or none.
+#[derive(Debug, Clone)]
+pub struct TaskInsertParams {
+    pub tasks: Vec<NewTask>,
+    pub now: OffsetDateTime,
+}
+
+/// What became of one inserted task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    pub id: TaskId,
+    pub state: TaskState,
+    /// The idempotency key was already used by this tenant (earlier or earlier in the same
+    /// batch): `id` and `state` are that first task's, and nothing new was stored.
+    pub deduplicated: bool,
+}
+
+/// Reads one task. `tenant: None` is the admin view (any tenant); otherwise another
+/// tenant's task is not found.
+#[derive(Debug, Clone)]
+pub struct TaskGetParams {
+    pub tenant: Option<String>,
+    pub id: TaskId,
+}
+
+/// One page of tasks, newest first.
+#[derive(Debug, Clone)]
+pub struct TaskListParams {
+    /// `None` lists every tenant's tasks (admin).
+    pub tenant: Option<String>,
+    pub state: Option<TaskState>,
+    /// At most this many tasks (a store may cap it; zero returns an empty page).
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of tasks and where the next one starts (`None` when this was the last).
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// An attempt as stored: who ran it, under which lease, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// The node that claimed it.
+    pub node: String,
+    pub claimed_at: OffsetDateTime,
+    /// The lease while it runs; `None` once it ended.
+    pub lease_until: Option<OffsetDateTime>,
+    /// How it ended; `None` while it runs.
+    pub result: Option<Attempt>,
+}
+
+/// A task with every attempt it counted, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub tenant: String,
+    pub module: ModuleId,
+    pub input: Vec<u8>,
+    pub priority: Priority,
+    pub state: TaskState,
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    pub idempotency_key: Option<String>,
+    /// The requested `run_at`, or the instant a retry waits for.
+    pub run_at: Option<OffsetDateTime>,
+    pub deadline: Option<OffsetDateTime>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: OffsetDateTime,
+    /// When the first attempt was claimed.
+    pub started_at: Option<OffsetDateTime>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<OffsetDateTime>,
+    /// A cancel arrived while it ran; the worker should interrupt it.
+    pub cancel_requested: bool,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Claims up to `max` queued tasks for `node`, in claim order (see [`claim_sort_key`]).
+#[derive(Debug, Clone)]
+pub struct TaskClaimParams {
+    pub node: String,
+    pub max: usize,
+    /// How long the claim holds before a rescuer may take the task back.
+    pub lease: Duration,
+    pub now: OffsetDateTime,
+}
+
+/// A task handed to a worker: everything needed to run the attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedTask {
+    pub task_id: TaskId,
+    /// The fencing token: pass it to heartbeat and complete.
+    pub attempt_id: AttemptId,
+    /// 1 for the first attempt.
+    pub attempt_number: u32,
+    pub tenant: String,
+    pub module: ModuleId,
+    pub input: Vec<u8>,
+    pub priority: Priority,
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    pub deadline: Option<OffsetDateTime>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub claimed_at: OffsetDateTime,
+    pub lease_until: OffsetDateTime,
+}
+
+/// Renews the leases of running attempts.
+#[derive(Debug, Clone)]
+pub struct TaskHeartbeatParams {
+    pub attempt_ids: Vec<AttemptId>,
+    pub lease_until: OffsetDateTime,
+    pub now: OffsetDateTime,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Attempts that still hold their task; their lease now ends at `lease_until`. An
+    /// attempt missing here lost its task (rescued, or the task is gone): stop it and do
+    /// not expect its completion to be accepted.
+    pub held: Vec<AttemptId>,
+    /// Held attempts whose task was asked to cancel: interrupt them and finish them as
+    /// [`Next::Finish`]`(Cancelled)`.
+    pub cancel_requested: Vec<AttemptId>,
+}
+
+/// What happens to a task after an attempt ended; the caller decides (the scheduler
+/// applies the retry policy and jitter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The task ends in this terminal state (`Succeeded`, `Failed` or `Cancelled`).
+    Finish(TaskState),
+    /// Another attempt at `run_at`: `scheduled` until then, or `queued` at once when
+    /// `run_at` is not after the completion's `now`.
+    Retry { run_at: OffsetDateTime },
+    /// The attempt was interrupted by a shutdown, not by the task: the task goes back to
+    /// `queued` at its old place in line and the attempt is deleted, so it does not count
+    /// against `max_attempts`.
+    Requeue,
+}
+
+/// One attempt's end.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub attempt_id: AttemptId,
+    /// What the attempt did. For [`Next::Requeue`] it is discarded.
+    pub attempt: Attempt,
+    pub next: Next,
+}
+
+/// Records the ends of attempts, all in one transaction, each fenced by its attempt id.
+///
+/// A task with `cancel_requested` never runs again: a `Retry` or `Requeue` for it becomes
+/// `Finish(Cancelled)`.
+#[derive(Debug, Clone)]
+pub struct TaskCompleteParams {
+    pub completions: Vec<Completion>,
+    pub now: OffsetDateTime,
+}
+
+/// The fate of one completion, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub attempt_id: AttemptId,
+    /// Whether the attempt still held its task and the completion was applied. A rejected
+    /// completion changed nothing: the attempt was rescued (the rescuer's `lost` stands) or
+    /// already completed.
+    pub accepted: bool,
+    /// The task, when the attempt is known.
+    pub task_id: Option<TaskId>,
+    /// The task's state after this call (also when rejected, when the task is known).
+    pub state: Option<TaskState>,
+}
+
+/// Cancels a task: `queued`/`scheduled` become `cancelled` at once; `running` gets
+/// `cancel_requested` (the worker sees it on its next heartbeat) and stays `running`
+/// until its attempt completes; terminal tasks are left as they are.
+#[derive(Debug, Clone)]
+pub struct TaskCancelParams {
+    /// `None` is the admin view; otherwise another tenant's task is not found.
+    pub tenant: Option<String>,
+    pub id: TaskId,
+    pub now: OffsetDateTime,
+}
+
+/// Takes back running tasks whose lease ended before `now`.
+///
+/// Each such attempt is recorded `lost` (it counts against `max_attempts`: the guest may
+/// have run). The task is then `cancelled` if a cancel was requested, else retried if its
+/// policy retries `lost` and attempts remain — `scheduled` at
+/// `now + jitter(backoff_bound_ms(next attempt))`, or `queued` if that is `now` — else
+/// `failed`.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskRescueParams {
+    pub now: OffsetDateTime,
+    /// At most this many tasks per call.
+    pub max: usize,
+    /// Draws the backoff in milliseconds from its bound (full jitter: uniformly from
+    /// `0..=bound`). Tests pass a deterministic function such as `|bound| bound`.
+    pub jitter: fn(u64) -> u64,
+}
+
+/// One rescued task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescued {
+    pub task_id: TaskId,
+    pub tenant: String,
+    /// The attempt that lost its lease, now recorded `lost`.
+    pub attempt_id: AttemptId,
+    /// `Scheduled`, `Queued`, `Failed` or `Cancelled`.
+    pub state: TaskState,
+    /// When the next attempt may run, when retried.
+    pub run_at: Option<OffsetDateTime>,
+}
+
+/// Moves `scheduled` tasks whose `run_at` is not after `now` to `queued`.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskPromoteParams {
+    pub now: OffsetDateTime,
+    pub max: usize,
+}
+
+/// Moves `queued` and `scheduled` tasks whose deadline is before `now` to `expired`.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskExpireParams {
+    pub now: OffsetDateTime,
+    pub max: usize,
+}
+
+/// Deletes terminal tasks (with their attempts) that finished before `finished_before`.
+/// Unfinished tasks are never deleted. A pruned task's idempotency key is free again.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskPruneParams {
+    pub finished_before: OffsetDateTime,
+    pub max: usize,
+}
+
+/// Counts tasks by state, for one tenant or (with `None`) all of them.
+#[derive(Debug, Clone, Default)]
+pub struct StatsParams {
+    pub tenant: Option<String>,
+}
+
+/// Task counts by state; queued tasks also by priority (index = [`Priority::rank`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub queued_by_priority: [u64; 5],
+    pub scheduled: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+}
+
+impl Stats {
+    /// All queued tasks, every priority together.
+    pub fn queued(&self) -> u64 {
+        self.queued_by_priority.iter().sum()
+    }
+}
+
+/// What a backend can do beyond the trait's guarantees, so callers branch on abilities,
+/// never on backend names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The ready signal ([`crate::Store::ready_signal`]) also fires for work made ready by
+    /// other processes (PostgreSQL `LISTEN/NOTIFY`); without it, only this process's writes
+    /// fire it and a scheduler must also poll.
+    pub listen_notify: bool,
+    /// Several processes (fabric nodes) may share the database.
+    pub multi_node: bool,
+}
