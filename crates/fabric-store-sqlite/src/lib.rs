@@ -58,6 +58,16 @@ pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error)
     }
 }
 
+/// Totals of the group-commit writer; see [`SqliteStore::write_counts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Write operations in committed transactions (each trait call that writes is one,
+    /// whether it succeeded or was rolled back to its savepoint).
+    pub operations: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+}
+
 /// A store in one SQLite file. Cheap to share behind an `Arc`; dropping the last handle
 /// finishes pending writes and closes the database.
 #[derive(Debug)]
@@ -123,6 +133,16 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How well group commit is grouping: write operations applied and transactions
+    /// committed since the store opened (operations per transaction is the batch size).
+    pub fn write_counts(&self) -> WriteCounts {
+        let (operations, transactions) = self.writer.counts();
+        WriteCounts {
+            operations,
+            transactions,
+        }
     }
 
     /// Runs `PRAGMA integrity_check` and returns its report: `["ok"]` when the database is
@@ -378,5 +398,128 @@ impl Store for SqliteStore {
                 Ok(at.map(from_millis))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_store::NewTask;
+    use fabric_types::ModuleId;
+
+    fn open(dir: &tempfile::TempDir) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(dir.path().join("fabric.db"), SqliteOptions::default())
+    }
+
+    fn task(input: &str) -> NewTask {
+        NewTask::new("t", ModuleId::of(b"m"), input.as_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn data_survives_a_reopen_and_migrations_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).unwrap();
+        let now = from_millis(1_700_000_000_000);
+        let ids = store
+            .task_insert(TaskInsertParams {
+                tasks: vec![task("in")],
+                now,
+            })
+            .await
+            .unwrap();
+        drop(store);
+        let store = open(&dir).unwrap();
+        let got = store
+            .task_get(TaskGetParams {
+                tenant: None,
+                id: ids[0].id.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.map(|t| t.input), Some(b"in".to_vec()));
+        let conn = Connection::open(dir.path().join("fabric.db")).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(&dir).unwrap());
+        let conn = Connection::open(dir.path().join("fabric.db")).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        match open(&dir) {
+            Err(StoreError::SchemaTooNew { found, supported }) => {
+                assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir).unwrap());
+        let now = from_millis(1_700_000_000_000);
+        let handles: Vec<_> = (0..500)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let params = TaskInsertParams {
+                        tasks: vec![task(&i.to_string())],
+                        now,
+                    };
+                    store.task_insert(params).await.unwrap()
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let counts = store.write_counts();
+        assert_eq!(counts.operations, 500);
+        assert!(
+            counts.transactions < 500,
+            "no two writes shared a transaction: {counts:?}"
+        );
+        assert_eq!(
+            store.stats(StatsParams::default()).await.unwrap().queued(),
+            500
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_operation_does_not_undo_its_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).unwrap();
+        let now = from_millis(1_700_000_000_000);
+        let mut bad = task("bad");
+        bad.limits.fuel = u64::MAX;
+        let (a, b) = tokio::join!(
+            store.task_insert(TaskInsertParams {
+                tasks: vec![task("good")],
+                now
+            }),
+            store.task_insert(TaskInsertParams {
+                tasks: vec![task("x"), bad],
+                now
+            }),
+        );
+        assert!(a.is_ok());
+        let err = b.unwrap_err();
+        assert!(err.to_string().contains("limits.fuel"), "{err}");
+        // The failed batch stored nothing, not even its valid first task.
+        assert_eq!(
+            store.stats(StatsParams::default()).await.unwrap().queued(),
+            1
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! one `BEGIN IMMEDIATE` transaction, answering each caller only after `COMMIT` returned.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,6 +32,14 @@ type Job =
 pub(crate) struct Writer {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+/// How much group commit grouped: operations applied and transactions committed.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    operations: AtomicU64,
+    transactions: AtomicU64,
 }
 
 impl std::fmt::Debug for Writer {
@@ -48,14 +57,34 @@ impl Writer {
         ready: watch::Sender<u64>,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("fabric-sqlite-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1), aging_step_ms, ready))
+            .spawn(move || {
+                run(
+                    conn,
+                    rx,
+                    max_batch.max(1),
+                    aging_step_ms,
+                    ready,
+                    &thread_counters,
+                )
+            })
             .map_err(|e| StoreError::unavailable("start the SQLite writer thread", e))?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            counters,
         })
+    }
+
+    /// `(operations, transactions)` committed so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.counters.operations.load(Ordering::Relaxed),
+            self.counters.transactions.load(Ordering::Relaxed),
+        )
     }
 
     /// Queues `op` for the next group transaction and waits until that transaction
@@ -128,6 +157,7 @@ fn run(
     max_batch: usize,
     aging_step_ms: u64,
     ready: watch::Sender<u64>,
+    counters: &Counters,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::with_capacity(max_batch.min(64));
@@ -185,8 +215,14 @@ fn run(
         if let Err(e) = &commit {
             tracing::warn!(error = %e, "SQLite group commit failed; rolling back");
             let _ = exec(&conn, "ROLLBACK");
-        } else if made_ready {
-            ready.send_modify(|n| *n = n.wrapping_add(1));
+        } else {
+            counters
+                .operations
+                .fetch_add(replies.len() as u64, Ordering::Relaxed);
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            if made_ready {
+                ready.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
         let commit_error = commit.err();
         for reply in replies {

@@ -605,7 +605,7 @@ pub async fn claim_order_priority_then_fifo(store: Arc<dyn Store>) {
             expected.push((*p, id));
         }
     }
-    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    expected.sort_by_key(|(p, _)| *p);
     let expected: Vec<TaskId> = expected.into_iter().map(|(_, id)| id).collect();
     let mut got = Vec::new();
     for _ in 0..5 {
