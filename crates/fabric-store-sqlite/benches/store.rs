@@ -1,2 +1,173 @@
-//! Store operation benchmarks.
-fn main() {}
+//! Store operations per batch size on a file database: insert, claim, complete, and many
+//! concurrent single-task inserts sharing group-commit transactions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fabric_store::{
+    ClaimedTask, Completion, NewTask, Next, Store, TaskClaimParams, TaskCompleteParams,
+    TaskInsertParams,
+};
+use fabric_store_sqlite::{SqliteOptions, SqliteStore};
+use fabric_types::{Attempt, ModuleId, Outcome, TaskState};
+use time::OffsetDateTime;
+use tokio::runtime::Runtime;
+
+const BATCHES: [usize; 3] = [1, 100, 1_000];
+
+fn tasks(n: usize) -> Vec<NewTask> {
+    (0..n)
+        .map(|i| NewTask::new("bench", ModuleId::of(b"echo"), format!("input {i}")))
+        .collect()
+}
+
+async fn insert(store: &dyn Store, n: usize) {
+    let params = TaskInsertParams {
+        tasks: tasks(n),
+        now: OffsetDateTime::now_utc(),
+    };
+    store.task_insert(params).await.unwrap();
+}
+
+async fn claim(store: &dyn Store, n: usize) -> Vec<ClaimedTask> {
+    let params = TaskClaimParams {
+        node: "bench".into(),
+        max: n,
+        lease: Duration::from_secs(60),
+        now: OffsetDateTime::now_utc(),
+    };
+    let claimed = store.task_claim(params).await.unwrap();
+    assert_eq!(claimed.len(), n);
+    claimed
+}
+
+async fn complete(store: &dyn Store, claimed: Vec<ClaimedTask>) {
+    let completions = claimed
+        .into_iter()
+        .map(|c| Completion {
+            attempt_id: c.attempt_id,
+            attempt: Attempt::new(Outcome::Ok),
+            next: Next::Finish(TaskState::Succeeded),
+        })
+        .collect();
+    let params = TaskCompleteParams {
+        completions,
+        now: OffsetDateTime::now_utc(),
+    };
+    store.task_complete(params).await.unwrap();
+}
+
+fn store_ops(c: &mut Criterion) {
+    let runtime = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path().join("bench.db"), SqliteOptions::default()).unwrap());
+    let store = &*store;
+
+    let mut group = c.benchmark_group("store");
+    for n in BATCHES {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("insert", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        insert(store, n).await;
+                        spent += start.elapsed();
+                        // Keep the queue empty so every iteration sees the same database.
+                        let claimed = claim(store, n).await;
+                        complete(store, claimed).await;
+                    }
+                    spent
+                })
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("claim", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        insert(store, n).await;
+                        let start = Instant::now();
+                        let claimed = claim(store, n).await;
+                        spent += start.elapsed();
+                        complete(store, claimed).await;
+                    }
+                    spent
+                })
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("complete", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        insert(store, n).await;
+                        let claimed = claim(store, n).await;
+                        let start = Instant::now();
+                        complete(store, claimed).await;
+                        spent += start.elapsed();
+                    }
+                    spent
+                })
+            })
+        });
+    }
+    // Group commit: `n` callers each insert one task at once.
+    for n in [100usize] {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(
+            BenchmarkId::new("insert_concurrent_single", n),
+            &n,
+            |b, &n| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            let start = Instant::now();
+                            let inserts = (0..n).map(|_| insert(store, 1));
+                            futures_join_all(inserts).await;
+                            spent += start.elapsed();
+                            let claimed = claim(store, n).await;
+                            complete(store, claimed).await;
+                        }
+                        spent
+                    })
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+/// Runs every future concurrently on the current task.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    done = false;
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+criterion_group!(benches, store_ops);
+criterion_main!(benches);

@@ -65,6 +65,8 @@ CREATE INDEX tasks_finished ON tasks (finished_at, id) WHERE finished_at IS NOT 
 CREATE INDEX tasks_current_attempt ON tasks (current_attempt) WHERE current_attempt IS NOT NULL;
 CREATE INDEX tasks_tenant ON tasks (tenant, id);
 CREATE INDEX tasks_tenant_state ON tasks (tenant, state, id);
+-- For stats. The hot queries name their partial index (INDEXED BY), so the planner never
+-- prefers this broader one (without ANALYZE it would, and sort or scan every row of a state).
 CREATE INDEX tasks_state ON tasks (state, priority);
 
 CREATE TABLE attempts (

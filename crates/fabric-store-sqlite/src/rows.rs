@@ -308,19 +308,29 @@ pub(crate) fn load_tasks(
         .collect()
 }
 
-/// The claimed task of the row just moved to `running` (selected with [`TASK_COLUMNS`]).
-pub(crate) fn claimed_task(
+/// Moves one queued task to `running` under `attempt_id` and returns what its worker needs.
+pub(crate) fn claim_row(
     conn: &Connection,
     id: &str,
     attempt_id: AttemptId,
-    attempt_number: u32,
     claimed_at: OffsetDateTime,
     lease_until: OffsetDateTime,
 ) -> Result<ClaimedTask, StoreError> {
-    let raw = conn
-        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id], raw_task))
-        .map_err(db_err("read a claimed task"))?;
+    let (now, until) = (ms(claimed_at), ms(lease_until));
+    let (raw, attempt_number): (RawTask, i64) = conn
+        .prepare_cached(&format!(
+            "UPDATE tasks SET state = 'running', attempt_count = attempt_count + 1, current_attempt = ?2,
+                lease_until = ?3, started_at = COALESCE(started_at, ?4)
+             WHERE id = ?1 AND state = 'queued' RETURNING {TASK_COLUMNS}, attempt_count"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![id, attempt_id.as_str(), until, now], |r| {
+                Ok((raw_task(r)?, r.get(24)?))
+            })
+        })
+        .map_err(db_err("claim a task"))?;
+    let attempt_number = u32::try_from(attempt_number)
+        .map_err(|_| StoreError::Corrupt(format!("task {id} has {attempt_number} attempts")))?;
     let task = raw.into_record()?;
     Ok(ClaimedTask {
         task_id: task.id,

@@ -12,8 +12,8 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::db_err;
 use crate::rows::{
-    MODULE_COLUMNS, claimed_task, load_task, map_json, module_info, ms, parse_priority,
-    parse_state, read_module_info, retry_on_text, to_i64,
+    MODULE_COLUMNS, claim_row, load_task, map_json, module_info, ms, parse_priority, parse_state,
+    read_module_info, retry_on_text, to_i64,
 };
 use crate::writer::WriteCtx;
 
@@ -200,9 +200,13 @@ pub(crate) fn task_claim(
         let candidates: Vec<(String, Option<i64>)> = ctx
             .conn
             .prepare_cached(
-                "SELECT id, deadline FROM tasks WHERE state = 'queued' ORDER BY sort_key, id LIMIT ?1",
+                "SELECT id, deadline FROM tasks INDEXED BY tasks_claim
+                 WHERE state = 'queued' ORDER BY sort_key, id LIMIT ?1",
             )
-            .and_then(|mut s| s.query_map([want], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .and_then(|mut s| {
+                s.query_map([want], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
             .map_err(db_err("find queued tasks"))?;
         if candidates.is_empty() {
             break;
@@ -213,15 +217,7 @@ pub(crate) fn task_claim(
                 continue;
             }
             let attempt_id = AttemptId::generate(p.now);
-            let number: i64 = ctx
-                .conn
-                .prepare_cached(
-                    "UPDATE tasks SET state = 'running', attempt_count = attempt_count + 1, current_attempt = ?2,
-                        lease_until = ?3, started_at = COALESCE(started_at, ?4)
-                     WHERE id = ?1 AND state = 'queued' RETURNING attempt_count",
-                )
-                .and_then(|mut s| s.query_row(params![id, attempt_id.as_str(), lease_until, now], |r| r.get(0)))
-                .map_err(db_err("claim a task"))?;
+            let task = claim_row(ctx.conn, &id, attempt_id, p.now, from_millis(lease_until))?;
             ctx.conn
                 .prepare_cached(
                     "INSERT INTO attempts (id, task_id, number, node, claimed_at, lease_until)
@@ -229,25 +225,16 @@ pub(crate) fn task_claim(
                 )
                 .and_then(|mut s| {
                     s.execute(params![
-                        attempt_id.as_str(),
+                        task.attempt_id.as_str(),
                         id,
-                        number,
+                        task.attempt_number,
                         p.node,
                         now,
                         lease_until
                     ])
                 })
                 .map_err(db_err("record an attempt"))?;
-            let number = u32::try_from(number)
-                .map_err(|_| StoreError::Corrupt(format!("task {id} has {number} attempts")))?;
-            claimed.push(claimed_task(
-                ctx.conn,
-                &id,
-                attempt_id,
-                number,
-                p.now,
-                from_millis(lease_until),
-            )?);
+            claimed.push(task);
         }
     }
     Ok(claimed)
@@ -270,7 +257,8 @@ pub(crate) fn task_heartbeat(
         let cancel: Option<bool> = ctx
             .conn
             .prepare_cached(
-                "UPDATE tasks SET lease_until = ?2 WHERE current_attempt = ?1 AND state = 'running'
+                "UPDATE tasks INDEXED BY tasks_current_attempt SET lease_until = ?2
+                 WHERE current_attempt = ?1 AND state = 'running'
                  RETURNING cancel_requested",
             )
             .and_then(|mut s| {
@@ -345,10 +333,14 @@ pub(crate) fn task_complete(
         let held: Option<(String, i64, bool)> = ctx
             .conn
             .prepare_cached(
-                "SELECT id, priority, cancel_requested FROM tasks WHERE current_attempt = ?1 AND state = 'running'",
+                "SELECT id, priority, cancel_requested FROM tasks INDEXED BY tasks_current_attempt
+                 WHERE current_attempt = ?1 AND state = 'running'",
             )
             .and_then(|mut s| {
-                s.query_row([c.attempt_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                s.query_row([c.attempt_id.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
             })
             .map_err(db_err("find a completed attempt's task"))?;
         let Some((task_id, priority, cancel_requested)) = held else {
@@ -467,7 +459,7 @@ pub(crate) fn task_rescue(
         .prepare_cached(
             "SELECT id, tenant, current_attempt, priority, attempt_count, cancel_requested,
                 max_attempts, backoff_ms, max_backoff_ms, retry_on
-             FROM tasks WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until, id LIMIT ?2",
+             FROM tasks INDEXED BY tasks_lease WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until, id LIMIT ?2",
         )
         .and_then(|mut s| {
             s.query_map(params![now, p.max as i64], |r| {
@@ -542,7 +534,7 @@ pub(crate) fn task_promote(
     let due: Vec<(String, i64, i64)> = ctx
         .conn
         .prepare_cached(
-            "SELECT id, priority, run_at FROM tasks WHERE state = 'scheduled' AND run_at <= ?1
+            "SELECT id, priority, run_at FROM tasks INDEXED BY tasks_scheduled WHERE state = 'scheduled' AND run_at <= ?1
              ORDER BY run_at, id LIMIT ?2",
         )
         .and_then(|mut s| {
@@ -569,10 +561,14 @@ pub(crate) fn task_expire(
     let ids: Vec<String> = ctx
         .conn
         .prepare_cached(
-            "SELECT id FROM tasks WHERE deadline IS NOT NULL AND state IN ('queued', 'scheduled') AND deadline < ?1
+            "SELECT id FROM tasks INDEXED BY tasks_deadline
+             WHERE deadline IS NOT NULL AND state IN ('queued', 'scheduled') AND deadline < ?1
              ORDER BY deadline, id LIMIT ?2",
         )
-        .and_then(|mut s| s.query_map(params![now, p.max as i64], |r| r.get(0))?.collect())
+        .and_then(|mut s| {
+            s.query_map(params![now, p.max as i64], |r| r.get(0))?
+                .collect()
+        })
         .map_err(db_err("find expired tasks"))?;
     for id in &ids {
         finish(ctx, id, TaskState::Expired, now)?;
@@ -586,7 +582,7 @@ pub(crate) fn task_prune(ctx: &mut WriteCtx<'_>, p: TaskPruneParams) -> Result<u
         .conn
         .prepare_cached(
             "DELETE FROM tasks WHERE id IN (
-                SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?1
+                SELECT id FROM tasks INDEXED BY tasks_finished WHERE finished_at IS NOT NULL AND finished_at < ?1
                     AND state IN ('succeeded', 'failed', 'cancelled', 'expired')
                 ORDER BY finished_at, id LIMIT ?2)",
         )
