@@ -1,0 +1,54 @@
+//! Helpers to run the real `fabric` binary on agents written to temporary files.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// A temporary directory holding agent files for one test.
+pub struct Workdir(tempfile::TempDir);
+
+impl Workdir {
+    pub fn new() -> Self {
+        Self(tempfile::tempdir().expect("creating a temporary directory"))
+    }
+
+    /// Writes `bytes` to `name` in the directory and returns its path.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.0.path().join(name);
+        std::fs::write(&path, bytes).expect("writing a test file");
+        path
+    }
+}
+
+/// `fabric <args>` with a clean environment plus `env`, and `stdin` on its stdin.
+pub fn fabric_with(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting fabric");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().expect("waiting for fabric")
+}
+
+pub fn fabric(args: &[&str]) -> Output {
+    fabric_with(args, &[], b"")
+}
+
+/// The one JSON object `--json` prints.
+pub fn attempt_json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "exactly one line on stdout: {stdout:?}"
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
