@@ -63,6 +63,7 @@ fn store_ops(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(dir.path().join("bench.db"), SqliteOptions::default()).unwrap());
+    let shared = Arc::clone(&store);
     let store = &*store;
 
     let mut group = c.benchmark_group("store");
@@ -116,7 +117,7 @@ fn store_ops(c: &mut Criterion) {
         });
     }
     // Group commit: `n` callers each insert one task at once.
-    for n in [100usize] {
+    for n in [10usize, 100] {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(
             BenchmarkId::new("insert_concurrent_single", n),
@@ -127,8 +128,12 @@ fn store_ops(c: &mut Criterion) {
                         let mut spent = Duration::ZERO;
                         for _ in 0..iters {
                             let start = Instant::now();
-                            let inserts = (0..n).map(|_| insert(store, 1));
-                            futures_join_all(inserts).await;
+                            let mut callers = tokio::task::JoinSet::new();
+                            for _ in 0..n {
+                                let shared = Arc::clone(&shared);
+                                callers.spawn(async move { insert(&*shared, 1).await });
+                            }
+                            callers.join_all().await;
                             spent += start.elapsed();
                             let claimed = claim(store, n).await;
                             complete(store, claimed).await;
@@ -140,33 +145,6 @@ fn store_ops(c: &mut Criterion) {
         );
     }
     group.finish();
-}
-
-/// Runs every future concurrently on the current task.
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for slot in pending.iter_mut() {
-            if let Some(f) = slot {
-                if f.as_mut().poll(cx).is_ready() {
-                    *slot = None;
-                } else {
-                    done = false;
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 criterion_group!(benches, store_ops);
