@@ -1,0 +1,117 @@
+//! The completer: writes the ends of attempts to the store in batches (many completions per
+//! transaction), retries while the store is unavailable, and announces each new state.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fabric_store::{Completion, TaskCompleteParams, TaskId};
+use fabric_types::Attempt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Shared;
+
+/// The longest pause between two tries to write completions while the store is down.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// One attempt's end, waiting to be written.
+pub(crate) struct Done {
+    pub completion: Completion,
+    pub task_id: TaskId,
+    pub tenant: String,
+    pub attempt: Arc<Attempt>,
+    /// Told once the completion is durable (or was given up on).
+    pub written: oneshot::Sender<()>,
+}
+
+/// The sending side, shared by every attempt.
+pub(crate) struct Completer {
+    tx: Mutex<Option<mpsc::UnboundedSender<Done>>>,
+}
+
+impl Completer {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Done>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                tx: Mutex::new(Some(tx)),
+            },
+            rx,
+        )
+    }
+
+    /// Queues a completion and waits until it is written.
+    pub async fn submit(&self, done: Done) {
+        let (written_tx, written) = oneshot::channel();
+        let done = Done {
+            written: written_tx,
+            ..done
+        };
+        let sent = self
+            .tx
+            .lock()
+            .expect("completer lock")
+            .as_ref()
+            .map(|tx| tx.send(done));
+        if let Some(Ok(())) = sent {
+            let _ = written.await;
+        }
+    }
+
+    /// No more completions: the writer drains what is queued and stops.
+    pub fn close(&self) {
+        self.tx.lock().expect("completer lock").take();
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < shared.config.complete_batch {
+            match rx.try_recv() {
+                Ok(done) => batch.push(done),
+                Err(_) => break,
+            }
+        }
+        write(&shared, &mut batch).await;
+    }
+}
+
+async fn write(shared: &Shared, batch: &mut Vec<Done>) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let params = TaskCompleteParams {
+            completions: batch.iter().map(|d| d.completion.clone()).collect(),
+            now: shared.clock.now(),
+        };
+        match shared.store.task_complete(params).await {
+            Ok(results) => {
+                for (done, result) in batch.drain(..).zip(results) {
+                    match (result.accepted, result.state) {
+                        (true, Some(state)) => {
+                            shared.emit(done.task_id, done.tenant, state, Some(done.attempt))
+                        }
+                        _ => {
+                            tracing::info!(task = %done.task_id, "completion rejected: the attempt no longer held its task")
+                        }
+                    }
+                    let _ = done.written.send(());
+                }
+                return;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, completions = batch.len(), "store unavailable; retrying completions");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+            Err(e) => {
+                // Not retryable (closed, corrupt): the leases will bring these tasks back.
+                tracing::error!(error = %e, completions = batch.len(), "cannot record completions; their tasks will be rescued when their leases end");
+                for done in batch.drain(..) {
+                    let _ = done.written.send(());
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The dispatcher: waits for capacity and for ready work (signals, never polling sleeps on
+//! the hot path), claims tasks in batches, and runs each claimed attempt to its completion.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+use std::time::Duration;
+
+use fabric_sandbox::{Agent, CancelToken, RunRequest};
+use fabric_store::{
+    ClaimedTask, ModuleGetParams, ModuleRef, Next, TaskClaimParams, TaskPromoteParams,
+};
+use fabric_types::{Attempt, ModuleId, Outcome, TaskState};
+use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use crate::complete::Done;
+use crate::policy::{full_jitter, next_after};
+use crate::{Interruption, Running, Shared};
+
+/// Most scheduled tasks promoted in one store call.
+const PROMOTE_BATCH: usize = 4096;
+/// A pause after the store failed, before the dispatcher tries again.
+const STORE_ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut ready = shared.store.ready_signal();
+    let mut stop = shared.stop.subscribe();
+    let loading: Arc<std::sync::Mutex<HashMap<ModuleId, Arc<AsyncMutex<()>>>>> = Arc::default();
+    // When the earliest scheduled task is due; `None` means "look it up".
+    let mut next_due: Option<Option<Instant>> = None;
+    loop {
+        if shared.is_stopping() {
+            return;
+        }
+        let first = tokio::select! {
+            permit = shared.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = stop.changed() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < shared.config.claim_batch {
+            match shared.permits.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+
+        if next_due.is_none_or(|due| due.is_some_and(|at| at <= Instant::now())) {
+            next_due = promote(&shared).await;
+        }
+        let now = shared.clock.now();
+        let claim = TaskClaimParams {
+            node: shared.config.node.clone(),
+            max: permits.len(),
+            lease: shared.config.lease,
+            now,
+        };
+        let claimed = match shared.store.task_claim(claim).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming tasks failed; trying again shortly");
+                drop(permits);
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let idle = claimed.is_empty();
+        for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
+            tokio::spawn(run_attempt(shared.clone(), task, permit, loading.clone()));
+        }
+        drop(permits);
+        if !idle {
+            continue;
+        }
+
+        // Nothing ready: sleep until new work is signalled, the earliest scheduled task is
+        // due, or (for work other nodes made ready) the idle poll passes.
+        let due = match next_due {
+            Some(due) => due,
+            None => {
+                next_due = promote(&shared).await;
+                next_due.flatten()
+            }
+        };
+        let wake_at = Instant::now() + shared.config.idle_poll;
+        let wake_at = due.map_or(wake_at, |due| due.min(wake_at));
+        tokio::select! {
+            _ = ready.changed() => {}
+            () = shared.wake.notified() => next_due = None,
+            () = tokio::time::sleep_until(wake_at) => next_due = None,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Promotes due scheduled tasks and returns when the next one is due (`Some(None)`: none
+/// is scheduled; `None`: unknown, after a store error).
+async fn promote(shared: &Shared) -> Option<Option<Instant>> {
+    let now = shared.clock.now();
+    if let Err(e) = shared
+        .store
+        .task_promote(TaskPromoteParams {
+            now,
+            max: PROMOTE_BATCH,
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "promoting scheduled tasks failed");
+        return None;
+    }
+    match shared.store.next_wakeup().await {
+        Ok(next) => Some(next.map(|at| {
+            let wait = (at - now).max(time::Duration::ZERO);
+            Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the next scheduled time failed");
+            None
+        }
+    }
+}
+
+/// Why an agent could not be had for an attempt.
+enum Unloadable {
+    /// The module is missing or not valid: the attempt ends `invalid`.
+    Invalid(String),
+    /// The store did not answer: put the task back without charging it.
+    Unavailable,
+}
+
+async fn load_agent(
+    shared: &Shared,
+    task: &ClaimedTask,
+    loading: &std::sync::Mutex<HashMap<ModuleId, Arc<AsyncMutex<()>>>>,
+) -> Result<Arc<Agent>, Unloadable> {
+    if let Some(agent) = shared.sandbox.cached(&task.module) {
+        return Ok(agent);
+    }
+    // One load per module at a time: a burst of tasks for a new module compiles it once.
+    let gate = loading
+        .lock()
+        .expect("loading lock")
+        .entry(task.module)
+        .or_default()
+        .clone();
+    let _loading = gate.lock().await;
+    if let Some(agent) = shared.sandbox.cached(&task.module) {
+        return Ok(agent);
+    }
+    let params = ModuleGetParams {
+        tenant: task.tenant.clone(),
+        module: ModuleRef::Id(task.module),
+    };
+    let record = match shared.store.module_get(params).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return Err(Unloadable::Invalid(format!(
+                "module {} not found",
+                task.module
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, module = %task.module, "cannot read the module");
+            return Err(Unloadable::Unavailable);
+        }
+    };
+    let sandbox = shared.sandbox.clone();
+    let loaded = tokio::task::spawn_blocking(move || sandbox.load(&record.bytes)).await;
+    loading.lock().expect("loading lock").remove(&task.module);
+    match loaded {
+        Ok(Ok(agent)) => Ok(agent),
+        Ok(Err(e)) => Err(Unloadable::Invalid(e.to_string())),
+        Err(_) => Err(Unloadable::Invalid("compiling the module panicked".into())),
+    }
+}
+
+async fn run_attempt(
+    shared: Arc<Shared>,
+    task: ClaimedTask,
+    permit: OwnedSemaphorePermit,
+    loading: Arc<std::sync::Mutex<HashMap<ModuleId, Arc<AsyncMutex<()>>>>>,
+) {
+    let running = Arc::new(Running {
+        task_id: task.task_id.clone(),
+        cancel: CancelToken::new(),
+        why: AtomicU8::new(Interruption::None as u8),
+    });
+    shared
+        .running
+        .lock()
+        .expect("running lock")
+        .insert(task.attempt_id.clone(), running.clone());
+    shared.emit(
+        task.task_id.clone(),
+        task.tenant.clone(),
+        TaskState::Running,
+        None,
+    );
+
+    let attempt = match load_agent(&shared, &task, &loading).await {
+        Ok(agent) => {
+            let request = RunRequest {
+                input: task.input.clone(),
+                limits: task.limits,
+                env: task
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            };
+            Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
+        }
+        Err(Unloadable::Invalid(why)) => {
+            let mut attempt = Attempt::new(Outcome::Invalid);
+            attempt.error = Some(why);
+            Ok(attempt)
+        }
+        Err(Unloadable::Unavailable) => Err(()),
+    };
+    shared
+        .running
+        .lock()
+        .expect("running lock")
+        .remove(&task.attempt_id);
+
+    let now = shared.clock.now();
+    let (attempt, next) = match (attempt, running.interruption()) {
+        // Another node holds the task now; its completion would be rejected.
+        (_, Interruption::LeaseLost) => return,
+        (Err(()), _) => (Attempt::new(Outcome::Lost), Next::Requeue),
+        (Ok(attempt), Interruption::Shutdown) if attempt.outcome == Outcome::Cancelled => {
+            (attempt, Next::Requeue)
+        }
+        (Ok(attempt), Interruption::Cancel) if attempt.outcome == Outcome::Cancelled => {
+            (attempt, Next::Finish(TaskState::Cancelled))
+        }
+        (Ok(attempt), _) => {
+            let next = next_after(
+                attempt.outcome,
+                task.attempt_number,
+                &task.retry,
+                now,
+                full_jitter,
+            );
+            (attempt, next)
+        }
+    };
+    if matches!(next, Next::Retry { .. }) {
+        shared.wake.notify_one();
+    }
+    let attempt = Arc::new(attempt);
+    let done = Done {
+        completion: fabric_store::Completion {
+            attempt_id: task.attempt_id,
+            attempt: (*attempt).clone(),
+            next,
+        },
+        task_id: task.task_id,
+        tenant: task.tenant,
+        attempt,
+        written: tokio::sync::oneshot::channel().0,
+    };
+    shared.completions.submit(done).await;
+    drop(permit);
+}

@@ -1,0 +1,350 @@
+//! The scheduler: claims ready tasks from the store in priority order, runs each in the
+//! sandbox under a lease, records the outcome fenced by the attempt id, retries failures
+//! with backoff, and runs the maintenance services (rescue, promotion, expiry, pruning).
+
+mod clock;
+mod complete;
+mod dispatch;
+mod policy;
+mod service;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fabric_sandbox::{CancelToken, Sandbox};
+use fabric_store::{AttemptId, Store, TaskCancelParams, TaskId, TaskRecord};
+use fabric_types::{Attempt, TaskState};
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::task::JoinHandle;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use policy::next_after;
+
+/// How the scheduler runs, each field with a documented default.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// This node's name in the store (who holds which lease).
+    pub node: String,
+    /// Attempts running at once on this node. Default 64.
+    pub workers: u32,
+    /// How long a claim holds before another node may rescue the task. Default 10 s.
+    pub lease: Duration,
+    /// How often running attempts renew their leases. Default lease / 3.
+    pub heartbeat_every: Duration,
+    /// Most tasks claimed in one store call. Default 256.
+    pub claim_batch: usize,
+    /// Most completions written in one store call. Default 1024.
+    pub complete_batch: usize,
+    /// How often expired leases are rescued and passed deadlines expired. Default 1 s.
+    pub maintenance_every: Duration,
+    /// How long finished tasks are kept. Default 7 days.
+    pub retention: Duration,
+    /// How often finished tasks older than `retention` are pruned. Default 1 min.
+    pub prune_every: Duration,
+    /// Longest idle wait before the dispatcher looks at the store again even without a
+    /// signal (other nodes' work on a store without LISTEN/NOTIFY). Default 1 s.
+    pub idle_poll: Duration,
+}
+
+impl SchedulerConfig {
+    pub const DEFAULT_WORKERS: u32 = 64;
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+    pub const DEFAULT_CLAIM_BATCH: usize = 256;
+    pub const DEFAULT_COMPLETE_BATCH: usize = 1024;
+    pub const DEFAULT_MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
+    pub const DEFAULT_IDLE_POLL: Duration = Duration::from_secs(1);
+
+    /// Defaults for a node with this name.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            workers: Self::DEFAULT_WORKERS,
+            lease: Self::DEFAULT_LEASE,
+            heartbeat_every: Self::DEFAULT_LEASE / 3,
+            claim_batch: Self::DEFAULT_CLAIM_BATCH,
+            complete_batch: Self::DEFAULT_COMPLETE_BATCH,
+            maintenance_every: Self::DEFAULT_MAINTENANCE_EVERY,
+            retention: Self::DEFAULT_RETENTION,
+            prune_every: Self::DEFAULT_PRUNE_EVERY,
+            idle_poll: Self::DEFAULT_IDLE_POLL,
+        }
+    }
+}
+
+/// A change of a task's state, for subscribers (`task.subscribe`) and metrics.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    pub task_id: TaskId,
+    pub tenant: String,
+    pub state: TaskState,
+    /// The attempt that just ended, when the change comes from one.
+    pub attempt: Option<Arc<Attempt>>,
+}
+
+/// Why a running attempt was interrupted from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Interruption {
+    None = 0,
+    /// `task.cancel`: the task ends `cancelled`.
+    Cancel = 1,
+    /// Shutdown after the grace period: the task goes back to the queue, uncharged.
+    Shutdown = 2,
+    /// The lease was lost (another node rescued the task): the result is discarded.
+    LeaseLost = 3,
+}
+
+/// An attempt running on this node.
+#[derive(Debug)]
+struct Running {
+    task_id: TaskId,
+    cancel: CancelToken,
+    why: AtomicU8,
+}
+
+impl Running {
+    fn interrupt(&self, why: Interruption) {
+        // The first reason wins: a cancel is not turned into a requeue by a later shutdown.
+        let _ = self.why.compare_exchange(
+            Interruption::None as u8,
+            why as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.cancel.cancel();
+    }
+
+    fn interruption(&self) -> Interruption {
+        match self.why.load(Ordering::Acquire) {
+            1 => Interruption::Cancel,
+            2 => Interruption::Shutdown,
+            3 => Interruption::LeaseLost,
+            _ => Interruption::None,
+        }
+    }
+}
+
+/// What every part of the scheduler shares.
+struct Shared {
+    config: SchedulerConfig,
+    store: Arc<dyn Store>,
+    sandbox: Arc<Sandbox>,
+    clock: Arc<dyn Clock>,
+    /// One permit per attempt that may run at once (admission).
+    permits: Arc<Semaphore>,
+    running: Mutex<HashMap<AttemptId, Arc<Running>>>,
+    events: broadcast::Sender<TaskEvent>,
+    /// Raised when new work may be claimable or scheduled (a submit, a retry).
+    wake: Notify,
+    stopping: AtomicBool,
+    stop: watch::Sender<bool>,
+    completions: complete::Completer,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running scheduler. Dropping it without [`Scheduler::shutdown`] aborts its tasks;
+/// nothing acknowledged is lost either way (leases bring running tasks back).
+#[derive(Debug)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Why a scheduler operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] fabric_store::StoreError),
+    #[error("invalid scheduler configuration: {0}")]
+    Config(String),
+}
+
+impl Scheduler {
+    /// Starts dispatching, heartbeats and maintenance on the current tokio runtime.
+    pub fn start(
+        config: SchedulerConfig,
+        store: Arc<dyn Store>,
+        sandbox: Arc<Sandbox>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SchedulerError> {
+        if config.workers == 0 || config.claim_batch == 0 || config.complete_batch == 0 {
+            return Err(SchedulerError::Config(
+                "workers, claim_batch and complete_batch must be at least 1".into(),
+            ));
+        }
+        if config.heartbeat_every >= config.lease {
+            return Err(SchedulerError::Config(
+                "heartbeat_every must be shorter than the lease".into(),
+            ));
+        }
+        let (events, _) = broadcast::channel(4096);
+        let (stop, _) = watch::channel(false);
+        let (completions, completer_rx) = complete::Completer::new();
+        let shared = Arc::new(Shared {
+            permits: Arc::new(Semaphore::new(config.workers as usize)),
+            config,
+            store,
+            sandbox,
+            clock,
+            running: Mutex::default(),
+            events,
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            stop,
+            completions,
+        });
+        let tasks = vec![
+            tokio::spawn(complete::run(shared.clone(), completer_rx)),
+            tokio::spawn(dispatch::run(shared.clone())),
+            tokio::spawn(service::heartbeat(shared.clone())),
+            tokio::spawn(service::maintenance(shared.clone())),
+            tokio::spawn(service::prune(shared.clone())),
+        ];
+        Ok(Self {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// Tells the dispatcher that tasks may have become ready or scheduled (after a submit).
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Every task state change this node makes, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Attempts running on this node now.
+    pub fn running(&self) -> usize {
+        self.shared.running.lock().expect("running lock").len()
+    }
+
+    /// The most attempts that may run at once on this node.
+    pub fn workers(&self) -> u32 {
+        self.shared.config.workers
+    }
+
+    /// Cancels a task: a waiting one at once; a running one here is interrupted within an
+    /// epoch tick (one running on another node, at that node's next heartbeat).
+    pub async fn cancel(
+        &self,
+        tenant: Option<String>,
+        id: TaskId,
+    ) -> Result<Option<TaskRecord>, SchedulerError> {
+        let now = self.shared.clock.now();
+        let record = self
+            .shared
+            .store
+            .task_cancel(TaskCancelParams {
+                tenant,
+                id: id.clone(),
+                now,
+            })
+            .await?;
+        if let Some(record) = &record {
+            match record.state {
+                TaskState::Running => self.shared.interrupt_task(&id, Interruption::Cancel),
+                TaskState::Cancelled => self.shared.emit(
+                    record.id.clone(),
+                    record.tenant.clone(),
+                    TaskState::Cancelled,
+                    None,
+                ),
+                _ => {}
+            }
+        }
+        Ok(record)
+    }
+
+    /// Stops claiming, lets running attempts finish for up to `grace`, then interrupts the
+    /// rest and puts their tasks back in the queue without charging an attempt, flushes
+    /// every completion and stops the services. Calling it twice is harmless.
+    pub async fn shutdown(&self, grace: Duration) {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.shared.stop.send(true);
+        self.shared.wake.notify_one();
+        let workers = self.shared.config.workers;
+        let all_idle = self.shared.permits.clone().acquire_many_owned(workers);
+        let idle = match tokio::time::timeout(grace, all_idle).await {
+            Ok(permits) => permits.ok(),
+            Err(_) => {
+                let interrupted = self.shared.interrupt_all(Interruption::Shutdown);
+                tracing::info!(
+                    interrupted,
+                    "grace period over: interrupting running attempts; their tasks go back to the queue"
+                );
+                self.shared
+                    .permits
+                    .clone()
+                    .acquire_many_owned(workers)
+                    .await
+                    .ok()
+            }
+        };
+        drop(idle);
+        self.shared.completions.close();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().expect("tasks lock").iter() {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn emit(
+        &self,
+        task_id: TaskId,
+        tenant: String,
+        state: TaskState,
+        attempt: Option<Arc<Attempt>>,
+    ) {
+        let _ = self.events.send(TaskEvent {
+            task_id,
+            tenant,
+            state,
+            attempt,
+        });
+    }
+
+    fn interrupt_task(&self, task_id: &TaskId, why: Interruption) {
+        let running = self.running.lock().expect("running lock");
+        for attempt in running.values().filter(|r| &r.task_id == task_id) {
+            attempt.interrupt(why);
+        }
+    }
+
+    fn interrupt_all(&self, why: Interruption) -> usize {
+        let running = self.running.lock().expect("running lock");
+        for attempt in running.values() {
+            attempt.interrupt(why);
+        }
+        running.len()
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}

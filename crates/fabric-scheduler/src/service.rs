@@ -1,0 +1,108 @@
+//! The background services beside dispatch, each a loop on its own period that stops when
+//! the scheduler stops: heartbeats (renew leases, see cancels and lost leases), maintenance
+//! (rescue expired leases, expire passed deadlines) and pruning (retention).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fabric_store::{TaskExpireParams, TaskHeartbeatParams, TaskPruneParams, TaskRescueParams};
+
+use crate::policy::full_jitter;
+use crate::{Interruption, Shared};
+
+/// Most tasks rescued, expired or pruned in one store call.
+const MAINTENANCE_BATCH: usize = 1000;
+
+/// Runs `tick` every `period` until the scheduler stops.
+async fn every<F, Fut>(shared: &Shared, period: Duration, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut stop = shared.stop.subscribe();
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => tick().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Renews the leases of this node's running attempts; interrupts those whose task was
+/// cancelled elsewhere or whose lease was lost.
+pub(crate) async fn heartbeat(shared: Arc<Shared>) {
+    every(&shared, shared.config.heartbeat_every, || async {
+        let running: Vec<_> = shared.running.lock().expect("running lock").iter().map(|(id, r)| (id.clone(), r.clone())).collect();
+        if running.is_empty() {
+            return;
+        }
+        let now = shared.clock.now();
+        let params = TaskHeartbeatParams {
+            attempt_ids: running.iter().map(|(id, _)| id.clone()).collect(),
+            lease_until: now + shared.config.lease,
+            now,
+        };
+        match shared.store.task_heartbeat(params).await {
+            Ok(beat) => {
+                for (id, attempt) in &running {
+                    if !beat.held.contains(id) {
+                        tracing::warn!(task = %attempt.task_id, "lease lost: interrupting the attempt");
+                        attempt.interrupt(Interruption::LeaseLost);
+                    } else if beat.cancel_requested.contains(id) {
+                        attempt.interrupt(Interruption::Cancel);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
+        }
+    })
+    .await;
+}
+
+/// Rescues attempts whose lease ended (their worker died) and expires waiting tasks whose
+/// deadline passed. Runs at start and then every `maintenance_every`.
+pub(crate) async fn maintenance(shared: Arc<Shared>) {
+    every(&shared, shared.config.maintenance_every, || async {
+        let now = shared.clock.now();
+        let rescue = TaskRescueParams { now, max: MAINTENANCE_BATCH, jitter: full_jitter };
+        match shared.store.task_rescue(rescue).await {
+            Ok(rescued) => {
+                for task in rescued {
+                    tracing::info!(task = %task.task_id, state = %task.state, "rescued a task whose lease ended");
+                    shared.emit(task.task_id, task.tenant, task.state, None);
+                }
+                shared.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+        }
+        match shared.store.task_expire(TaskExpireParams { now, max: MAINTENANCE_BATCH }).await {
+            Ok(expired) if !expired.is_empty() => tracing::info!(count = expired.len(), "expired tasks past their deadline"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring tasks failed"),
+        }
+    })
+    .await;
+}
+
+/// Deletes finished tasks older than the retention period.
+pub(crate) async fn prune(shared: Arc<Shared>) {
+    every(&shared, shared.config.prune_every, || async {
+        let finished_before = shared.clock.now() - shared.config.retention;
+        match shared
+            .store
+            .task_prune(TaskPruneParams {
+                finished_before,
+                max: MAINTENANCE_BATCH,
+            })
+            .await
+        {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned finished tasks past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning finished tasks failed"),
+        }
+    })
+    .await;
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the scheduler on the real SQLite store and the real sandbox.
+
+mod lifecycle;
+mod util;
