@@ -1,10 +1,9 @@
 //! The records a store returns and the params struct of every store method.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
+pub use fabric_types::ModuleKind;
 use fabric_types::{Attempt, Limits, ModuleId, Priority, RetryPolicy, TaskState};
 use time::OffsetDateTime;
 
@@ -42,42 +41,6 @@ pub fn to_millis(at: OffsetDateTime) -> i64 {
 pub fn from_millis(millis: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// Whether a module's bytes are a core module or a component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ModuleKind {
-    Module,
-    Component,
-}
-
-impl ModuleKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModuleKind::Module => "module",
-            ModuleKind::Component => "component",
-        }
-    }
-}
-
-impl fmt::Display for ModuleKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ModuleKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "module" => Ok(ModuleKind::Module),
-            "component" => Ok(ModuleKind::Component),
-            other => Err(format!(
-                "unknown module kind {other:?}: expected module or component"
-            )),
-        }
-    }
 }
 
 /// Stores a module's bytes for a tenant. Idempotent per `(tenant, id)`: storing the same

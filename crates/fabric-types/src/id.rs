@@ -135,6 +135,20 @@ impl fmt::Display for ModuleKind {
     }
 }
 
+impl FromStr for ModuleKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "module" => Ok(ModuleKind::Module),
+            "component" => Ok(ModuleKind::Component),
+            other => Err(format!(
+                "unknown module kind {other:?}: expected module or component"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod kind_tests {
     use super::*;

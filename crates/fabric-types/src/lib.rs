@@ -6,6 +6,7 @@ mod limits;
 mod outcome;
 mod size;
 mod task;
+pub mod wire;
 
 pub use id::{ModuleId, ModuleKind, ParseModuleIdError};
 pub use limits::{Limits, RetryPolicy};

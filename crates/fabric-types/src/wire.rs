@@ -1,0 +1,275 @@
+//! The JSON shapes of API.md shared by the server and the client: `TaskSpec`, `Task`,
+//! results of every method, and the JSON-RPC error codes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{Attempt, ModuleKind, Priority, TaskState};
+
+/// JSON-RPC 2.0 and application error codes (API.md, "Errors").
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL: i64 = -32603;
+    pub const UNAUTHORIZED: i64 = -32001;
+    pub const NOT_FOUND: i64 = -32002;
+    pub const QUOTA: i64 = -32003;
+    pub const DRAINING: i64 = -32004;
+    pub const MODULE_INVALID: i64 = -32005;
+}
+
+/// Optional per-task limits; absent fields take the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u64>,
+}
+
+/// Optional retry policy; absent fields take the defaults of [`crate::RetryPolicy`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+}
+
+/// What a client submits (API.md `TaskSpec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// `sha256:<hex>` or a module name.
+    pub module: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub run_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub deadline: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The answer to `task.submit`, and each element of `task.submit_batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    pub id: String,
+    pub state: TaskState,
+    pub deduplicated: bool,
+}
+
+/// `task.submit_batch` params and result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmittedBatch {
+    pub tasks: Vec<Submitted>,
+}
+
+/// A task as the API shows it (API.md `Task`). `output`/`output_base64` and `error` come
+/// from the last attempt of a finished task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub module: String,
+    pub state: TaskState,
+    pub priority: Priority,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `task.get`, `task.cancel` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRef {
+    pub id: String,
+}
+
+/// `task.wait` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskWait {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `task.list` params and result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `module.put` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulePut {
+    pub wasm_base64: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `module.put` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModulePutResult {
+    pub module: String,
+    pub size: u64,
+    pub kind: ModuleKind,
+}
+
+/// One module of `module.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleEntry {
+    pub module: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub size: u64,
+    pub kind: ModuleKind,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleListResult {
+    pub modules: Vec<ModuleEntry>,
+}
+
+/// Queued tasks by priority, in `fabric.stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedByPriority {
+    pub critical: u64,
+    pub high: u64,
+    pub normal: u64,
+    pub low: u64,
+    pub background: u64,
+}
+
+/// `fabric.stats` result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FabricStats {
+    pub queued: QueuedByPriority,
+    pub scheduled: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+    /// Attempts that may run at once on the answering node.
+    pub workers: u64,
+}
+
+/// `task.event` notification params (WebSocket subscriptions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEventNotice {
+    pub id: String,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_task_spec_parses_and_unknown_fields_are_refused() {
+        let spec: TaskSpec = serde_json::from_str(r#"{"module": "echo", "input": "hi"}"#).unwrap();
+        assert_eq!(spec.module, "echo");
+        assert_eq!(spec.input.as_deref(), Some("hi"));
+        let err =
+            serde_json::from_str::<TaskSpec>(r#"{"module": "echo", "inptu": "hi"}"#).unwrap_err();
+        assert!(err.to_string().contains("inptu"), "{err}");
+        let err = serde_json::from_str::<TaskSpec>(r#"{"module": "echo", "limits": {"fuel": -1}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid value"), "{err}");
+    }
+
+    #[test]
+    fn a_full_task_spec_round_trips() {
+        let text = r#"{"module":"sha256:00","input_base64":"AAE=","priority":"critical",
+            "limits":{"fuel":5,"memory_bytes":65536,"timeout_ms":100,"output_bytes":10},
+            "retry":{"max_attempts":2,"backoff_ms":10,"max_backoff_ms":20},
+            "idempotency_key":"k","run_at":"2030-01-01T00:00:00Z","deadline":"2030-01-02T00:00:00.5Z",
+            "env":{"A":"1"},"labels":{"team":"x"}}"#;
+        let spec: TaskSpec = serde_json::from_str(text).unwrap();
+        assert_eq!(spec.priority, Some(Priority::Critical));
+        assert_eq!(spec.retry.as_ref().unwrap().max_attempts, Some(2));
+        let back: TaskSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+}
