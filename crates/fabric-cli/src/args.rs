@@ -29,6 +29,21 @@ pub enum Command {
     /// Exit status: 0 when the outcome is `ok`, 1 for any other outcome, 2 for bad usage
     /// or an unreadable module.
     Run(RunArgs),
+    /// Store a module on a server, or list the stored ones.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Submit a task (or --count copies of it) to a server.
+    ///
+    /// Exit status: 0 when the tasks are stored (with --wait: when every one succeeded), 1
+    /// when a task ended otherwise or the server answered an error, 2 for bad usage or an
+    /// unreadable file.
+    Submit(SubmitArgs),
+    /// Read, wait for, cancel or list a server's tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Make access tokens for `fabric serve --auth`.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +125,190 @@ fn parse_env_var(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Where a client command finds its server, and how it prints the answer.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(
+        long = "server",
+        value_name = "URL",
+        env = "FABRIC_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub server: String,
+    /// Bearer token for a server started with --auth.
+    #[arg(long, value_name = "T", env = "FABRIC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print exactly one JSON object on stdout: the task for `submit --wait`, `task get`
+    /// and `task wait` (one per line for several), otherwise the method's result.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// Store a module or component (`.wasm`, or WebAssembly text `.wat`); prints its id.
+    Put(ModulePutArgs),
+    /// List the stored modules.
+    Ls(ModuleLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModulePutArgs {
+    /// The module: `.wasm` bytes, or WebAssembly text (`.wat`).
+    pub file: PathBuf,
+    /// A name to submit tasks by instead of the `sha256:<hex>` id.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModuleLsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The module: `sha256:<hex>` or a name given with `fabric module put --name`.
+    pub module: String,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// critical, high, normal, low or background. [default: normal]
+    #[arg(long, value_parser = parse_priority)]
+    pub priority: Option<fabric_types::Priority>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Most attempts, the first included. [default: the server's]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+    /// A key that makes resubmitting the same task harmless: the server answers the task
+    /// it already has. With --count N the copies get keys K-0 .. K-(N-1).
+    #[arg(long, value_name = "K")]
+    pub idempotency_key: Option<String>,
+    /// Environment variable granted to the agent, `NAME=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+    pub env: Vec<(String, String)>,
+    /// Label stored with the task, `NAME=VALUE` (repeatable).
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+    pub labels: Vec<(String, String)>,
+    /// Do not start before this time (RFC 3339, for example 2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub run_at: Option<time::OffsetDateTime>,
+    /// Give up (state expired) when not finished by this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub deadline: Option<time::OffsetDateTime>,
+    /// Submit N copies, in batches, with a progress bar on a terminal.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Wait until the tasks are finished, and print them.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// One task: its state, attempts and output.
+    Get(TaskIdArgs),
+    /// Wait until each task is finished, and print it.
+    ///
+    /// Exit status: 0 when every task succeeded, 1 otherwise (or at the timeout).
+    Wait(TaskWaitArgs),
+    /// Cancel a task: at once when waiting, within an epoch tick when running.
+    Cancel(TaskIdArgs),
+    /// List tasks, newest first.
+    Ls(TaskLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TaskIdArgs {
+    /// The task id.
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskWaitArgs {
+    /// The task ids.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Stop waiting after this long (1500ms, 2s, 1m): the tasks are printed as they are
+    /// and the exit status is 1. [default: wait until finished]
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskLsArgs {
+    /// Only tasks in this state: scheduled, queued, running, succeeded, failed,
+    /// cancelled or expired.
+    #[arg(long, value_name = "S", value_parser = parse_task_state)]
+    pub state: Option<fabric_types::TaskState>,
+    /// Most tasks to show (1 to 1000). [default: the server's, 100]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Continue a listing where the previous page ended (its next cursor).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token and the `[[token]]` table to add to the --auth file.
+    New(TokenNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// The tenant the token acts as: 1-64 characters of A-Z a-z 0-9 _ . -
+    #[arg(long, value_parser = parse_tenant, required_unless_present = "admin", conflicts_with = "admin")]
+    pub tenant: Option<String>,
+    /// An admin token, which sees every tenant.
+    #[arg(long)]
+    pub admin: bool,
+    /// Print one JSON object: {token, sha256, tenant | role}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_priority(text: &str) -> Result<fabric_types::Priority, String> {
+    text.parse()
+        .map_err(|e: fabric_types::ParsePriorityError| e.to_string())
+}
+
+fn parse_task_state(text: &str) -> Result<fabric_types::TaskState, String> {
+    text.parse()
+        .map_err(|e: fabric_types::ParseTaskStateError| e.to_string())
+}
+
+fn parse_rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("expected an RFC 3339 time such as 2030-01-01T00:00:00Z: {e}"))
+}
+
+fn parse_tenant(text: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "a tenant is 1-64 characters of A-Z a-z 0-9 _ . -, got {text:?}"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +346,9 @@ mod tests {
             "1500ms",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not a run command");
+        };
         let limits = args.limits.to_limits();
         assert_eq!(limits.memory_bytes, 16 << 20);
         assert_eq!(limits.timeout_ms, 1500);

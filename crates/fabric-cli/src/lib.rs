@@ -1,7 +1,9 @@
 //! The `fabric` command line: argument definitions and one module per command.
 
 mod args;
+mod client_cmd;
 mod run_cmd;
+mod token_cmd;
 
 use std::process::ExitCode;
 
@@ -18,6 +20,10 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run(args) => run_cmd::main(args),
+        Command::Module(command) => client_cmd::module(command),
+        Command::Submit(args) => client_cmd::submit(args),
+        Command::Task(command) => client_cmd::task(command),
+        Command::Token(command) => token_cmd::main(command),
     }
 }
 
