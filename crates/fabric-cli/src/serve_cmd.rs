@@ -1,0 +1,36 @@
+//! `fabric serve`: resolves the configuration and runs the server until it has drained.
+
+use std::process::ExitCode;
+
+use fabric_server::ServerConfig;
+
+use crate::EXIT_USAGE;
+use crate::args::ServeArgs;
+
+pub fn main(args: ServeArgs) -> ExitCode {
+    let config = match ServerConfig::resolve(args.options) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fabric")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fabric_server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Server configuration: one set of options read from flags, `FABRIC_*` environment
+//! variables and a TOML file (in that order of precedence), resolved against named
+//! defaults into a validated [`ServerConfig`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use fabric_types::{parse_duration, parse_size};
+use serde::{Deserialize, Deserializer};
+
+/// Every option of `fabric serve`. The same struct is the command line (with its
+/// environment variables) and the TOML file, so the two cannot drift: a key the file
+/// does not know is an error, and `fabric serve --help` lists every key.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// TOML file with any of these options (keys are the long flag names with `_`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "FABRIC_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API. Without --auth only loopback addresses are accepted.
+    /// [default: 127.0.0.1:7070]
+    #[arg(long, env = "FABRIC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the embedded database and the precompiled module cache.
+    /// [default: ./fabric-data]
+    #[arg(long, env = "FABRIC_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where tasks are stored: `sqlite://PATH` or `postgres://...`.
+    /// [default: sqlite://<data-dir>/fabric.db]
+    #[arg(long, env = "FABRIC_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// The most attempts running at once on this node. [default: 64]
+    #[arg(long, env = "FABRIC_WORKERS")]
+    pub workers: Option<u32>,
+    /// Turns on authentication: a TOML file of `[[token]]` tables (see `fabric token new`).
+    #[arg(long, env = "FABRIC_AUTH", value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+    /// How long SIGTERM waits for running attempts before interrupting them. [default: 30s]
+    #[arg(long, env = "FABRIC_GRACE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub grace: Option<Duration>,
+    /// This node's name in the store. [default: <hostname>-<pid>]
+    #[arg(long, env = "FABRIC_NODE")]
+    pub node: Option<String>,
+    /// SQLite durability: `normal` survives a process crash, `full` also power loss.
+    /// [default: normal]
+    #[arg(long, env = "FABRIC_SYNCHRONOUS", value_enum)]
+    pub synchronous: Option<SyncMode>,
+    /// Largest HTTP request body. [default: 48MiB]
+    #[arg(long, env = "FABRIC_MAX_REQUEST_BYTES", value_parser = parse_size, value_name = "SIZE")]
+    #[serde(default, deserialize_with = "size")]
+    pub max_request_bytes: Option<u64>,
+    /// Most requests in one JSON-RPC batch, and most tasks in one `task.submit_batch`.
+    /// [default: 10000]
+    #[arg(long, env = "FABRIC_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Largest task input. [default: 1MiB]
+    #[arg(long, env = "FABRIC_MAX_INPUT_BYTES", value_parser = parse_size, value_name = "SIZE")]
+    #[serde(default, deserialize_with = "size")]
+    pub max_input_bytes: Option<u64>,
+    /// Largest module or component. [default: 32MiB]
+    #[arg(long, env = "FABRIC_MAX_MODULE_BYTES", value_parser = parse_size, value_name = "SIZE")]
+    #[serde(default, deserialize_with = "size")]
+    pub max_module_bytes: Option<u64>,
+    /// Largest memory limit a task may ask for. [default: 256MiB]
+    #[arg(long, env = "FABRIC_MAX_TASK_MEMORY", value_parser = parse_size, value_name = "SIZE")]
+    #[serde(default, deserialize_with = "size")]
+    pub max_task_memory: Option<u64>,
+    /// Most unfinished (queued, scheduled, running) tasks one tenant may have. [default: 1000000]
+    #[arg(long, env = "FABRIC_TENANT_MAX_TASKS")]
+    pub tenant_max_tasks: Option<u64>,
+    /// Most module bytes one tenant may store. [default: 1GiB]
+    #[arg(long, env = "FABRIC_TENANT_MAX_MODULE_BYTES", value_parser = parse_size, value_name = "SIZE")]
+    #[serde(default, deserialize_with = "size")]
+    pub tenant_max_module_bytes: Option<u64>,
+    /// How long finished tasks are kept before they are pruned. [default: 7 days]
+    #[arg(long, env = "FABRIC_RETENTION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub retention: Option<Duration>,
+    /// How long a claimed task stays with this node without a heartbeat. [default: 10s]
+    #[arg(long, env = "FABRIC_LEASE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub lease: Option<Duration>,
+    /// Longest `task.wait`. [default: 5m]
+    #[arg(long, env = "FABRIC_MAX_WAIT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub max_wait: Option<Duration>,
+}
+
+/// SQLite's `synchronous` setting, as the options name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Normal,
+    Full,
+}
+
+/// Where tasks are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// The resolved, validated configuration of one server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreUrl,
+    pub workers: u32,
+    pub auth: Option<PathBuf>,
+    pub grace: Duration,
+    pub node: String,
+    pub synchronous: SyncMode,
+    pub max_request_bytes: u64,
+    pub max_batch: usize,
+    pub max_input_bytes: u64,
+    pub max_module_bytes: u64,
+    pub max_task_memory: u64,
+    pub tenant_max_tasks: u64,
+    pub tenant_max_module_bytes: u64,
+    pub retention: Duration,
+    pub lease: Duration,
+    pub max_wait: Duration,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+    pub const DEFAULT_DATA_DIR: &str = "./fabric-data";
+    pub const DEFAULT_WORKERS: u32 = 64;
+    pub const MAX_WORKERS: u32 = 100_000;
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 48 << 20;
+    pub const DEFAULT_MAX_BATCH: usize = 10_000;
+    pub const DEFAULT_MAX_INPUT_BYTES: u64 = 1 << 20;
+    pub const DEFAULT_MAX_MODULE_BYTES: u64 = 32 << 20;
+    pub const DEFAULT_MAX_TASK_MEMORY: u64 = 256 << 20;
+    pub const DEFAULT_TENANT_MAX_TASKS: u64 = 1_000_000;
+    pub const DEFAULT_TENANT_MAX_MODULE_BYTES: u64 = 1 << 30;
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+    /// Resolves `flags` (command line and environment) over the TOML file they name (if
+    /// any) over the defaults, and validates the result.
+    pub fn resolve(flags: ServeOptions) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => ServeOptions::default(),
+        };
+        Self::merge(flags, file)
+    }
+
+    /// Defaults with every option unset; what tests and embedders start from.
+    pub fn defaults() -> Self {
+        Self::merge(ServeOptions::default(), ServeOptions::default())
+            .expect("the defaults are valid")
+    }
+
+    fn merge(flags: ServeOptions, file: ServeOptions) -> Result<Self, ConfigError> {
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                flags
+                    .$field
+                    .clone()
+                    .or(file.$field.clone())
+                    .unwrap_or($default)
+            };
+        }
+        let data_dir = pick!(data_dir, PathBuf::from(Self::DEFAULT_DATA_DIR));
+        let store = match flags.store.clone().or(file.store.clone()) {
+            Some(url) => parse_store_url(&url)?,
+            None => StoreUrl::Sqlite(data_dir.join("fabric.db")),
+        };
+        let config = Self {
+            listen: pick!(listen, Self::DEFAULT_LISTEN.parse().expect("valid address")),
+            store,
+            workers: pick!(workers, Self::DEFAULT_WORKERS),
+            auth: flags.auth.clone().or(file.auth.clone()),
+            grace: pick!(grace, Self::DEFAULT_GRACE),
+            node: pick!(node, default_node_name()),
+            synchronous: pick!(synchronous, SyncMode::Normal),
+            max_request_bytes: pick!(max_request_bytes, Self::DEFAULT_MAX_REQUEST_BYTES),
+            max_batch: pick!(max_batch, Self::DEFAULT_MAX_BATCH),
+            max_input_bytes: pick!(max_input_bytes, Self::DEFAULT_MAX_INPUT_BYTES),
+            max_module_bytes: pick!(max_module_bytes, Self::DEFAULT_MAX_MODULE_BYTES),
+            max_task_memory: pick!(max_task_memory, Self::DEFAULT_MAX_TASK_MEMORY),
+            tenant_max_tasks: pick!(tenant_max_tasks, Self::DEFAULT_TENANT_MAX_TASKS),
+            tenant_max_module_bytes: pick!(
+                tenant_max_module_bytes,
+                Self::DEFAULT_TENANT_MAX_MODULE_BYTES
+            ),
+            retention: pick!(retention, Self::DEFAULT_RETENTION),
+            lease: pick!(lease, Self::DEFAULT_LEASE),
+            max_wait: pick!(max_wait, Self::DEFAULT_MAX_WAIT),
+            data_dir,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |option: &'static str, reason: String| ConfigError::Invalid { option, reason };
+        if self.auth.is_none() && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} is not a loopback address; without --auth the fabric only listens on loopback",
+                    self.listen
+                ),
+            ));
+        }
+        if self.workers == 0 || self.workers > Self::MAX_WORKERS {
+            return Err(invalid(
+                "workers",
+                format!("{} is out of range 1..={}", self.workers, Self::MAX_WORKERS),
+            ));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max_batch", "must be at least 1".into()));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid("max_request_bytes", "must be at least 1KiB".into()));
+        }
+        if self.max_task_memory < 64 << 10 {
+            return Err(invalid(
+                "max_task_memory",
+                "must be at least 64KiB (one Wasm page)".into(),
+            ));
+        }
+        if self.lease < Duration::from_millis(300) {
+            return Err(invalid("lease", "must be at least 300ms".into()));
+        }
+        if self.node.is_empty() {
+            return Err(invalid("node", "must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid option {option}: {reason}")]
+    Invalid {
+        option: &'static str,
+        reason: String,
+    },
+}
+
+fn read_file(path: &Path) -> Result<ServeOptions, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+fn parse_store_url(url: &str) -> Result<StoreUrl, ConfigError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(ConfigError::Invalid {
+                option: "store",
+                reason: "sqlite:// needs a path, e.g. sqlite://./fabric-data/fabric.db".into(),
+            });
+        }
+        return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(StoreUrl::Postgres(url.to_owned()));
+    }
+    Err(ConfigError::Invalid {
+        option: "store",
+        reason: format!("{url:?}: expected sqlite://PATH or postgres://..."),
+    })
+}
+
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "fabric".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A size in the TOML file: a number of bytes or a string such as `"16MiB"`.
+fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    match NumberOrText::deserialize(de)? {
+        NumberOrText::Number(bytes) => Ok(Some(bytes)),
+        NumberOrText::Text(text) => parse_size(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// A duration in the TOML file: milliseconds or a string such as `"30s"`.
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    match NumberOrText::deserialize(de)? {
+        NumberOrText::Number(ms) => Ok(Some(Duration::from_millis(ms))),
+        NumberOrText::Text(text) => parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<ServeOptions, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let flags = ServeOptions {
+            workers: Some(8),
+            ..ServeOptions::default()
+        };
+        let file =
+            file("workers = 4\ngrace = \"2s\"\nmax_input_bytes = \"64KiB\"\nlease = 1500").unwrap();
+        let config = ServerConfig::merge(flags, file).unwrap();
+        assert_eq!(config.workers, 8);
+        assert_eq!(config.grace, Duration::from_secs(2));
+        assert_eq!(config.max_input_bytes, 64 << 10);
+        assert_eq!(config.lease, Duration::from_millis(1500));
+        assert_eq!(config.max_batch, ServerConfig::DEFAULT_MAX_BATCH);
+        assert_eq!(
+            config.store,
+            StoreUrl::Sqlite(PathBuf::from("./fabric-data/fabric.db"))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_in_the_file_are_errors() {
+        let err = file("wokers = 4").unwrap_err().to_string();
+        assert!(err.contains("unknown field `wokers`"), "{err}");
+        let err = file("grace = \"soon\"").unwrap_err().to_string();
+        assert!(err.contains("soon"), "{err}");
+        let err = file("config = \"x.toml\"").unwrap_err().to_string();
+        assert!(err.contains("unknown field `config`"), "{err}");
+    }
+
+    #[test]
+    fn without_auth_only_loopback_is_accepted() {
+        let flags = ServeOptions {
+            listen: Some("0.0.0.0:7070".parse().unwrap()),
+            ..ServeOptions::default()
+        };
+        let err = ServerConfig::merge(flags.clone(), ServeOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let with_auth = ServeOptions {
+            auth: Some("tokens.toml".into()),
+            ..flags
+        };
+        assert!(ServerConfig::merge(with_auth, ServeOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn store_urls_are_checked() {
+        assert_eq!(
+            parse_store_url("sqlite:///tmp/x.db").unwrap(),
+            StoreUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(matches!(
+            parse_store_url("postgres://localhost/fabric").unwrap(),
+            StoreUrl::Postgres(_)
+        ));
+        let err = parse_store_url("mysql://x").unwrap_err().to_string();
+        assert!(err.contains("mysql://x"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_option() {
+        let flags = ServeOptions {
+            workers: Some(0),
+            ..ServeOptions::default()
+        };
+        let err = ServerConfig::merge(flags, ServeOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("workers"), "{err}");
+    }
+}

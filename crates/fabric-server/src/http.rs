@@ -1,0 +1,172 @@
+//! The HTTP surface: `POST /rpc` (JSON-RPC, body size bounded), `GET /rpc` (WebSocket),
+//! `/healthz`, `/readyz` and `/metrics`, with a request id on every log line of a request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use fabric_store::StatsParams;
+use fabric_types::wire::code;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::auth::Principal;
+use crate::methods::Transport;
+use crate::metrics::Gauges;
+use crate::rpc::{self, RpcError};
+use crate::server::App;
+
+/// The whole HTTP API of one server.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/rpc", get(rpc_websocket).post(rpc_http))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(request_id))
+        .with_state(app)
+}
+
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Gives each request an id (or keeps the caller's `x-request-id`), runs it inside a
+/// tracing span carrying that id, and echoes it in the response.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            format!(
+                "{:x}-{:x}",
+                std::process::id(),
+                REQUESTS.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+    let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    app.auth.principal(authorization).ok_or_else(|| {
+        let error = RpcError::new(
+            code::UNAUTHORIZED,
+            "unauthorized: send Authorization: Bearer <token> with a token from the server's --auth file",
+        );
+        json_response(
+            StatusCode::UNAUTHORIZED,
+            &rpc::error_response(Value::Null, &error),
+        )
+    })
+}
+
+async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
+    let who = match principal(&app, request.headers()) {
+        Ok(who) => who,
+        Err(response) => return response,
+    };
+    let limit = app.config.max_request_bytes;
+    let body: Bytes = match axum::body::to_bytes(request.into_body(), limit as usize).await {
+        Ok(body) => body,
+        Err(_) => {
+            let error = RpcError::new(
+                code::INVALID_REQUEST,
+                format!(
+                    "invalid request: the body is larger than {limit} bytes (max_request_bytes)"
+                ),
+            )
+            .with_data(serde_json::json!({"limit": "max_request_bytes", "max": limit}));
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &rpc::error_response(Value::Null, &error),
+            );
+        }
+    };
+    match rpc::handle_body(&app, &who, &body, Transport::Http).await {
+        Some(answer) => json_response(StatusCode::OK, &answer),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn rpc_websocket(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let who = match principal(&app, &headers) {
+        Ok(who) => who,
+        Err(response) => return response,
+    };
+    let limit = app.config.max_request_bytes as usize;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| crate::ws::session(app, who, socket).in_current_span())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let phase = *app.phase().borrow();
+    match phase {
+        crate::server::Phase::Ready => (StatusCode::OK, "ready\n").into_response(),
+        crate::server::Phase::Starting => {
+            (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+        }
+        crate::server::Phase::Draining => {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+        }
+    }
+}
+
+/// How long `/metrics` waits for the store's counts before leaving them out.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let stats = tokio::time::timeout(STATS_TIMEOUT, app.store.stats(StatsParams::default()))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let text = app.metrics.render(Gauges {
+        stats,
+        running: app.scheduler.running(),
+        workers: app.scheduler.workers(),
+        cache: app.sandbox.cache_stats(),
+        ready: app.is_ready(),
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        Body::from(text),
+    )
+        .into_response()
+}

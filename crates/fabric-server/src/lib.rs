@@ -1,0 +1,22 @@
+//! `fabric serve`: the JSON-RPC 2.0 API of API.md over HTTP and WebSocket in front of the
+//! store, the scheduler and the sandbox, with tenants, request limits, health, Prometheus
+//! metrics and graceful shutdown.
+
+mod admission;
+mod auth;
+mod config;
+mod http;
+mod methods;
+mod metrics;
+mod rpc;
+mod server;
+mod spec;
+mod timed_store;
+mod ws;
+
+pub use auth::{ADMIN_TENANT, Auth, DEFAULT_TENANT, Principal, token_digest};
+pub use config::{ConfigError, ServeOptions, ServerConfig, StoreUrl, SyncMode};
+pub use methods::{METHODS, discover};
+pub use metrics::read_rss_bytes;
+pub use rpc::RpcError;
+pub use server::{App, Phase, ServeError, Server, serve, signal};

@@ -1,0 +1,718 @@
+//! The JSON-RPC methods of API.md: one table that the dispatcher looks names up in and
+//! that `rpc.discover` describes, so the two cannot drift.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use fabric_sandbox::LoadError;
+use fabric_store::{
+    ModuleListParams, ModulePutParams, StatsParams, TaskGetParams, TaskId, TaskInsertParams,
+    TaskListParams,
+};
+use fabric_types::wire::{
+    self, FabricStats, ModuleEntry, ModuleListResult, ModulePut, ModulePutResult, QueuedByPriority,
+    SubmitBatch, Submitted, SubmittedBatch, TaskList, TaskPage, TaskRef, TaskSpec, TaskWait, code,
+};
+use fabric_types::{ModuleId, Priority};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::auth::Principal;
+use crate::rpc::RpcError;
+use crate::server::App;
+use crate::spec::{self, SpecBounds};
+use crate::ws::Session;
+
+/// How a call arrived: `task.subscribe` needs a WebSocket to send its events on.
+#[derive(Debug, Clone, Copy)]
+pub enum Transport<'a> {
+    Http,
+    WebSocket(&'a Session),
+}
+
+type Reply<'a> = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + 'a>>;
+type Handler = for<'a> fn(&'a App, &'a Principal, Value, Transport<'a>) -> Reply<'a>;
+
+/// One method: its name, what it does, its params and result for `rpc.discover`, and the
+/// function that answers it.
+pub struct Method {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// `(name, required, JSON Schema)` of each by-name parameter.
+    pub params: fn() -> Vec<(&'static str, bool, Value)>,
+    pub result: fn() -> Value,
+    handler: Handler,
+}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Method")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every method the server answers.
+pub static METHODS: &[Method] = &[
+    Method {
+        name: "module.put",
+        summary: "Stores a WebAssembly module or component (validated and compiled first).",
+        params: || {
+            vec![
+                (
+                    "wasm_base64",
+                    true,
+                    json!({"type": "string", "contentEncoding": "base64"}),
+                ),
+                ("name", false, json!({"type": "string"})),
+            ]
+        },
+        result: || object(&["module", "size", "kind"]),
+        handler: |app, who, params, _| Box::pin(module_put(app, who, params)),
+    },
+    Method {
+        name: "module.list",
+        summary: "The caller's modules, oldest first.",
+        params: Vec::new,
+        result: || object(&["modules"]),
+        handler: |app, who, params, _| Box::pin(module_list(app, who, params)),
+    },
+    Method {
+        name: "task.submit",
+        summary: "Validates a TaskSpec and commits the task before answering.",
+        params: task_spec_params,
+        result: || object(&["id", "state", "deduplicated"]),
+        handler: |app, who, params, _| Box::pin(task_submit(app, who, params)),
+    },
+    Method {
+        name: "task.submit_batch",
+        summary: "Submits many TaskSpecs in one transaction: all are stored, or none.",
+        params: || {
+            vec![(
+                "tasks",
+                true,
+                json!({"type": "array", "items": {"$ref": "#/components/schemas/TaskSpec"}}),
+            )]
+        },
+        result: || object(&["tasks"]),
+        handler: |app, who, params, _| Box::pin(task_submit_batch(app, who, params)),
+    },
+    Method {
+        name: "task.get",
+        summary: "One task with all its attempts.",
+        params: || vec![("id", true, json!({"type": "string"}))],
+        result: task_schema,
+        handler: |app, who, params, _| Box::pin(task_get(app, who, params)),
+    },
+    Method {
+        name: "task.wait",
+        summary: "The task once it is terminal, or as it is when timeout_ms passes.",
+        params: || {
+            vec![
+                ("id", true, json!({"type": "string"})),
+                (
+                    "timeout_ms",
+                    false,
+                    json!({"type": "integer", "minimum": 0}),
+                ),
+            ]
+        },
+        result: task_schema,
+        handler: |app, who, params, _| Box::pin(task_wait(app, who, params)),
+    },
+    Method {
+        name: "task.list",
+        summary: "A page of the caller's tasks, newest first.",
+        params: || {
+            vec![
+                ("state", false, json!({"type": "string"})),
+                (
+                    "limit",
+                    false,
+                    json!({"type": "integer", "minimum": 1, "maximum": MAX_LIST}),
+                ),
+                ("cursor", false, json!({"type": "string"})),
+            ]
+        },
+        result: || object(&["tasks", "next_cursor"]),
+        handler: |app, who, params, _| Box::pin(task_list(app, who, params)),
+    },
+    Method {
+        name: "task.cancel",
+        summary: "Cancels a waiting task at once, a running one within an epoch tick.",
+        params: || vec![("id", true, json!({"type": "string"}))],
+        result: task_schema,
+        handler: |app, who, params, _| Box::pin(task_cancel(app, who, params)),
+    },
+    Method {
+        name: "task.subscribe",
+        summary: "WebSocket only: sends task.event notifications for one task or all of the caller's.",
+        params: || vec![("id", false, json!({"type": "string"}))],
+        result: || object(&["subscribed"]),
+        handler: |app, who, params, transport| {
+            Box::pin(task_subscribe(app, who, params, transport))
+        },
+    },
+    Method {
+        name: "fabric.stats",
+        summary: "Task counts by state (queued by priority) and this node's workers.",
+        params: Vec::new,
+        result: || {
+            object(&[
+                "queued",
+                "scheduled",
+                "running",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "expired",
+                "workers",
+            ])
+        },
+        handler: |app, who, params, _| Box::pin(fabric_stats(app, who, params)),
+    },
+    Method {
+        name: "rpc.discover",
+        summary: "This OpenRPC document.",
+        params: Vec::new,
+        result: || json!({"type": "object"}),
+        handler: |_, _, _, _| Box::pin(async { Ok(discover()) }),
+    },
+];
+
+/// The most tasks one `task.list` page holds.
+pub const MAX_LIST: usize = 1000;
+/// How often `task.wait` looks at the store even without an event (work finished on
+/// another node).
+const WAIT_POLL: Duration = Duration::from_millis(500);
+/// `task.wait` without `timeout_ms`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// Answers one call.
+pub async fn dispatch(
+    app: &App,
+    who: &Principal,
+    method: &str,
+    params: Value,
+    transport: Transport<'_>,
+) -> Result<Value, RpcError> {
+    let Some(entry) = METHODS.iter().find(|m| m.name == method) else {
+        return Err(RpcError::new(
+            code::METHOD_NOT_FOUND,
+            format!("method not found: {method:?}"),
+        )
+        .with_data(json!({ "method": method })));
+    };
+    (entry.handler)(app, who, params, transport).await
+}
+
+fn decode<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    serde_path_to_error::deserialize(params).map_err(RpcError::from_decode)
+}
+
+fn encode(value: impl Serialize) -> Result<Value, RpcError> {
+    serde_json::to_value(value).map_err(RpcError::internal)
+}
+
+fn store_error(err: fabric_store::StoreError) -> RpcError {
+    RpcError::internal(format!("store: {err}"))
+}
+
+fn refuse_if_draining(app: &App) -> Result<(), RpcError> {
+    if app.is_draining() {
+        Err(RpcError::draining())
+    } else {
+        Ok(())
+    }
+}
+
+async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    refuse_if_draining(app)?;
+    let put: ModulePut = decode(params)?;
+    let limit = app.config.max_module_bytes;
+    let too_large = |size: u64| {
+        RpcError::invalid_params(
+            "wasm_base64",
+            format!("the module is {size} bytes; the limit is {limit} (max_module_bytes)"),
+        )
+    };
+    let estimated = put.wasm_base64.len() as u64 / 4 * 3;
+    if estimated > limit + 3 {
+        return Err(too_large(estimated));
+    }
+    let bytes = BASE64
+        .decode(put.wasm_base64.as_bytes())
+        .map_err(|err| RpcError::invalid_params("wasm_base64", format!("not base64: {err}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    if let Some(name) = &put.name {
+        if name.is_empty()
+            || name.len() > 128
+            || name.starts_with("sha256:")
+            || name.chars().any(char::is_whitespace)
+        {
+            return Err(RpcError::invalid_params(
+                "name",
+                "must be 1-128 characters, without whitespace, not starting with sha256:",
+            ));
+        }
+    }
+    let id = ModuleId::of(&bytes);
+    let existing = app
+        .store
+        .module_list(ModuleListParams {
+            tenant: who.tenant.clone(),
+        })
+        .await
+        .map_err(store_error)?;
+    let stored: u64 = existing.iter().filter(|m| m.id != id).map(|m| m.size).sum();
+    let quota = app.config.tenant_max_module_bytes;
+    if stored + bytes.len() as u64 > quota {
+        return Err(RpcError::new(
+            code::QUOTA,
+            format!(
+                "module quota: this tenant stores {stored} bytes of modules; adding {} would pass its limit of {quota} (tenant_max_module_bytes)",
+                bytes.len()
+            ),
+        )
+        .with_data(json!({"limit": "tenant_max_module_bytes", "max": quota, "current": stored})));
+    }
+    let sandbox = app.sandbox.clone();
+    let (bytes, loaded) = tokio::task::spawn_blocking(move || {
+        let loaded = sandbox.load(&bytes);
+        (bytes, loaded)
+    })
+    .await
+    .map_err(RpcError::internal)?;
+    let agent = loaded.map_err(|err| match err {
+        LoadError::TooLarge { .. } => too_large(bytes.len() as u64),
+        other => RpcError::new(code::MODULE_INVALID, format!("module invalid: {other}")),
+    })?;
+    let size = bytes.len() as u64;
+    let info = app
+        .store
+        .module_put(ModulePutParams {
+            tenant: who.tenant.clone(),
+            id,
+            name: put.name,
+            bytes,
+            kind: agent.kind(),
+            now: OffsetDateTime::now_utc(),
+        })
+        .await
+        .map_err(store_error)?;
+    encode(ModulePutResult {
+        module: info.id.to_string(),
+        size,
+        kind: info.kind,
+    })
+}
+
+async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let _: Empty = decode(params)?;
+    let modules = app
+        .store
+        .module_list(ModuleListParams {
+            tenant: who.tenant.clone(),
+        })
+        .await
+        .map_err(store_error)?;
+    encode(ModuleListResult {
+        modules: modules
+            .into_iter()
+            .map(|m| ModuleEntry {
+                module: m.id.to_string(),
+                name: m.name,
+                size: m.size,
+                kind: m.kind,
+                created_at: m.created_at,
+            })
+            .collect(),
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+fn bounds(app: &App) -> SpecBounds {
+    SpecBounds {
+        max_input_bytes: app.config.max_input_bytes,
+        max_task_memory: app.config.max_task_memory,
+    }
+}
+
+async fn submit(
+    app: &App,
+    who: &Principal,
+    specs: Vec<TaskSpec>,
+    batch: bool,
+) -> Result<Vec<Submitted>, RpcError> {
+    refuse_if_draining(app)?;
+    let mut tasks = Vec::with_capacity(specs.len());
+    let mut resolved: Vec<(String, ModuleId)> = Vec::new();
+    for (index, spec) in specs.into_iter().enumerate() {
+        let at = if batch {
+            format!("tasks[{index}].")
+        } else {
+            String::new()
+        };
+        let module = match resolved.iter().find(|(name, _)| *name == spec.module) {
+            Some((_, id)) => *id,
+            None => {
+                let id = app
+                    .modules
+                    .resolve(app, &who.tenant, &spec.module, &at)
+                    .await?;
+                resolved.push((spec.module.clone(), id));
+                id
+            }
+        };
+        tasks.push(spec::new_task(&who.tenant, module, spec, bounds(app), &at)?);
+    }
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    app.quota
+        .admit(app, &who.tenant, tasks.len() as u64)
+        .await?;
+    let priorities: Vec<Priority> = tasks.iter().map(|t| t.priority).collect();
+    let inserted = app
+        .store
+        .task_insert(TaskInsertParams {
+            tasks,
+            now: OffsetDateTime::now_utc(),
+        })
+        .await
+        .map_err(store_error)?;
+    app.scheduler.wake();
+    let mut fresh = 0;
+    for (inserted, priority) in inserted.iter().zip(priorities) {
+        if !inserted.deduplicated {
+            app.metrics.task_submitted(priority);
+            fresh += 1;
+        }
+    }
+    app.quota.forget(&who.tenant, inserted.len() as u64 - fresh);
+    Ok(inserted
+        .into_iter()
+        .map(|i| Submitted {
+            id: i.id.into_string(),
+            state: i.state,
+            deduplicated: i.deduplicated,
+        })
+        .collect())
+}
+
+async fn task_submit(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let spec: TaskSpec = decode(params)?;
+    let mut submitted = submit(app, who, vec![spec], false).await?;
+    encode(
+        submitted
+            .pop()
+            .ok_or_else(|| RpcError::internal("no task inserted"))?,
+    )
+}
+
+async fn task_submit_batch(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let batch: SubmitBatch = decode(params)?;
+    if batch.tasks.len() > app.config.max_batch {
+        return Err(RpcError::invalid_params(
+            "tasks",
+            format!(
+                "{} tasks; the limit is {} (max_batch)",
+                batch.tasks.len(),
+                app.config.max_batch
+            ),
+        ));
+    }
+    let tasks = submit(app, who, batch.tasks, true).await?;
+    encode(SubmittedBatch { tasks })
+}
+
+async fn get(app: &App, who: &Principal, id: &str) -> Result<wire::Task, RpcError> {
+    let record = app
+        .store
+        .task_get(TaskGetParams {
+            tenant: who.scope(),
+            id: TaskId::from(id),
+        })
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| RpcError::not_found(format!("task {id:?}")).with_data(json!({"id": id})))?;
+    Ok(spec::task_view(record))
+}
+
+async fn task_get(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let TaskRef { id } = decode(params)?;
+    encode(get(app, who, &id).await?)
+}
+
+async fn task_wait(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let TaskWait { id, timeout_ms } = decode(params)?;
+    let timeout = timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_WAIT)
+        .min(app.config.max_wait);
+    let until = Instant::now() + timeout;
+    let mut events = app.scheduler.subscribe();
+    let mut phase = app.phase();
+    loop {
+        let task = get(app, who, &id).await?;
+        if task.state.is_terminal() || Instant::now() >= until || app.is_draining() {
+            return encode(task);
+        }
+        let poll =
+            tokio::time::sleep(WAIT_POLL.min(until.saturating_duration_since(Instant::now())));
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) if event.task_id.as_str() == id && event.state.is_terminal() => break,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => { (&mut poll).await; break }
+                },
+                () = &mut poll => break,
+                _ = phase.changed() => break,
+            }
+        }
+    }
+}
+
+async fn task_list(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let TaskList {
+        state,
+        limit,
+        cursor,
+    } = decode(params)?;
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(RpcError::invalid_params(
+            "limit",
+            format!("{limit} is out of range 1..={MAX_LIST}"),
+        ));
+    }
+    let page = app
+        .store
+        .task_list(TaskListParams {
+            tenant: who.scope(),
+            state,
+            limit,
+            cursor,
+        })
+        .await
+        .map_err(|err| match err {
+            fabric_store::StoreError::InvalidArgument(message) => {
+                RpcError::invalid_params("cursor", message)
+            }
+            other => store_error(other),
+        })?;
+    encode(TaskPage {
+        tasks: page.tasks.into_iter().map(spec::task_view).collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+async fn task_cancel(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let TaskRef { id } = decode(params)?;
+    let record = app
+        .scheduler
+        .cancel(who.scope(), TaskId::from(id.as_str()))
+        .await
+        .map_err(RpcError::internal)?
+        .ok_or_else(|| RpcError::not_found(format!("task {id:?}")).with_data(json!({"id": id})))?;
+    encode(spec::task_view(record))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeParams {
+    id: Option<String>,
+}
+
+async fn task_subscribe(
+    app: &App,
+    who: &Principal,
+    params: Value,
+    transport: Transport<'_>,
+) -> Result<Value, RpcError> {
+    let SubscribeParams { id } = decode(params)?;
+    let Transport::WebSocket(session) = transport else {
+        return Err(RpcError::new(
+            code::METHOD_NOT_FOUND,
+            "task.subscribe needs a WebSocket: connect to GET /rpc with an upgrade",
+        ));
+    };
+    if let Some(id) = &id {
+        get(app, who, id).await?;
+    }
+    session.subscribe(app, who, id.clone());
+    Ok(json!({ "subscribed": true, "id": id }))
+}
+
+async fn fabric_stats(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let _: Empty = decode(params)?;
+    let stats = app
+        .store
+        .stats(StatsParams {
+            tenant: who.scope(),
+        })
+        .await
+        .map_err(store_error)?;
+    let [critical, high, normal, low, background] = stats.queued_by_priority;
+    encode(FabricStats {
+        queued: QueuedByPriority {
+            critical,
+            high,
+            normal,
+            low,
+            background,
+        },
+        scheduled: stats.scheduled,
+        running: stats.running,
+        succeeded: stats.succeeded,
+        failed: stats.failed,
+        cancelled: stats.cancelled,
+        expired: stats.expired,
+        workers: u64::from(app.scheduler.workers()),
+    })
+}
+
+fn object(required: &[&str]) -> Value {
+    json!({"type": "object", "required": required})
+}
+
+fn task_schema() -> Value {
+    json!({"$ref": "#/components/schemas/Task"})
+}
+
+fn task_spec_params() -> Vec<(&'static str, bool, Value)> {
+    vec![
+        (
+            "module",
+            true,
+            json!({"type": "string", "description": "sha256:<hex> or a module name"}),
+        ),
+        ("input", false, json!({"type": "string"})),
+        (
+            "input_base64",
+            false,
+            json!({"type": "string", "contentEncoding": "base64"}),
+        ),
+        (
+            "priority",
+            false,
+            json!({"enum": Priority::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>()}),
+        ),
+        (
+            "limits",
+            false,
+            json!({"type": "object", "properties": {
+            "fuel": {"type": "integer"}, "memory_bytes": {"type": "integer"},
+            "timeout_ms": {"type": "integer"}, "output_bytes": {"type": "integer"},
+            "log_bytes": {"type": "integer"}}, "additionalProperties": false}),
+        ),
+        (
+            "retry",
+            false,
+            json!({"type": "object", "properties": {
+            "max_attempts": {"type": "integer"}, "backoff_ms": {"type": "integer"},
+            "max_backoff_ms": {"type": "integer"}}, "additionalProperties": false}),
+        ),
+        ("idempotency_key", false, json!({"type": "string"})),
+        (
+            "run_at",
+            false,
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        (
+            "deadline",
+            false,
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        (
+            "env",
+            false,
+            json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        ),
+        (
+            "labels",
+            false,
+            json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        ),
+    ]
+}
+
+/// The OpenRPC document of [`METHODS`].
+pub fn discover() -> Value {
+    let methods: Vec<Value> = METHODS
+        .iter()
+        .map(|method| {
+            let params: Vec<Value> = (method.params)()
+                .into_iter()
+                .map(|(name, required, schema)| json!({"name": name, "required": required, "schema": schema}))
+                .collect();
+            json!({
+                "name": method.name,
+                "summary": method.summary,
+                "paramStructure": "by-name",
+                "params": params,
+                "result": {"name": "result", "schema": (method.result)()},
+            })
+        })
+        .collect();
+    let spec_properties: serde_json::Map<String, Value> = task_spec_params()
+        .into_iter()
+        .map(|(name, _, schema)| (name.to_string(), schema))
+        .collect();
+    json!({
+        "openrpc": "1.2.6",
+        "info": {"title": "Execution Fabric", "version": env!("CARGO_PKG_VERSION")},
+        "methods": methods,
+        "components": {"schemas": {
+            "TaskSpec": {"type": "object", "required": ["module"], "properties": spec_properties, "additionalProperties": false},
+            "Task": {"type": "object", "required": ["id", "module", "state", "priority", "created_at", "attempts"]},
+        }},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discover_lists_exactly_the_dispatched_methods() {
+        let doc = discover();
+        let names: Vec<&str> = doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        let expected = [
+            "module.put",
+            "module.list",
+            "task.submit",
+            "task.submit_batch",
+            "task.get",
+            "task.wait",
+            "task.list",
+            "task.cancel",
+            "task.subscribe",
+            "fabric.stats",
+            "rpc.discover",
+        ];
+        assert_eq!(names, expected);
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a method is listed twice");
+    }
+}

@@ -1,0 +1,287 @@
+//! One running server: opens the store, the sandbox and the scheduler from a
+//! [`ServerConfig`], serves the API until told to stop, then drains: readiness off, new
+//! work refused, running attempts given their grace, the store closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fabric_sandbox::{Sandbox, SandboxConfig};
+use fabric_scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use fabric_store::Store;
+use fabric_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::admission::{ModuleResolver, TaskQuota};
+use crate::auth::{Auth, AuthFileError};
+use crate::config::{ServerConfig, StoreUrl, SyncMode};
+use crate::metrics::Metrics;
+use crate::timed_store::TimedStore;
+
+/// Where the server is in its life; `/readyz` answers 200 only when `Ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Ready,
+    Draining,
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    pub config: ServerConfig,
+    pub store: Arc<dyn Store>,
+    pub scheduler: Scheduler,
+    pub sandbox: Arc<Sandbox>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Auth,
+    pub modules: ModuleResolver,
+    pub quota: TaskQuota,
+    phase: watch::Sender<Phase>,
+}
+
+impl App {
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.phase.borrow() == Phase::Draining
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.phase.borrow() == Phase::Ready
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Auth(#[from] AuthFileError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] fabric_store::StoreError),
+    #[error("the PostgreSQL store ({0}) is not part of this build yet; use sqlite://PATH")]
+    PostgresUnavailable(String),
+    #[error("cannot set up the sandbox: {0}")]
+    Sandbox(#[from] fabric_sandbox::SandboxError),
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(#[from] fabric_scheduler::SchedulerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A server that has opened everything and bound its address, ready to [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the store, builds the sandbox, starts the scheduler (which rescues tasks left
+    /// running by a previous process) and binds the listen address.
+    pub async fn start(config: ServerConfig) -> Result<Self, ServeError> {
+        let auth = match &config.auth {
+            Some(path) => Auth::load(path)?,
+            None => Auth::Off,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = match &config.store {
+            StoreUrl::Sqlite(path) => {
+                let options = SqliteOptions {
+                    synchronous: match config.synchronous {
+                        SyncMode::Normal => Synchronous::Normal,
+                        SyncMode::Full => Synchronous::Full,
+                    },
+                    ..SqliteOptions::default()
+                };
+                Arc::new(SqliteStore::open(path, options)?)
+            }
+            StoreUrl::Postgres(url) => return Err(ServeError::PostgresUnavailable(redact(url))),
+        };
+        let store: Arc<dyn Store> = Arc::new(TimedStore::new(store, metrics.clone()));
+        let sandbox = Arc::new(Sandbox::new(SandboxConfig {
+            slots: config.workers,
+            max_memory_bytes: config.max_task_memory,
+            max_module_bytes: config.max_module_bytes,
+            cache_dir: Some(config.data_dir.join("compiled")),
+            ..SandboxConfig::default()
+        })?);
+        if !sandbox.is_pooling() {
+            tracing::warn!(
+                workers = config.workers,
+                "the address space cannot hold a pool for every worker: instances are allocated on demand (slower)"
+            );
+        }
+        let scheduler = Scheduler::start(
+            SchedulerConfig {
+                workers: config.workers,
+                lease: config.lease,
+                heartbeat_every: config.lease / 3,
+                retention: config.retention,
+                ..SchedulerConfig::new(config.node.clone())
+            },
+            store.clone(),
+            sandbox.clone(),
+            Arc::new(SystemClock),
+        )?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let (phase, _) = watch::channel(Phase::Starting);
+        let app = Arc::new(App {
+            quota: TaskQuota::new(config.tenant_max_tasks),
+            modules: ModuleResolver::default(),
+            config,
+            store,
+            scheduler,
+            sandbox,
+            metrics,
+            auth,
+            phase,
+        });
+        tokio::spawn(count_events(app.clone()));
+        Ok(Self { app, listener })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves until `stop` resolves, then drains: readiness off and new work refused at
+    /// once, running attempts get `grace` to finish before they are interrupted and put
+    /// back in the queue uncharged; finally the HTTP server stops.
+    pub async fn run(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let app = self.app;
+        app.phase.send_replace(Phase::Ready);
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let drain_app = app.clone();
+        let drain = tokio::spawn(async move {
+            stop.await;
+            let grace = drain_app.config.grace;
+            tracing::info!(
+                ?grace,
+                running = drain_app.scheduler.running(),
+                "draining: readiness off, new work refused"
+            );
+            drain_app.phase.send_replace(Phase::Draining);
+            drain_app.scheduler.shutdown(grace).await;
+            tracing::info!("scheduler stopped; closing the HTTP server");
+            let _ = stopped_tx.send(());
+        });
+        let router = crate::http::router(app.clone());
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped_rx.await;
+            })
+            .await;
+        drain.await.ok();
+        served.map_err(ServeError::Http)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Feeds task events into the metrics.
+async fn count_events(app: Arc<App>) {
+    let mut events = app.scheduler.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if let Some(attempt) = &event.attempt {
+                    app.metrics.attempt_ended(attempt);
+                }
+                if event.state.is_terminal() {
+                    app.metrics.task_finished(event.state);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => app.metrics.events_dropped(missed),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves when this process gets SIGTERM or SIGINT.
+pub async fn signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+/// `fabric serve`: starts, says where it listens on stderr, serves until SIGTERM or
+/// SIGINT and drains. A second signal exits at once (acknowledged work is already
+/// committed, so nothing is lost; running tasks are rescued at the next start).
+pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    let server = Server::start(config).await?;
+    let addr = server.local_addr();
+    tracing::info!(%addr, "listening");
+    eprintln!("listening on http://{addr}");
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        signal().await;
+        let _ = first_tx.send(());
+        signal().await;
+        tracing::warn!("second signal: exiting now");
+        eprintln!("second signal: exiting now");
+        std::process::exit(1);
+    });
+    server
+        .run(async move {
+            let _ = first_rx.await;
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact("postgres://u:secret@db:5432/x"),
+            "postgres://***@db:5432/x"
+        );
+        assert_eq!(super::redact("postgres://db/x"), "postgres://db/x");
+    }
+}

@@ -1,0 +1,366 @@
+//! The edges of the task model: a client's `TaskSpec` checked field by field into a
+//! store's `NewTask` (each refusal names the field), and a stored `TaskRecord` shown as
+//! the API's `Task`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use fabric_store::{NewTask, TaskRecord};
+use fabric_types::wire::{LimitsSpec, RetrySpec, Task, TaskSpec};
+use fabric_types::{Limits, ModuleId, Outcome, RetryPolicy, TaskState, text_or_base64};
+
+use crate::rpc::RpcError;
+
+/// The bounds a spec is checked against (from the server configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct SpecBounds {
+    pub max_input_bytes: u64,
+    pub max_task_memory: u64,
+}
+
+/// The most attempts a task may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The longest timeout a task may ask for: one day.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// The largest output or log cap a task may ask for: 16 MiB.
+pub const MAX_CAPTURE_BYTES: u64 = 16 << 20;
+/// The longest backoff: one day.
+pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+pub const MAX_ENV_VARS: usize = 64;
+pub const MAX_ENV_VALUE_BYTES: usize = 4096;
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Checks everything in `spec` but the module (resolved by the caller into `module`).
+/// `at` prefixes field names (`"tasks[3]."` inside a batch).
+pub fn new_task(
+    tenant: &str,
+    module: ModuleId,
+    spec: TaskSpec,
+    bounds: SpecBounds,
+    at: &str,
+) -> Result<NewTask, RpcError> {
+    let field = |name: &str| format!("{at}{name}");
+    let input = match (spec.input, spec.input_base64) {
+        (Some(_), Some(_)) => {
+            return Err(RpcError::invalid_params(
+                field("input_base64"),
+                "give input or input_base64, not both",
+            ));
+        }
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => BASE64.decode(encoded.as_bytes()).map_err(|err| {
+            RpcError::invalid_params(field("input_base64"), format!("not base64: {err}"))
+        })?,
+        (None, None) => Vec::new(),
+    };
+    if input.len() as u64 > bounds.max_input_bytes {
+        return Err(RpcError::invalid_params(
+            field("input"),
+            format!(
+                "the input is {} bytes; the limit is {} (max_input_bytes)",
+                input.len(),
+                bounds.max_input_bytes
+            ),
+        ));
+    }
+    let limits = limits(spec.limits.unwrap_or_default(), bounds, &field)?;
+    let retry = retry(spec.retry.unwrap_or_default(), &field)?;
+    if let Some(key) = &spec.idempotency_key {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            return Err(RpcError::invalid_params(
+                field("idempotency_key"),
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+            ));
+        }
+    }
+    check_map(
+        &spec.env,
+        MAX_ENV_VARS,
+        MAX_ENV_VALUE_BYTES,
+        is_env_name,
+        &field("env"),
+    )?;
+    check_map(
+        &spec.labels,
+        MAX_LABELS,
+        MAX_LABEL_BYTES,
+        |k| !k.is_empty() && k.len() <= 64,
+        &field("labels"),
+    )?;
+    Ok(NewTask {
+        tenant: tenant.to_owned(),
+        module,
+        input,
+        priority: spec.priority.unwrap_or_default(),
+        limits,
+        retry,
+        idempotency_key: spec.idempotency_key,
+        run_at: spec.run_at,
+        deadline: spec.deadline,
+        env: spec.env,
+        labels: spec.labels,
+    })
+}
+
+fn limits(
+    spec: LimitsSpec,
+    bounds: SpecBounds,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Limits, RpcError> {
+    let defaults = Limits::default();
+    let check = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
+        let value = value.unwrap_or(default);
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(RpcError::invalid_params(
+                field(&format!("limits.{name}")),
+                format!("{value} is out of range {min}..={max}"),
+            ))
+        }
+    };
+    Ok(Limits {
+        fuel: check("fuel", spec.fuel, defaults.fuel, 1, u64::MAX / 2)?,
+        memory_bytes: check(
+            "memory_bytes",
+            spec.memory_bytes,
+            defaults.memory_bytes.min(bounds.max_task_memory),
+            64 << 10,
+            bounds.max_task_memory,
+        )?,
+        timeout_ms: check(
+            "timeout_ms",
+            spec.timeout_ms,
+            defaults.timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?,
+        output_bytes: check(
+            "output_bytes",
+            spec.output_bytes,
+            defaults.output_bytes,
+            0,
+            MAX_CAPTURE_BYTES,
+        )?,
+        log_bytes: check(
+            "log_bytes",
+            spec.log_bytes,
+            defaults.log_bytes,
+            0,
+            MAX_CAPTURE_BYTES,
+        )?,
+    })
+}
+
+fn retry(spec: RetrySpec, field: &dyn Fn(&str) -> String) -> Result<RetryPolicy, RpcError> {
+    let mut policy = RetryPolicy::default();
+    if let Some(max) = spec.max_attempts {
+        if !(1..=MAX_ATTEMPTS).contains(&max) {
+            return Err(RpcError::invalid_params(
+                field("retry.max_attempts"),
+                format!("{max} is out of range 1..={MAX_ATTEMPTS}"),
+            ));
+        }
+        policy.max_attempts = max;
+    }
+    for (name, value, slot) in [
+        ("backoff_ms", spec.backoff_ms, &mut policy.backoff_ms),
+        (
+            "max_backoff_ms",
+            spec.max_backoff_ms,
+            &mut policy.max_backoff_ms,
+        ),
+    ] {
+        if let Some(value) = value {
+            if value > MAX_BACKOFF_MS {
+                return Err(RpcError::invalid_params(
+                    field(&format!("retry.{name}")),
+                    format!("{value} is above {MAX_BACKOFF_MS} (one day)"),
+                ));
+            }
+            *slot = value;
+        }
+    }
+    if policy.max_backoff_ms < policy.backoff_ms {
+        policy.max_backoff_ms = policy.backoff_ms;
+    }
+    Ok(policy)
+}
+
+fn check_map(
+    map: &BTreeMap<String, String>,
+    max_entries: usize,
+    max_value_bytes: usize,
+    valid_key: impl Fn(&str) -> bool,
+    field: &str,
+) -> Result<(), RpcError> {
+    if map.len() > max_entries {
+        return Err(RpcError::invalid_params(
+            field,
+            format!("{} entries; the limit is {max_entries}", map.len()),
+        ));
+    }
+    for (key, value) in map {
+        if !valid_key(key) {
+            return Err(RpcError::invalid_params(
+                format!("{field}.{key}"),
+                "invalid name",
+            ));
+        }
+        if value.len() > max_value_bytes || value.contains('\0') {
+            return Err(RpcError::invalid_params(
+                format!("{field}.{key}"),
+                format!("the value must be at most {max_value_bytes} bytes without NUL"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 128
+}
+
+/// A stored task as the API shows it: finished attempts in order; for a finished task the
+/// output of its last attempt, and an `error` unless it succeeded.
+pub fn task_view(record: TaskRecord) -> Task {
+    let attempts: Vec<_> = record
+        .attempts
+        .into_iter()
+        .filter_map(|attempt| attempt.result)
+        .collect();
+    let last = attempts.last();
+    let (output, output_base64) = match last {
+        Some(last) if record.state.is_terminal() => text_or_base64(&last.output),
+        _ => (None, None),
+    };
+    let error = match record.state {
+        TaskState::Failed => Some(match last {
+            Some(last) => describe_failure(last, attempts.len()),
+            None => "failed without an attempt".to_string(),
+        }),
+        TaskState::Cancelled => Some("cancelled".to_string()),
+        TaskState::Expired => {
+            Some("expired: its deadline passed before it could start".to_string())
+        }
+        _ => None,
+    };
+    Task {
+        id: record.id.into_string(),
+        module: record.module.to_string(),
+        state: record.state,
+        priority: record.priority,
+        created_at: record.created_at,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        output,
+        output_base64,
+        error,
+        labels: record.labels,
+        attempts,
+    }
+}
+
+fn describe_failure(last: &fabric_types::Attempt, attempts: usize) -> String {
+    let what = match last.outcome {
+        Outcome::Exit => format!("exit code {}", last.exit_code.unwrap_or_default()),
+        Outcome::Trap => format!("trap: {}", last.trap.as_deref().unwrap_or("unknown")),
+        outcome => match &last.error {
+            Some(error) => format!("{outcome}: {error}"),
+            None => outcome.to_string(),
+        },
+    };
+    format!("attempt {attempts} ended with {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BOUNDS: SpecBounds = SpecBounds {
+        max_input_bytes: 16,
+        max_task_memory: 1 << 20,
+    };
+
+    fn check(spec: serde_json::Value) -> Result<NewTask, RpcError> {
+        let spec: TaskSpec = serde_json::from_value(spec).unwrap();
+        new_task("t", ModuleId::of(b"m"), spec, BOUNDS, "tasks[2].")
+    }
+
+    fn field_of(spec: serde_json::Value) -> String {
+        let err = check(spec).unwrap_err();
+        err.data.unwrap()["field"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_valid_spec_takes_defaults_within_the_bounds() {
+        let task = check(json!({"module": "m", "input_base64": "AAE="})).unwrap();
+        assert_eq!(task.input, vec![0, 1]);
+        assert_eq!(
+            task.limits.memory_bytes,
+            1 << 20,
+            "default capped by the bound"
+        );
+        assert_eq!(task.retry.max_attempts, RetryPolicy::default().max_attempts);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (
+                json!({"module": "m", "input": "a", "input_base64": "YQ=="}),
+                "tasks[2].input_base64",
+            ),
+            (
+                json!({"module": "m", "input": "x".repeat(17)}),
+                "tasks[2].input",
+            ),
+            (
+                json!({"module": "m", "input_base64": "!!"}),
+                "tasks[2].input_base64",
+            ),
+            (
+                json!({"module": "m", "limits": {"memory_bytes": 2 << 20}}),
+                "tasks[2].limits.memory_bytes",
+            ),
+            (
+                json!({"module": "m", "limits": {"fuel": 0}}),
+                "tasks[2].limits.fuel",
+            ),
+            (
+                json!({"module": "m", "limits": {"timeout_ms": 0}}),
+                "tasks[2].limits.timeout_ms",
+            ),
+            (
+                json!({"module": "m", "retry": {"max_attempts": 0}}),
+                "tasks[2].retry.max_attempts",
+            ),
+            (
+                json!({"module": "m", "retry": {"backoff_ms": MAX_BACKOFF_MS + 1}}),
+                "tasks[2].retry.backoff_ms",
+            ),
+            (
+                json!({"module": "m", "idempotency_key": ""}),
+                "tasks[2].idempotency_key",
+            ),
+            (
+                json!({"module": "m", "env": {"1BAD": "x"}}),
+                "tasks[2].env.1BAD",
+            ),
+            (
+                json!({"module": "m", "labels": {"": "x"}}),
+                "tasks[2].labels.",
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(field_of(spec.clone()), expected, "{spec}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! A `Store` decorator that measures the latency of every write (each one a committed
+//! transaction, or a share of a group commit) for `fabric_store_commit_duration_seconds`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use fabric_store::*;
+use time::OffsetDateTime;
+
+use crate::metrics::{Metrics, StoreOp};
+
+/// Wraps a store; reads pass straight through, writes are timed.
+#[derive(Debug)]
+pub struct TimedStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl TimedStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(&self, op: StoreOp, write: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = write.await;
+        self.metrics.store_op(op, started.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl Store for TimedStore {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn aging_step_ms(&self) -> u64 {
+        self.inner.aging_step_ms()
+    }
+
+    fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.ready_signal()
+    }
+
+    async fn module_put(&self, params: ModulePutParams) -> Result<ModuleInfo> {
+        self.timed(StoreOp::ModulePut, self.inner.module_put(params))
+            .await
+    }
+
+    async fn module_get(&self, params: ModuleGetParams) -> Result<Option<ModuleRecord>> {
+        self.inner.module_get(params).await
+    }
+
+    async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>> {
+        self.inner.module_list(params).await
+    }
+
+    async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>> {
+        self.timed(StoreOp::Insert, self.inner.task_insert(params))
+            .await
+    }
+
+    async fn task_get(&self, params: TaskGetParams) -> Result<Option<TaskRecord>> {
+        self.inner.task_get(params).await
+    }
+
+    async fn task_list(&self, params: TaskListParams) -> Result<TaskPage> {
+        self.inner.task_list(params).await
+    }
+
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
+        self.timed(StoreOp::Claim, self.inner.task_claim(params))
+            .await
+    }
+
+    async fn task_heartbeat(&self, params: TaskHeartbeatParams) -> Result<Heartbeat> {
+        self.timed(StoreOp::Heartbeat, self.inner.task_heartbeat(params))
+            .await
+    }
+
+    async fn task_complete(&self, params: TaskCompleteParams) -> Result<Vec<Completed>> {
+        self.timed(StoreOp::Complete, self.inner.task_complete(params))
+            .await
+    }
+
+    async fn task_cancel(&self, params: TaskCancelParams) -> Result<Option<TaskRecord>> {
+        self.timed(StoreOp::Cancel, self.inner.task_cancel(params))
+            .await
+    }
+
+    async fn task_rescue(&self, params: TaskRescueParams) -> Result<Vec<Rescued>> {
+        self.timed(StoreOp::Maintenance, self.inner.task_rescue(params))
+            .await
+    }
+
+    async fn task_promote(&self, params: TaskPromoteParams) -> Result<Vec<TaskId>> {
+        self.timed(StoreOp::Maintenance, self.inner.task_promote(params))
+            .await
+    }
+
+    async fn task_expire(&self, params: TaskExpireParams) -> Result<Vec<TaskId>> {
+        self.timed(StoreOp::Maintenance, self.inner.task_expire(params))
+            .await
+    }
+
+    async fn task_prune(&self, params: TaskPruneParams) -> Result<u64> {
+        self.timed(StoreOp::Maintenance, self.inner.task_prune(params))
+            .await
+    }
+
+    async fn stats(&self, params: StatsParams) -> Result<Stats> {
+        self.inner.stats(params).await
+    }
+
+    async fn next_wakeup(&self) -> Result<Option<OffsetDateTime>> {
+        self.inner.next_wakeup().await
+    }
+}

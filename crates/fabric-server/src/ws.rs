@@ -1,0 +1,128 @@
+//! JSON-RPC over one WebSocket: every text (or binary) message is a request or a batch,
+//! answered on the same socket; `task.subscribe` adds a stream of `task.event`
+//! notifications that ends with the connection.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{Message, WebSocket};
+use fabric_types::wire::TaskEventNotice;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use crate::auth::Principal;
+use crate::methods::Transport;
+use crate::rpc;
+use crate::server::App;
+
+/// Messages queued for one socket before senders wait.
+const OUTBOX: usize = 1024;
+
+/// One WebSocket connection: where answers and notifications are sent, and its
+/// subscriptions (stopped when the connection ends).
+#[derive(Debug)]
+pub struct Session {
+    outbox: mpsc::Sender<String>,
+    subscriptions: Mutex<Vec<AbortHandle>>,
+}
+
+impl Session {
+    /// Forwards this node's task events of `who`'s tasks (all tenants' for the admin),
+    /// only those of task `id` when given.
+    pub fn subscribe(&self, app: &App, who: &Principal, id: Option<String>) {
+        let mut events = app.scheduler.subscribe();
+        let outbox = self.outbox.clone();
+        let who = who.clone();
+        let forward = tokio::spawn(
+            async move {
+                loop {
+                    let event = match events.recv().await {
+                        Ok(event) => event,
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "a subscriber fell behind; events were skipped");
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    let visible = who.admin || event.tenant == who.tenant;
+                    let wanted = id.as_deref().is_none_or(|id| event.task_id.as_str() == id);
+                    if !(visible && wanted) {
+                        continue;
+                    }
+                    let notice = TaskEventNotice {
+                        id: event.task_id.into_string(),
+                        state: event.state,
+                        attempt: event.attempt.as_deref().cloned(),
+                    };
+                    let Ok(params) = serde_json::to_value(&notice) else {
+                        continue;
+                    };
+                    let message = rpc::notification("task.event", params).to_string();
+                    if outbox.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .push(forward.abort_handle());
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for subscription in self
+            .subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .drain(..)
+        {
+            subscription.abort();
+        }
+    }
+}
+
+/// Serves one upgraded connection until the client closes it.
+pub async fn session(app: Arc<App>, who: Principal, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut outgoing) = mpsc::channel::<String>(OUTBOX);
+    let writer = tokio::spawn(async move {
+        while let Some(text) = outgoing.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let session = Arc::new(Session {
+        outbox,
+        subscriptions: Mutex::default(),
+    });
+    tracing::debug!(tenant = %who.tenant, "websocket open");
+    while let Some(Ok(message)) = stream.next().await {
+        let body = match message {
+            Message::Text(text) => text.as_str().as_bytes().to_vec(),
+            Message::Binary(bytes) => bytes.to_vec(),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        let (app, who, session) = (app.clone(), who.clone(), session.clone());
+        tokio::spawn(
+            async move {
+                let answer =
+                    rpc::handle_body(&app, &who, &body, Transport::WebSocket(&session)).await;
+                if let Some(answer) = answer {
+                    let _ = session.outbox.send(answer.to_string()).await;
+                }
+            }
+            .in_current_span(),
+        );
+    }
+    tracing::debug!("websocket closed");
+    drop(session);
+    writer.abort();
+}
