@@ -12,6 +12,9 @@ pub enum ClientError {
     /// The server URL given to [`crate::Client::new`] cannot be used.
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The token given to [`crate::Client::new`] cannot be sent in an HTTP header.
+    #[error("invalid token: it must be printable ASCII without line breaks")]
+    InvalidToken,
     /// The server answered with a JSON-RPC error object.
     #[error("RPC error {code}: {message}")]
     Rpc {

@@ -65,10 +65,7 @@ impl Client {
         let authorization = token
             .map(|token| {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                    .map_err(|_| ClientError::InvalidUrl {
-                        url: url.to_owned(),
-                        reason: "the token is not a valid HTTP header value".into(),
-                    })?;
+                    .map_err(|_| ClientError::InvalidToken)?;
                 value.set_sensitive(true);
                 Ok::<_, ClientError>(value)
             })
@@ -400,7 +397,10 @@ mod tests {
         let debug = format!("{client:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
         assert!(debug.contains("http://127.0.0.1:7070"), "{debug}");
-        assert!(Client::new("http://127.0.0.1:7070", Some("bad\ntoken".into())).is_err());
+        assert!(matches!(
+            Client::new("http://127.0.0.1:7070", Some("bad\ntoken".into())),
+            Err(ClientError::InvalidToken)
+        ));
     }
 
     #[tokio::test]

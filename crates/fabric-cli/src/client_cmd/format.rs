@@ -189,7 +189,7 @@ pub fn task_detail(task: &Task) -> String {
 }
 
 /// `ok`, `exit 3`, `trap (unreachable)`, `timeout`, ...
-fn outcome_cell(attempt: &Attempt) -> String {
+pub fn outcome_cell(attempt: &Attempt) -> String {
     match (attempt.outcome, attempt.exit_code, &attempt.trap) {
         (Outcome::Exit, Some(code), _) => format!("exit {code}"),
         (Outcome::Trap, _, Some(trap)) => format!("trap ({trap})"),

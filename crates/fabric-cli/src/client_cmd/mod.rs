@@ -1,7 +1,7 @@
 //! The client commands (`module`, `submit`, `task`): each calls a server's JSON-RPC API
 //! through `fabric-client` and prints the answer as a table or as one JSON object.
 
-mod format;
+pub(crate) mod format;
 mod submit;
 mod task;
 

@@ -127,10 +127,9 @@ fn state_summary(tasks: &[Task]) -> String {
 /// A bar on stderr, drawn only when stderr is a terminal.
 fn progress(total: u64, message: &'static str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    let style =
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
-            .expect("a valid progress template")
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({eta} left)")
+        .expect("a valid progress template")
+        .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(message);
     bar

@@ -52,6 +52,14 @@ fn wait(args: TaskWaitArgs) -> ExitCode {
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
+        for task in tasks.iter().filter(|t| !t.state.is_terminal()) {
+            eprintln!(
+                "task {} is still {} after --timeout {}",
+                task.id,
+                task.state,
+                format::duration_ms(args.timeout.map_or(0, |t| t.as_millis() as u64))
+            );
+        }
         match tasks.as_slice() {
             [task] => show_one(task, args.client.json),
             _ if args.client.json => tasks.iter().for_each(|task| emit_json(json!(task))),

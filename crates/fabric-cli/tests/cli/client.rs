@@ -303,6 +303,10 @@ fn a_waiting_task_is_cancelled_and_a_wait_can_time_out() {
     let out = server.fabric(&["task", "wait", &id, "--timeout", "300ms", "--json"]);
     assert_eq!(out.status.code(), Some(1), "not finished: {}", stderr(&out));
     assert_eq!(json_of(&out)["state"], "scheduled");
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("task {id} is still scheduled after --timeout 300ms")
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
