@@ -251,29 +251,41 @@ pub async fn signal() {
 }
 
 /// `fabric serve`: starts, says where it listens on stderr, serves until SIGTERM or
-/// SIGINT and drains. A second signal exits at once (acknowledged work is already
-/// committed, so nothing is lost; running tasks are rescued at the next start).
+/// SIGINT and drains.
 pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let server = Server::start(config).await?;
-    let addr = server.local_addr();
-    tracing::info!(%addr, "listening");
-    eprintln!("listening on http://{addr}");
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        signal().await;
-        let _ = first_tx.send(());
-        signal().await;
-        tracing::warn!("second signal: exiting now");
-        eprintln!("second signal: exiting now");
-        std::process::exit(1);
-    });
-    server
-        .run(async move {
+    server.announce();
+    server.run_until_signalled().await
+}
+
+impl Server {
+    /// Logs the address and prints `listening on http://ADDR` on stderr (what scripts and
+    /// tests wait for).
+    pub fn announce(&self) {
+        let addr = self.local_addr();
+        tracing::info!(%addr, "listening");
+        eprintln!("listening on http://{addr}");
+    }
+
+    /// [`Server::run`] until SIGTERM or SIGINT. A second signal exits at once
+    /// (acknowledged work is already committed, so nothing is lost; attempts that were
+    /// running are rescued at the next start).
+    pub async fn run_until_signalled(self) -> Result<(), ServeError> {
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            signal().await;
+            let _ = first_tx.send(());
+            signal().await;
+            tracing::warn!("second signal: exiting now");
+            eprintln!("second signal: exiting now");
+            std::process::exit(1);
+        });
+        self.run(async move {
             let _ = first_rx.await;
         })
         .await
+    }
 }
-
 #[cfg(test)]
 mod tests {
     #[test]
