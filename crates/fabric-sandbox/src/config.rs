@@ -34,6 +34,12 @@ pub struct SandboxConfig {
     pub max_tables: u32,
     /// Memories one attempt may create (multi-memory modules).
     pub max_memories: u32,
+    /// Host handles (open files and directories, streams, pollables) one attempt may hold
+    /// at once. Each open file of a directory grant is a host file descriptor, so this
+    /// bounds the descriptors an attempt can take from the process: size the process's
+    /// `RLIMIT_NOFILE` above `slots × (max_guest_handles + grants)`. Past it the attempt
+    /// ends `memory_limit`.
+    pub max_guest_handles: u32,
     /// Wasm stack per attempt, in bytes; deeper recursion traps with `stack_overflow`.
     pub max_wasm_stack: usize,
     /// The largest module or component accepted, in bytes.
@@ -55,6 +61,10 @@ impl SandboxConfig {
     pub const DEFAULT_MAX_INSTANCES: u32 = 16;
     pub const DEFAULT_MAX_TABLES: u32 = 16;
     pub const DEFAULT_MAX_MEMORIES: u32 = 4;
+    /// 256: a Rust WASI program holds about a dozen; Wasmtime's own default is a million,
+    /// which lets one guest exhaust the process's file descriptors or hold gigabytes of
+    /// host memory that no memory limit sees.
+    pub const DEFAULT_MAX_GUEST_HANDLES: u32 = 256;
     /// 512 KiB, Wasmtime's own default.
     pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
     /// 32 MiB.
@@ -74,6 +84,9 @@ impl SandboxConfig {
         }
         if self.max_instances == 0 || self.max_memories == 0 || self.max_tables == 0 {
             return err("max_instances, max_memories and max_tables must be at least 1");
+        }
+        if self.max_guest_handles < 16 {
+            return err("max_guest_handles must be at least 16 (stdio alone takes several)");
         }
         if self.max_wasm_stack < 64 << 10 || self.max_wasm_stack > 64 << 20 {
             return err("max_wasm_stack must be between 64 KiB and 64 MiB");
@@ -97,6 +110,7 @@ impl Default for SandboxConfig {
             max_instances: Self::DEFAULT_MAX_INSTANCES,
             max_tables: Self::DEFAULT_MAX_TABLES,
             max_memories: Self::DEFAULT_MAX_MEMORIES,
+            max_guest_handles: Self::DEFAULT_MAX_GUEST_HANDLES,
             max_wasm_stack: Self::DEFAULT_MAX_WASM_STACK,
             max_module_bytes: Self::DEFAULT_MAX_MODULE_BYTES,
             epoch_tick: Self::DEFAULT_EPOCH_TICK,

@@ -8,6 +8,8 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
 };
 
+use wasmtime_wasi::I32Exit;
+
 use crate::run::{P1Guest, P2Guest};
 use crate::{Pooling, SandboxConfig, SandboxError};
 
@@ -62,6 +64,17 @@ impl FabricEngine {
             &mut guest.wasi
         })
         .map_err(engine_err)?;
+        // wasmtime-wasi refuses `proc_exit` codes of 126 and above with a host error, which
+        // would make `exit(126)` look like a trap. Report every code as the guest gave it.
+        p1_linker
+            .allow_shadowing(true)
+            .func_wrap(
+                "wasi_snapshot_preview1",
+                "proc_exit",
+                |code: i32| -> wasmtime::Result<()> { Err(I32Exit(code).into()) },
+            )
+            .map_err(engine_err)?
+            .allow_shadowing(false);
         let mut p2_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker).map_err(engine_err)?;
 

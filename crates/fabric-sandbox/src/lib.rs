@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use cache::{Agent, CacheStats, LoadError, ModuleKind};
 pub use cancel::CancelToken;
 pub use config::{Pooling, SandboxConfig};
-pub use run::{FUEL_SLICE, RunRequest};
+pub use run::{DirGrant, FUEL_SLICE, RunRequest};
 
 use fabric_types::{Attempt, ModuleId};
 

@@ -3,14 +3,18 @@
 //! wall-clock deadline and cancellation, then the ending classified into an outcome.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fabric_types::{Attempt, Limits, Outcome, Usage};
 use time::OffsetDateTime;
+use wasmtime::component::ResourceTableError;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{I32Exit, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    FsPerms, I32Exit, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 use crate::CancelToken;
 use crate::cache::{Agent, Linked};
@@ -23,7 +27,8 @@ use crate::pipe::CappedOutput;
 /// attempt that finishes or runs out of fuel is billed exactly.
 pub const FUEL_SLICE: u64 = 1_000_000;
 
-/// What one attempt gets: its input, its limits and its explicit grants.
+/// What one attempt gets: its input, its limits and its explicit grants. Every grant is
+/// empty by default, so `RunRequest { input, ..RunRequest::default() }` grants nothing.
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
     /// Fed to the guest on stdin.
@@ -31,6 +36,32 @@ pub struct RunRequest {
     pub limits: Limits,
     /// Environment variables granted to this attempt; the host's are never inherited.
     pub env: Vec<(String, String)>,
+    /// Host directories granted to this attempt, each read-only; nothing else of the
+    /// host's filesystem is visible.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A host directory the guest may read (never write) under a name of its own. The guest
+/// sees it as a WASI preopen: `/data/file.txt` in a Rust guest, `path_open` relative to
+/// fd 3 (the first grant) in a preview 1 module. Paths are resolved inside the directory
+/// only: `..` out of it, absolute paths and symlinks that lead out of it all fail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host. It must exist and be a directory when the attempt
+    /// starts; otherwise the attempt ends `invalid` with an error naming it.
+    pub host: PathBuf,
+    /// Its name in the guest, such as `/data`.
+    pub guest: String,
+}
+
+impl DirGrant {
+    /// Grants `host` read-only, seen by the guest as `guest`.
+    pub fn read_only(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            guest: guest.into(),
+        }
+    }
 }
 
 /// Store data of one attempt: its WASI context plus the quotas the engine checks.
@@ -100,52 +131,59 @@ pub(crate) async fn run(
         (Err(link_error), _) => invalid(link_error.clone()),
         (Ok(_), Some(refusal)) => invalid(refusal),
         (Ok(_), None) if cancel.is_cancelled() => Attempt::new(Outcome::Cancelled),
-        (Ok(linked), None) => {
-            let deadline = started + Duration::from_millis(limits.timeout_ms);
-            let mut wasi = wasi_builder(&request, &stdout, &stderr);
-            match linked {
-                Linked::P1(pre) => {
-                    let mut store = new_store(engine, wasi.build_p1(), &limits, deadline, cancel);
-                    let ended = race(deadline, cancel, async {
-                        let instance = pre
-                            .instantiate_async(&mut store)
-                            .await
-                            .map_err(in_phase(Phase::Instantiate))?;
-                        let start = instance
-                            .get_typed_func::<(), ()>(&mut store, "_start")
-                            .map_err(in_phase(Phase::Instantiate))?;
-                        start
-                            .call_async(&mut store, ())
-                            .await
-                            .map_err(in_phase(Phase::Run))?;
-                        Ok(0)
-                    })
-                    .await;
-                    classify(ended, &store, &limits)
-                }
-                Linked::P2(pre) => {
-                    let wasi = P2Wasi {
-                        ctx: wasi.build(),
-                        table: ResourceTable::new(),
-                    };
-                    let mut store = new_store(engine, wasi, &limits, deadline, cancel);
-                    let ended = race(deadline, cancel, async {
-                        let command = pre
-                            .instantiate_async(&mut store)
-                            .await
-                            .map_err(in_phase(Phase::Instantiate))?;
-                        let status = command
-                            .wasi_cli_run()
-                            .call_run(&mut store)
-                            .await
-                            .map_err(in_phase(Phase::Run))?;
-                        Ok(if status.is_ok() { 0 } else { 1 })
-                    })
-                    .await;
-                    classify(ended, &store, &limits)
+        (Ok(linked), None) => match wasi_builder(&request, &stdout, &stderr) {
+            Err(refusal) => invalid(refusal),
+            Ok(mut wasi) => {
+                let deadline = started + Duration::from_millis(limits.timeout_ms);
+                let handles = engine.config.max_guest_handles as usize;
+                match linked {
+                    Linked::P1(pre) => {
+                        let mut p1 = wasi.build_p1();
+                        WasiView::ctx(&mut p1).table.set_max_capacity(handles);
+                        let mut store = new_store(engine, p1, &limits, deadline, cancel);
+                        let ended = race(deadline, cancel, async {
+                            let instance = pre
+                                .instantiate_async(&mut store)
+                                .await
+                                .map_err(in_phase(Phase::Instantiate))?;
+                            let start = instance
+                                .get_typed_func::<(), ()>(&mut store, "_start")
+                                .map_err(in_phase(Phase::Instantiate))?;
+                            start
+                                .call_async(&mut store, ())
+                                .await
+                                .map_err(in_phase(Phase::Run))?;
+                            Ok(0)
+                        })
+                        .await;
+                        classify(ended, &store, &limits)
+                    }
+                    Linked::P2(pre) => {
+                        let mut table = ResourceTable::new();
+                        table.set_max_capacity(handles);
+                        let wasi = P2Wasi {
+                            ctx: wasi.build(),
+                            table,
+                        };
+                        let mut store = new_store(engine, wasi, &limits, deadline, cancel);
+                        let ended = race(deadline, cancel, async {
+                            let command = pre
+                                .instantiate_async(&mut store)
+                                .await
+                                .map_err(in_phase(Phase::Instantiate))?;
+                            let status = command
+                                .wasi_cli_run()
+                                .call_run(&mut store)
+                                .await
+                                .map_err(in_phase(Phase::Run))?;
+                            Ok(if status.is_ok() { 0 } else { 1 })
+                        })
+                        .await;
+                        classify(ended, &store, &limits)
+                    }
                 }
             }
-        }
+        },
     };
 
     (attempt.output, attempt.output_truncated) = stdout.take();
@@ -173,16 +211,27 @@ fn invalid(error: String) -> Attempt {
     attempt
 }
 
-/// A WASI context with nothing from the host: no preopened directories, no inherited
-/// environment or arguments, no network (every address refused, no name lookup), stdin
-/// from the request and capped in-memory stdout and stderr. Clocks and randomness are
-/// allowed.
+/// A WASI context with nothing from the host but what the request grants: no
+/// preopened directories but its read-only grants, no inherited environment or
+/// arguments, no network (every address refused, no name lookup), stdin from the request
+/// and capped in-memory stdout and stderr. Clocks and randomness are allowed. A grant
+/// that cannot be honoured is a reason to refuse the attempt.
 fn wasi_builder(
     request: &RunRequest,
     stdout: &CappedOutput,
     stderr: &CappedOutput,
-) -> WasiCtxBuilder {
+) -> Result<WasiCtxBuilder, String> {
     let mut wasi = WasiCtxBuilder::new();
+    for (i, grant) in request.dirs.iter().enumerate() {
+        if request.dirs[..i].iter().any(|g| g.guest == grant.guest) {
+            return Err(format!(
+                "directory grant {}: the guest path {:?} is granted twice",
+                grant.host.display(),
+                grant.guest
+            ));
+        }
+        grant_dir(&mut wasi, grant)?;
+    }
     wasi.stdin(MemoryInputPipe::new(request.input.clone()))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -192,7 +241,29 @@ fn wasi_builder(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    wasi
+    Ok(wasi)
+}
+
+/// Preopens `grant` read-only: directories and files under it can be opened for reading
+/// and listed, nothing can be created, written, renamed, removed or have its times set.
+fn grant_dir(wasi: &mut WasiCtxBuilder, grant: &DirGrant) -> Result<(), String> {
+    let host = grant.host.display();
+    if grant.guest.is_empty() || grant.guest.contains('\0') {
+        return Err(format!(
+            "directory grant {host}: the guest path {:?} must be non-empty and free of NUL",
+            grant.guest
+        ));
+    }
+    match std::fs::metadata(&grant.host) {
+        Err(e) => return Err(format!("directory grant {host}: {e}")),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!("directory grant {host}: not a directory"));
+        }
+        Ok(_) => {}
+    }
+    wasi.preopened_dir(&grant.host, &grant.guest, FsPerms::ReadOnly)
+        .map(drop)
+        .map_err(|e| format!("directory grant {host}: {e:#}"))
 }
 
 fn new_store<W: Send + 'static>(
@@ -297,6 +368,15 @@ fn failed(phase: Phase, error: &wasmtime::Error, exceeded: Option<&LimitExceeded
     }
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return exited(exit.0);
+    }
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        let mut attempt = Attempt::new(Outcome::MemoryLimit);
+        attempt.error = Some(
+            "handle limit: the guest holds as many host handles (open files, streams, \
+             pollables) as the sandbox allows"
+                .into(),
+        );
+        return attempt;
     }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         return match trap {

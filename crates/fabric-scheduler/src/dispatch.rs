@@ -207,6 +207,7 @@ async fn run_attempt(
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                dirs: Vec::new(),
             };
             Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
         }
