@@ -60,6 +60,25 @@ pub mod p2 {
     agents!("wasm32-wasip2");
 }
 
+pub mod attack {
+    //! Agents that exist only to attack the sandbox, kept apart from the examples in
+    //! `AGENTS`.
+
+    /// `NETCHECK` built as a WASI preview 1 module (where `std::net` is unsupported).
+    pub const NETCHECK_P1: &[u8] = include_bytes!(concat!(
+        env!("OUT_DIR"),
+        "/agents-target/wasm32-wasip1/release/netcheck.wasm"
+    ));
+    /// Tries the network with plain `std::net`, one command per line (`tcp ADDR`,
+    /// `listen ADDR`, `udp ADDR`, `lookup HOST`), and prints `CMD -> ok: ...` or
+    /// `CMD -> err: ...` for each; a WASI preview 2 component (`wasm32-wasip2`), where
+    /// `std::net` reaches `wasi:sockets`. See `agents/netcheck/src/main.rs`.
+    pub const NETCHECK_P2: &[u8] = include_bytes!(concat!(
+        env!("OUT_DIR"),
+        "/agents-target/wasm32-wasip2/release/netcheck.wasm"
+    ));
+}
+
 /// Declares `FIXTURES` and the embedded source of each fixture.
 macro_rules! fixtures {
     ($($name:literal,)*) => {
@@ -79,15 +98,20 @@ fixtures! {
     "divide_by_zero",
     "exit_42",
     "fuel_counter",
+    "grant_mutations",
     "hello",
     "huge_data_segment",
     "initial_memory_huge",
     "loop_forever",
     "many_memories",
     "memory_bomb",
+    "memory_dump",
     "no_start",
+    "open_files_bomb",
     "proc_raise",
+    "random_get_loop",
     "read_fds",
+    "shared_memory_wait",
     "sleep_poll_oneoff",
     "sock_calls",
     "start_loop",

@@ -5,4 +5,5 @@ mod cache;
 mod isolation;
 mod limits;
 mod outcomes;
+mod security;
 mod util;

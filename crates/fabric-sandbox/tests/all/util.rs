@@ -40,6 +40,7 @@ pub async fn run_with(wasm: &[u8], input: &[u8], limits: Limits) -> Attempt {
         input: input.to_vec(),
         limits,
         env: Vec::new(),
+        dirs: Vec::new(),
     };
     sandbox().run(&agent, request, &CancelToken::new()).await
 }
@@ -72,4 +73,25 @@ pub async fn assert_healthy() {
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The sandbox survived an attack: an ordinary preview 1 module and an ordinary preview 2
+/// component each echo a fresh input on `sandbox` (the engine, its instance pool, its
+/// epoch ticker and its module cache all still work).
+pub async fn assert_serves(sandbox: &Sandbox) {
+    for (kind, wasm) in [
+        ("p1", fabric_agents::p1::ECHO),
+        ("p2", fabric_agents::p2::ECHO),
+    ] {
+        let agent = sandbox.load(wasm).expect("loading the echo agent");
+        let input = format!("{kind} echo still served");
+        let request = RunRequest {
+            input: input.clone().into_bytes(),
+            limits: tight(),
+            ..RunRequest::default()
+        };
+        let attempt = sandbox.run(&agent, request, &CancelToken::new()).await;
+        assert_outcome(&attempt, Outcome::Ok);
+        assert_eq!(text(&attempt.output), input, "{kind}");
+    }
 }
