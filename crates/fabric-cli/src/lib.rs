@@ -2,7 +2,9 @@
 
 mod args;
 mod client_cmd;
+mod demo_cmd;
 mod run_cmd;
+mod serve_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;
@@ -17,19 +19,25 @@ pub const EXIT_USAGE: u8 = 2;
 /// Parses the process arguments, runs the command and returns its exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
     match cli.command {
         Command::Run(args) => run_cmd::main(args),
         Command::Module(command) => client_cmd::module(command),
         Command::Submit(args) => client_cmd::submit(args),
         Command::Task(command) => client_cmd::task(command),
         Command::Token(command) => token_cmd::main(command),
+        Command::Serve(args) => serve_cmd::main(args),
+        Command::Demo(args) => demo_cmd::main(args),
     }
 }
 
-fn init_logging(format: args::LogFormat) {
+fn init_logging(format: args::LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FABRIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
