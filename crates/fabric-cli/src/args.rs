@@ -59,6 +59,11 @@ pub struct RunArgs {
     /// the host's environment is ever passed.
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_var)]
     pub env: Vec<(String, String)>,
+    /// Host directory granted read-only, `HOST[:GUEST]` (repeatable). The agent sees it as
+    /// GUEST, an absolute path, `/data` when omitted; it can read and list it, never write.
+    /// Nothing else of the host's filesystem is visible. A HOST with a `:` needs a GUEST.
+    #[arg(long = "dir", value_name = "HOST[:GUEST]", value_parser = crate::run_cmd::parse_dir_grant)]
+    pub dirs: Vec<fabric_sandbox::DirGrant>,
     /// Print exactly one JSON object, the attempt, on stdout.
     #[arg(long)]
     pub json: bool,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fabric_sandbox::{CancelToken, RunRequest, Sandbox, SandboxConfig};
+use fabric_sandbox::{CancelToken, DirGrant, RunRequest, Sandbox, SandboxConfig};
 use fabric_types::{Attempt, Outcome};
 
 use crate::EXIT_USAGE;
@@ -46,6 +46,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         input,
         limits,
         env: args.env,
+        dirs: args.dirs,
     };
     let attempt = runtime.block_on(sandbox.run(&agent, request, &CancelToken::new()));
 
@@ -60,6 +61,27 @@ pub fn main(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Where a `--dir` grant appears in the guest when the argument names no GUEST.
+pub const DEFAULT_GUEST_DIR: &str = "/data";
+
+/// Parses `--dir HOST[:GUEST]`: the text after the last `:` is GUEST when there is a `:`,
+/// and it must be an absolute guest path; without a `:` the grant is seen as `/data`.
+pub fn parse_dir_grant(text: &str) -> Result<DirGrant, String> {
+    let (host, guest) = match text.rsplit_once(':') {
+        None => (text, DEFAULT_GUEST_DIR),
+        Some((host, guest)) if guest.starts_with('/') => (host, guest),
+        Some(_) => {
+            return Err(format!(
+                "expected HOST[:GUEST] with GUEST an absolute path such as /data, got {text:?}"
+            ));
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("the HOST directory is missing in {text:?}"));
+    }
+    Ok(DirGrant::read_only(host, guest))
 }
 
 fn usage_error(error: &anyhow::Error) -> ExitCode {
@@ -126,4 +148,58 @@ fn print_human(attempt: &Attempt) {
         summary += &format!("\nfabric: {error}");
     }
     eprintln!("{summary}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dir_without_guest_is_seen_as_data() {
+        assert_eq!(
+            parse_dir_grant("./inputs").unwrap(),
+            DirGrant::read_only("./inputs", "/data")
+        );
+    }
+
+    #[test]
+    fn a_dir_with_guest_is_split_at_the_last_colon() {
+        assert_eq!(
+            parse_dir_grant("/srv/in:/input").unwrap(),
+            DirGrant::read_only("/srv/in", "/input")
+        );
+        assert_eq!(
+            parse_dir_grant("odd:name:/input").unwrap(),
+            DirGrant::read_only("odd:name", "/input")
+        );
+    }
+
+    #[test]
+    fn a_relative_guest_or_a_missing_host_is_refused() {
+        assert!(
+            parse_dir_grant("odd:name")
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(parse_dir_grant(":/data").unwrap_err().contains("HOST"));
+    }
+
+    #[test]
+    fn dir_is_repeatable_on_the_command_line() {
+        use clap::Parser;
+        let cli = crate::args::Cli::try_parse_from([
+            "fabric", "run", "a.wasm", "--dir", "a", "--dir", "b:/b",
+        ])
+        .unwrap();
+        let crate::args::Command::Run(args) = cli.command else {
+            panic!("not a run command");
+        };
+        assert_eq!(
+            args.dirs,
+            [
+                DirGrant::read_only("a", "/data"),
+                DirGrant::read_only("b", "/b")
+            ]
+        );
+    }
 }
