@@ -131,7 +131,10 @@ fuzz_target!(|case: Case| {
         assert!(attempt.trap.is_some(), "a trap names its kind: {attempt:?}");
     }
     if matches!(attempt.outcome, Outcome::Ok | Outcome::Exit) {
-        assert!(attempt.exit_code.is_some(), "an exit has a code: {attempt:?}");
+        assert!(
+            attempt.exit_code.is_some(),
+            "an exit has a code: {attempt:?}"
+        );
     }
     assert!(
         attempt.usage.fuel_consumed <= LIMITS.fuel,
