@@ -319,6 +319,15 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
         ));
     }
 
+    // Keyed rows go in key order, so two batches sharing keys wait on each other's unique
+    // index entries in one order and cannot deadlock.
+    rows.sort_by(|(_, a), (_, b)| {
+        fn key(r: &NewRow) -> Option<(&str, &str)> {
+            let t = &r.task;
+            t.idempotency_key.as_deref().map(|k| (t.tenant.as_str(), k))
+        }
+        key(a).cmp(&key(b))
+    });
     let mut lost_races: Vec<usize> = Vec::new();
     let mut slot_keys: HashMap<usize, Key> = HashMap::new();
     for chunk in chunks(rows, |(_, r)| r.task.input.len()) {
