@@ -35,10 +35,23 @@ pub enum SandboxError {
 
 /// An engine, its module cache and its epoch ticker: everything needed to run attempts.
 /// Cheap to share behind an `Arc`; every method takes `&self`.
-#[derive(Debug)]
 pub struct Sandbox {
     engine: engine::FabricEngine,
     cache: cache::ModuleCache,
+    on_spawn: std::sync::OnceLock<SpawnObserver>,
+}
+
+/// Called with the time from the start of an attempt until its guest was instantiated
+/// (WASI context, instance, memory) and about to run: the spawn latency.
+pub type SpawnObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("engine", &self.engine)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sandbox {
@@ -48,7 +61,11 @@ impl Sandbox {
         config.validate()?;
         let engine = engine::FabricEngine::new(&config)?;
         let cache = cache::ModuleCache::new(&engine, &config)?;
-        Ok(Self { engine, cache })
+        Ok(Self {
+            engine,
+            cache,
+            on_spawn: std::sync::OnceLock::new(),
+        })
     }
 
     /// Validates and compiles `bytes` (or finds them already compiled, in memory or on
@@ -66,7 +83,13 @@ impl Sandbox {
     /// Runs one attempt to its end and reports how it ended. Never fails: every way an
     /// attempt can end is an [`fabric_types::Outcome`].
     pub async fn run(&self, agent: &Agent, request: RunRequest, cancel: &CancelToken) -> Attempt {
-        run::run(&self.engine, agent, request, cancel).await
+        run::run(&self.engine, agent, request, cancel, self.on_spawn.get()).await
+    }
+
+    /// Reports every attempt's spawn latency to `observe` (for metrics). Only the first
+    /// observer is kept; returns whether this one was.
+    pub fn observe_spawns(&self, observe: SpawnObserver) -> bool {
+        self.on_spawn.set(observe).is_ok()
     }
 
     /// Whether the engine got the pooling instance allocator.

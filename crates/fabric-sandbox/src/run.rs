@@ -17,6 +17,7 @@ use wasmtime_wasi::{
 };
 
 use crate::CancelToken;
+use crate::SpawnObserver;
 use crate::cache::{Agent, Linked};
 use crate::engine::FabricEngine;
 use crate::limiter::{LimitExceeded, Limiter};
@@ -120,8 +121,14 @@ pub(crate) async fn run(
     agent: &Agent,
     request: RunRequest,
     cancel: &CancelToken,
+    on_spawn: Option<&SpawnObserver>,
 ) -> Attempt {
     let started = Instant::now();
+    let spawned = || {
+        if let Some(observe) = on_spawn {
+            observe(started.elapsed());
+        }
+    };
     let started_at = OffsetDateTime::now_utc();
     let limits = request.limits;
     let stdout = CappedOutput::new(limits.output_bytes);
@@ -146,6 +153,7 @@ pub(crate) async fn run(
                                 .instantiate_async(&mut store)
                                 .await
                                 .map_err(in_phase(Phase::Instantiate))?;
+                            spawned();
                             let start = instance
                                 .get_typed_func::<(), ()>(&mut store, "_start")
                                 .map_err(in_phase(Phase::Instantiate))?;
@@ -171,6 +179,7 @@ pub(crate) async fn run(
                                 .instantiate_async(&mut store)
                                 .await
                                 .map_err(in_phase(Phase::Instantiate))?;
+                            spawned();
                             let status = command
                                 .wasi_cli_run()
                                 .call_run(&mut store)

@@ -76,12 +76,15 @@ impl ModuleResolver {
     }
 }
 
-/// How long a tenant's count of unfinished tasks is trusted before it is read again.
-const COUNT_TTL: Duration = Duration::from_millis(250);
+/// How long a tenant's count of unfinished tasks is trusted before it is read again: long
+/// while the tenant is far from its limit (counting is not free), short near it.
+const COUNT_TTL: Duration = Duration::from_secs(2);
+const COUNT_TTL_NEAR_LIMIT: Duration = Duration::from_millis(100);
 
 /// The per-tenant limit on unfinished tasks. Counts come from the store (so they include
-/// other nodes' work) and are refreshed at most every [`COUNT_TTL`]; this node's own
-/// admissions are added in between, so a flood cannot outrun the limit by much.
+/// other nodes' work) and are refreshed at most every [`COUNT_TTL`] (every
+/// [`COUNT_TTL_NEAR_LIMIT`] above 90% of the limit); this node's own admissions are added
+/// in between, so a flood cannot outrun the limit.
 #[derive(Debug)]
 pub struct TaskQuota {
     max: u64,
@@ -103,7 +106,15 @@ impl TaskQuota {
             .lock()
             .expect("quota lock")
             .get(tenant)
-            .filter(|(at, _)| at.elapsed() < COUNT_TTL)
+            .filter(|(at, count)| {
+                let near = count.saturating_mul(10) >= self.max.saturating_mul(9);
+                at.elapsed()
+                    < if near {
+                        COUNT_TTL_NEAR_LIMIT
+                    } else {
+                        COUNT_TTL
+                    }
+            })
             .map(|(_, count)| *count);
         let current = match fresh {
             Some(count) => count,

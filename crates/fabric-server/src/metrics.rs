@@ -131,6 +131,7 @@ pub struct Metrics {
     attempt_seconds: Histogram,
     fuel: Histogram,
     peak_memory: Histogram,
+    spawn_seconds: Histogram,
     store_commit: Vec<Histogram>,
     rpc_calls: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     rpc_batches: AtomicU64,
@@ -146,6 +147,7 @@ impl Default for Metrics {
             attempt_seconds: Histogram::new(SECONDS),
             fuel: Histogram::new(FUEL),
             peak_memory: Histogram::new(BYTES),
+            spawn_seconds: Histogram::new(SECONDS),
             store_commit: StoreOp::ALL
                 .iter()
                 .map(|_| Histogram::new(SECONDS))
@@ -189,6 +191,10 @@ impl Metrics {
             self.peak_memory
                 .observe(attempt.usage.peak_memory_bytes as f64);
         }
+    }
+
+    pub fn spawned(&self, took: Duration) {
+        self.spawn_seconds.observe(took.as_secs_f64());
     }
 
     pub fn store_op(&self, op: StoreOp, took: Duration) {
@@ -297,6 +303,14 @@ impl Metrics {
                 &format!("op=\"{}\"", op.as_str()),
             );
         }
+        header(
+            o,
+            "fabric_spawn_duration_seconds",
+            "histogram",
+            "Time from the start of an attempt until its guest is instantiated and about to run.",
+        );
+        self.spawn_seconds
+            .render(o, "fabric_spawn_duration_seconds", "");
         header(
             o,
             "fabric_rpc_calls_total",
@@ -508,6 +522,7 @@ mod tests {
         metrics.attempt_ended(&attempt);
         metrics.task_finished(TaskState::Failed);
         metrics.store_op(StoreOp::Insert, Duration::from_micros(300));
+        metrics.spawned(Duration::from_micros(20));
         let text = metrics.render(Gauges {
             stats: Some(Stats::default()),
             running: 3,
@@ -521,6 +536,7 @@ mod tests {
             "fabric_attempts_total{outcome=\"timeout\"} 1",
             "fabric_attempt_duration_seconds_bucket{le=\"2.5\"} 1",
             "fabric_store_commit_duration_seconds_count{op=\"task_insert\"} 1",
+            "fabric_spawn_duration_seconds_bucket{le=\"0.00005\"} 1",
             "fabric_queue_depth_tasks{priority=\"critical\"} 0",
             "fabric_running_attempts 3",
             "fabric_module_cache_hits_total 0",

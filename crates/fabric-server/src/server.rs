@@ -122,6 +122,8 @@ impl Server {
             cache_dir: Some(config.data_dir.join("compiled")),
             ..SandboxConfig::default()
         })?);
+        let spawns = metrics.clone();
+        sandbox.observe_spawns(Box::new(move |took| spawns.spawned(took)));
         if !sandbox.is_pooling() {
             tracing::warn!(
                 workers = config.workers,

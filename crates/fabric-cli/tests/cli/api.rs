@@ -47,6 +47,7 @@ async fn health_readiness_and_metrics_answer() {
         "fabric_tasks_finished_total{state=\"succeeded\"} 1",
         "fabric_attempts_total{outcome=\"ok\"} 1",
         "fabric_attempt_duration_seconds_count 1",
+        "fabric_spawn_duration_seconds_count 1",
         "fabric_queue_depth_tasks{priority=\"normal\"} 0",
         "fabric_running_attempts 0",
         "fabric_workers 2",
