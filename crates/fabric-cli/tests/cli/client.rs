@@ -10,11 +10,12 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
+use crate::server::Fabric;
 use crate::util::*;
 
 /// A server with the echo and strict agents stored under those names.
-fn server_with_agents(dir: &Workdir) -> ServeProcess {
-    let server = ServeProcess::start(&[]);
+fn server_with_agents(dir: &Workdir) -> Fabric {
+    let server = Fabric::start(&[]);
     for (name, bytes) in [
         ("echo", fabric_agents::p1::ECHO),
         ("strict", fabric_agents::p1::STRICT),
@@ -33,7 +34,7 @@ fn id_of(output: &std::process::Output) -> String {
 #[test]
 fn modules_are_stored_from_wasm_and_wat_and_listed() {
     let dir = Workdir::new();
-    let server = ServeProcess::start(&[]);
+    let server = Fabric::start(&[]);
     let echo = dir.file("echo.wasm", fabric_agents::p1::ECHO);
     let out = server.fabric(&["module", "put", echo.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -433,7 +434,7 @@ fn a_new_token_is_accepted_by_a_server_whose_auth_file_has_its_table() {
 
     let dir = Workdir::new();
     let auth = dir.file("auth.toml", table.as_bytes());
-    let server = ServeProcess::start(&["--auth", auth.to_str().unwrap()]);
+    let server = Fabric::start(&["--auth", auth.to_str().unwrap()]);
     let refused = server.fabric(&["module", "ls"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
@@ -454,7 +455,7 @@ fn a_new_token_is_accepted_by_a_server_whose_auth_file_has_its_table() {
 /// WebSocket event stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_client_speaks_every_method() {
-    let server = ServeProcess::start(&[]);
+    let server = Fabric::start(&[]);
     let client = Client::new(&server.url, None).unwrap();
 
     let stored = client
@@ -577,7 +578,7 @@ async fn the_library_client_is_refused_without_the_token_and_accepted_with_it() 
         "auth.toml",
         format!("[[token]]\ntenant = \"t1\"\nsha256 = \"{digest}\"\n").as_bytes(),
     );
-    let server = ServeProcess::start(&["--auth", auth.to_str().unwrap()]);
+    let server = Fabric::start(&["--auth", auth.to_str().unwrap()]);
 
     let anonymous = Client::new(&server.url, None).unwrap();
     let error = anonymous.stats().await.unwrap_err();

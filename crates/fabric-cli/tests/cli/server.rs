@@ -62,6 +62,11 @@ impl Fabric {
         }
     }
 
+    /// `fabric <args>` (a client command) against this server, through `FABRIC_URL`.
+    pub fn fabric(&self, args: &[&str]) -> std::process::Output {
+        crate::util::fabric_with(args, &[("FABRIC_URL", &self.url)], b"")
+    }
+
     /// Sends a signal (`TERM`, `KILL`, ...) to the server.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
