@@ -92,9 +92,12 @@ impl PostgresStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::InvalidArgument(format!("database URL: {e}")))?;
-        // Every connection starts in the store's schema, under its statement timeout.
+        // Every connection starts in the store's schema, under its statement timeout, and
+        // plans each execution with its real parameters: a cached generic plan made while
+        // a table was small (or before statistics caught up with a queue's churn) joins a
+        // batch to the table by scanning the whole table, on every call.
         let startup = format!(
-            "{} -c search_path={} -c statement_timeout={}",
+            "{} -c search_path={} -c statement_timeout={} -c plan_cache_mode=force_custom_plan",
             config.get_options().unwrap_or_default(),
             options.schema,
             options.statement_timeout.as_millis()

@@ -435,10 +435,15 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
 }
 
 /// The claim: lock up to `$1` queued tasks in claim order, skipping rows other claimers
-/// hold; expire those whose deadline passed; move the rest to `running`, each under the
-/// attempt id of its position in `$3`; record the attempts. One row per locked task, in
-/// claim order, with NULL columns for the expired ones.
+/// hold; expire those whose deadline passed; move the rest to `running`, the `n`th of them
+/// under the attempt id `$3[n]`; record the attempts. Returns one row per locked task:
+/// the claimed ones in claim order (task columns, attempt id, attempt number, `n`), then
+/// the expired ones (NULLs, and the id in the last column).
+///
+/// Every join is a key lookup or an array subscript, so the statement stays linear in the
+/// batch whatever row counts the (generic, cached) plan estimates.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    let nulls = vec!["NULL"; TASK_WIDTH + 3].join(", ");
     format!(
         "WITH picked AS MATERIALIZED (
             SELECT id, sort_key, deadline FROM tasks
@@ -449,22 +454,24 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
         ), expired AS (
             UPDATE tasks t SET state = 'expired', finished_at = $2, sort_key = NULL
             FROM picked p WHERE t.id = p.id AND p.deadline < $2
+            RETURNING t.id
         ), ready AS (
-            SELECT p.id, a.attempt_id
-            FROM (SELECT id, row_number() OVER (ORDER BY sort_key, id) AS n
-                  FROM picked WHERE deadline IS NULL OR deadline >= $2) p
-            JOIN unnest($3::text[]) WITH ORDINALITY AS a(attempt_id, n) ON a.n = p.n
+            SELECT id, row_number() OVER (ORDER BY sort_key, id) AS n
+            FROM picked WHERE deadline IS NULL OR deadline >= $2
         ), claimed AS (
             UPDATE tasks t SET state = 'running', attempt_count = t.attempt_count + 1,
-                current_attempt = r.attempt_id, lease_until = $4,
+                current_attempt = ($3::text[])[r.n], lease_until = $4,
                 started_at = COALESCE(t.started_at, $2)
             FROM ready r WHERE t.id = r.id
-            RETURNING {}, r.attempt_id, t.attempt_count
+            RETURNING {}, t.current_attempt AS attempt_id, t.attempt_count, r.n
         ), recorded AS (
             INSERT INTO attempts (id, task_id, number, node, claimed_at, lease_until)
             SELECT attempt_id, id, attempt_count, $5, $2, $4 FROM claimed
         )
-        SELECT c.* FROM picked p LEFT JOIN claimed c ON c.id = p.id ORDER BY p.sort_key, p.id",
+        SELECT c.*, NULL AS expired_id FROM claimed c
+        UNION ALL
+        SELECT {nulls}, e.id FROM expired e
+        ORDER BY n",
         task_columns("t")
     )
 });
