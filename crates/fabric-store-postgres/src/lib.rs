@@ -17,8 +17,26 @@
 //!
 //! Everything lives in one schema ([`PostgresOptions::schema`], `fabric` by default),
 //! created and migrated at connect. Timestamps are stored as milliseconds since the Unix
-//! epoch and always come from the callers' injected clocks. Connections are plain TCP
-//! (no TLS).
+//! epoch and always come from the callers' injected clocks.
+//!
+//! Running it:
+//!
+//! - **Privileges**: the first node to start needs `CREATE` on the database (to create the
+//!   schema), or an operator creates the schema beforehand and grants it.
+//! - **Connections**: each node opens up to [`PostgresOptions::pool_size`] connections
+//!   plus one for `LISTEN`. Connections need session semantics (startup options, `LISTEN`):
+//!   connect to PostgreSQL directly or through a pooler in session mode, not in
+//!   transaction mode. Plain TCP only (no TLS).
+//! - **Clocks**: leases and the leader lease compare instants from different nodes'
+//!   clocks, so the nodes' clocks must agree to well within the lease lengths.
+//! - **Durability**: a write is acknowledged after `COMMIT`, with the server's
+//!   `synchronous_commit`.
+//! - **Wake-ups**: writers `NOTIFY fabric_ready` with the schema as payload, once per
+//!   transaction that made tasks claimable; each store's listener bumps
+//!   [`Store::ready_signal`] for its own schema's notifications.
+//! - **Maintenance**: rescue, promote, expire and prune are safe on every node at once
+//!   (they lock with `SKIP LOCKED`); [`PostgresStore::leader_acquire`] elects one node to
+//!   run them so the others do not waste work.
 
 mod db;
 mod error;

@@ -716,3 +716,38 @@ async fn test_schemas_are_dropped_after_the_test_even_when_it_panics() {
         "a panicking test left {schema}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_listen_a_store_opens_no_listener_and_a_closed_store_refuses_work() {
+    let guard = util::SchemaGuard::new(util::fresh_schema());
+    let app = format!("fabric-quiet-{:x}", rand::random::<u32>());
+    let store = util::connect(PostgresOptions {
+        listen: false,
+        pool_size: 1,
+        application_name: app.clone(),
+        ..util::options(&guard.schema)
+    })
+    .await;
+    assert!(!store.capabilities().listen_notify);
+    assert!(store.capabilities().multi_node);
+    let mut ready = store.ready_signal();
+    ready.borrow_and_update();
+    fabric_store::testkit::insert(&store, new_task("acme", "x"), at(0)).await;
+    assert!(ready.has_changed().unwrap(), "its own writes still signal");
+    let raw = util::raw(&util::url()).await.unwrap();
+    let connections: i64 = raw
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(connections, 1, "one pooled connection and no listener");
+
+    store.close();
+    match store.stats(StatsParams::default()).await {
+        Err(StoreError::Closed(_)) => {}
+        other => panic!("a closed store answered {other:?}"),
+    }
+}
