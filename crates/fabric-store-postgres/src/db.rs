@@ -10,13 +10,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::error::{db_err, pool_err};
+use crate::notify::Notifier;
 
 /// The channel writers `NOTIFY` when they made tasks claimable; the payload is the schema,
 /// so stores of different schemas on one database ignore each other's wake-ups.
 pub(crate) const READY_CHANNEL: &str = "fabric_ready";
-
-/// Sends one notification on [`READY_CHANNEL`] with the schema (`$1`) as payload.
-const NOTIFY_SQL: &str = "SELECT pg_notify('fabric_ready', $1)";
 
 /// What every operation needs.
 #[derive(Debug)]
@@ -26,6 +24,8 @@ pub(crate) struct Db {
     pub aging_step_ms: u64,
     /// Bumped after a commit that made tasks claimable, and by the listener.
     pub ready: Arc<watch::Sender<u64>>,
+    /// Tells other nodes about work made ready here.
+    pub notifier: Notifier,
 }
 
 /// Parameters of a statement.
@@ -37,17 +37,11 @@ impl Db {
         self.pool.get().await.map_err(pool_err(what))
     }
 
-    /// Wakes this process's dispatchers: tasks became claimable.
-    pub(crate) fn bump(&self) {
+    /// Call after a commit that made tasks claimable: wakes this process's dispatchers
+    /// now and other nodes' through one coalesced `NOTIFY` (see `notify`).
+    pub(crate) fn made_ready(&self) {
         bump(&self.ready);
-    }
-
-    /// Queues one `NOTIFY` for the transaction `c` is in (delivered when it commits). Send
-    /// it at most once per transaction: notifications serialize commits.
-    pub(crate) async fn notify<C: GenericClient>(&self, c: &C) -> Result<(), StoreError> {
-        execute(c, "notify other nodes", NOTIFY_SQL, &[&self.schema])
-            .await
-            .map(drop)
+        self.notifier.request();
     }
 }
 
@@ -87,14 +81,4 @@ pub(crate) async fn execute<C: GenericClient>(
 ) -> Result<u64, StoreError> {
     let stmt = c.prepare_cached(sql).await.map_err(db_err(what))?;
     c.execute(&stmt, params).await.map_err(db_err(what))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notify_uses_the_ready_channel() {
-        assert!(NOTIFY_SQL.contains(&format!("'{READY_CHANNEL}'")));
-    }
 }

@@ -31,9 +31,14 @@
 //!   clocks, so the nodes' clocks must agree to well within the lease lengths.
 //! - **Durability**: a write is acknowledged after `COMMIT`, with the server's
 //!   `synchronous_commit`.
-//! - **Wake-ups**: writers `NOTIFY fabric_ready` with the schema as payload, once per
-//!   transaction that made tasks claimable; each store's listener bumps
-//!   [`Store::ready_signal`] for its own schema's notifications.
+//! - **Wake-ups**: after a write that made tasks claimable commits, the node sends
+//!   `NOTIFY fabric_ready` with the schema as payload, from a background task that merges
+//!   the requests of a burst of writes into one (never inside the writing transaction: a
+//!   notifying transaction holds a database-wide lock through its commit, which would
+//!   make concurrent writers commit one at a time). Each store's listener bumps
+//!   [`Store::ready_signal`] for its own schema's notifications. A node that dies between
+//!   a commit and its `NOTIFY` leaves that work for the next wake-up, so a scheduler should
+//!   keep a slow poll as a backstop.
 //! - **Maintenance**: rescue, promote, expire and prune are safe on every node at once
 //!   (they lock with `SKIP LOCKED`); [`PostgresStore::leader_acquire`] elects one node to
 //!   run them so the others do not waste work.
@@ -42,6 +47,7 @@ mod db;
 mod error;
 mod leader;
 mod listen;
+mod notify;
 mod options;
 mod reads;
 mod rows;
@@ -72,6 +78,7 @@ pub use schema::SCHEMA_VERSION;
 
 use db::Db;
 use error::pool_err;
+use notify::Notifier;
 
 /// How long TCP waits on a silent connection before probing it, so a dead server is
 /// noticed even by idle connections.
@@ -166,6 +173,7 @@ impl PostgresStore {
         };
         Ok(Self {
             db: Db {
+                notifier: Notifier::start(pool.clone(), options.schema.clone()),
                 pool,
                 aging_step_ms: options.aging_step_ms(),
                 schema: options.schema,
@@ -182,17 +190,28 @@ impl PostgresStore {
         &self.db.schema
     }
 
+    /// Waits until other nodes have been notified of every task this store made
+    /// claimable so far (notifications go out in the background, after their writes
+    /// commit). Call it before shutting down; wrap it in a timeout, since it waits for the
+    /// database while the database is unreachable.
+    pub async fn notify_flush(&self) {
+        self.db.notifier.flush().await;
+    }
+
     /// Closes the pool: idle connections close now, busy ones when they come back, and
-    /// later operations fail with `StoreError::Closed`. The listener stops too.
+    /// later operations fail with `StoreError::Closed`. The listener stops, and pending
+    /// notifications are dropped (call [`PostgresStore::notify_flush`] first).
     pub fn close(&self) {
         if let Some(listener) = &self.listener {
             listener.abort();
         }
+        self.db.notifier.abort();
         self.db.pool.close();
     }
 }
 
 impl Drop for PostgresStore {
+    /// Stops the listener; the notifier sends what is pending, then stops by itself.
     fn drop(&mut self) {
         if let Some(listener) = &self.listener {
             listener.abort();

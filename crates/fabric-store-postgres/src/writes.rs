@@ -1,7 +1,7 @@
 //! Every write of the store. Each is one statement or one short transaction whose cost does
 //! not grow in round trips with the batch (rows travel as arrays through `unnest`); writes
-//! that end an attempt are fenced by its id under a row lock; a transaction that makes
-//! tasks claimable sends one `NOTIFY`.
+//! that end an attempt are fenced by its id under a row lock; a write that makes tasks
+//! claimable asks, after its commit, for one coalesced `NOTIFY` (see `notify`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -402,12 +402,9 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
             plans[slot] = Some(Plan::Existing(id, state));
         }
     }
-    if made_ready {
-        db.notify(&tx).await?;
-    }
     commit(tx, "commit task_insert").await?;
     if made_ready {
-        db.bump();
+        db.made_ready();
     }
 
     let mut out: Vec<Inserted> = Vec::with_capacity(plans.len());
@@ -871,12 +868,9 @@ pub(crate) async fn task_complete(
         .await?;
     }
     apply_transitions(&tx, &transitions).await?;
-    if made_ready {
-        db.notify(&tx).await?;
-    }
     commit(tx, "commit task_complete").await?;
     if made_ready {
-        db.bump();
+        db.made_ready();
     }
 
     Ok(p.completions
@@ -1012,12 +1006,9 @@ pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Resc
     }
     record_attempts(&tx, ended).await?;
     apply_transitions(&tx, &transitions).await?;
-    if made_ready {
-        db.notify(&tx).await?;
-    }
     commit(tx, "commit task_rescue").await?;
     if made_ready {
-        db.bump();
+        db.made_ready();
     }
     Ok(out)
 }
@@ -1029,13 +1020,11 @@ const PROMOTE_SQL: &str = "WITH due AS MATERIALIZED (
         UPDATE tasks t SET state = 'queued', sort_key = t.run_at + t.priority * $3::int8
         FROM due WHERE t.id = due.id
         RETURNING t.id, t.run_at
-    ), notified AS (
-        SELECT pg_notify('fabric_ready', $4) WHERE EXISTS (SELECT 1 FROM promoted)
     )
-    SELECT p.id, (SELECT count(*) FROM notified) FROM promoted p ORDER BY p.run_at, p.id";
+    SELECT id FROM promoted ORDER BY run_at, id";
 
 /// `task_promote`: one statement queues due scheduled tasks at their `run_at` place in
-/// line (the sort key is [`claim_sort_key`] of `run_at`, computed in SQL) and notifies.
+/// line (the sort key is [`claim_sort_key`] of `run_at`, computed in SQL).
 pub(crate) async fn task_promote(db: &Db, p: TaskPromoteParams) -> Result<Vec<TaskId>, StoreError> {
     if p.max == 0 {
         return Ok(Vec::new());
@@ -1047,11 +1036,11 @@ pub(crate) async fn task_promote(db: &Db, p: TaskPromoteParams) -> Result<Vec<Ta
         &client,
         "promote due tasks",
         PROMOTE_SQL,
-        &[&ms(p.now), &max, &step, &db.schema],
+        &[&ms(p.now), &max, &step],
     )
     .await?;
     if !rows.is_empty() {
-        db.bump();
+        db.made_ready();
     }
     Ok(rows
         .iter()
@@ -1135,10 +1124,5 @@ mod tests {
         assert!(CLAIM_SQL.contains("AS MATERIALIZED"));
         assert!(CLAIM_SQL.contains("FOR UPDATE SKIP LOCKED"));
         assert!(CLAIM_SQL.contains("ORDER BY sort_key, id"));
-    }
-
-    #[test]
-    fn promote_notifies_the_ready_channel() {
-        assert!(PROMOTE_SQL.contains(&format!("pg_notify('{}'", crate::db::READY_CHANNEL)));
     }
 }

@@ -423,6 +423,8 @@ async fn count_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_sends_one_notify_however_many_tasks_it_makes_ready() {
+    // Each write asks for one notification after it commits; `notify_flush` waits until it
+    // went out, and the sentinel marks the end of what was sent.
     let (store, guard) = util::store().await;
     let (listener, mut notes) = util::raw_with_notifications(&util::url()).await;
     listener.batch_execute("LISTEN fabric_ready").await.unwrap();
@@ -438,6 +440,7 @@ async fn a_write_sends_one_notify_however_many_tasks_it_makes_ready() {
     };
 
     insert_many(&store, 100, 0).await;
+    store.notify_flush().await;
     mark("insert").await;
     assert_eq!(
         count_until(&mut notes, &guard.schema, &sentinel("insert")).await,
@@ -460,6 +463,7 @@ async fn a_write_sends_one_notify_however_many_tasks_it_makes_ready() {
         })
         .await
         .unwrap();
+    store.notify_flush().await;
     mark("complete").await;
     assert_eq!(
         count_until(&mut notes, &guard.schema, &sentinel("complete")).await,
@@ -488,6 +492,7 @@ async fn a_write_sends_one_notify_however_many_tasks_it_makes_ready() {
         .await
         .unwrap();
     assert_eq!(promoted.len(), 50);
+    store.notify_flush().await;
     mark("promote").await;
     assert_eq!(
         count_until(&mut notes, &guard.schema, &sentinel("promote")).await,
