@@ -5,7 +5,9 @@
 #
 # SECONDS (default 60) is the time given to each target; TARGETs default to every
 # `[[bin]]` in fuzz/Cargo.toml. Corpora live in fuzz/corpus/TARGET, crashes in
-# fuzz/artifacts/TARGET. Exits non-zero when a target finds a crash.
+# fuzz/artifacts/TARGET; checked-in seeds in fuzz/seeds/TARGET and a dictionary in
+# fuzz/dicts/TARGET.dict are used when present. Exits non-zero when a target finds a
+# crash.
 #
 # No nightly is needed: libFuzzer's coverage instrumentation comes from stable `-C`
 # flags (`-Cpasses=sancov-module` and LLVM's sanitizer-coverage options), which is what
@@ -55,16 +57,23 @@ cargo build --release --locked --target "$triple" "${bins[@]}"
 status=0
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target"
+    # Seeds (checked in, read-only) and a dictionary, when the target has them.
+    extra=()
+    [[ -d "seeds/$target" ]] && extra+=("seeds/$target")
+    [[ -f "dicts/$target.dict" ]] && extra=(-dict="dicts/$target.dict" "${extra[@]}")
     echo "== fuzzing $target for ${seconds}s"
     # -rss_limit_mb: the sandbox's engine reserves address space, not memory; libFuzzer
     # counts RSS only. -timeout: one input running longer than this is a hang.
+    # -len_control=0: inputs up to -max_len (4096) from the start, so that wasm-smith
+    # has bytes enough for modules with some body in a short run.
     if ! "$CARGO_TARGET_DIR/$triple/release/$target" \
         -max_total_time="$seconds" \
         -timeout=20 \
+        -len_control=0 \
         -rss_limit_mb=4096 \
         -print_final_stats=1 \
         -artifact_prefix="artifacts/$target/" \
-        "corpus/$target"; then
+        "corpus/$target" "${extra[@]}"; then
         echo "== $target FAILED: see fuzz/artifacts/$target" >&2
         status=1
     fi
