@@ -44,6 +44,36 @@ pub enum Command {
     /// Make access tokens for `fabric serve --auth`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Serve the JSON-RPC API: store tasks durably and run them with a pool of workers.
+    ///
+    /// Every option can also come from its environment variable or from the TOML file
+    /// named by --config (flags win over the environment, which wins over the file).
+    Serve(ServeArgs),
+    /// Start a server on the embedded store, load the example agents, run a mixed
+    /// workload (priorities, a retry, a timeout, isolation) and print a summary; then keep
+    /// serving for the client commands until Ctrl-C.
+    Demo(DemoArgs),
+    /// Drive a server (or one started in-process with --embedded) with tasks and report
+    /// throughput, latency percentiles, attempt outcomes and the server's memory.
+    ///
+    /// Exit status: 0 when the run completed (whatever the tasks' outcomes), 1 when the
+    /// server could not be reached or refused a call, 2 for bad usage.
+    Load(crate::load_cmd::LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop after the summary instead of serving on.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub options: fabric_server::ServeOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub options: fabric_server::ServeOptions,
 }
 
 #[derive(Debug, Args)]

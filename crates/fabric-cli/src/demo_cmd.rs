@@ -63,7 +63,10 @@ async fn demo(config: ServerConfig, once: bool) -> anyhow::Result<()> {
         tokio::spawn(server.run_until_signalled())
     };
     let client = Client::new(&url, None)?;
-    println!("Execution Fabric demo: serving {url}, data in {}", data_dir.display());
+    println!(
+        "Execution Fabric demo: serving {url}, data in {}",
+        data_dir.display()
+    );
     workload(&client).await?;
     if once {
         let _ = stop_tx.send(());
@@ -94,7 +97,10 @@ async fn workload(client: &Client) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("loading the {name} agent"))?;
     }
-    let names: Vec<&str> = fabric_agents::p1::AGENTS.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = fabric_agents::p1::AGENTS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
     println!("Loaded the example agents: {}", names.join(", "));
 
     let started = Instant::now();
@@ -123,7 +129,11 @@ async fn workload(client: &Client) -> anyhow::Result<()> {
         }),
         ..spec("sleep", "10000", Priority::High)
     };
-    let probe = spec("probe", "read /etc/passwd\nenv\nconnect 127.0.0.1:7070", Priority::High);
+    let probe = spec(
+        "probe",
+        "read /etc/passwd\nenv\nconnect 127.0.0.1:7070",
+        Priority::High,
+    );
     let wordcount = spec(
         "wordcount",
         "the fabric runs code you did not write; the fabric keeps every attempt",
@@ -194,7 +204,10 @@ fn summarize(tasks: &[Task], took: Duration) {
         .map(|priority| {
             // Only the first two batches carry these priorities.
             let of: Vec<&Task> = tasks.iter().filter(|t| t.priority == *priority).collect();
-            let succeeded = of.iter().filter(|t| t.state == TaskState::Succeeded).count();
+            let succeeded = of
+                .iter()
+                .filter(|t| t.state == TaskState::Succeeded)
+                .count();
             let waits: Vec<f64> = of.iter().filter_map(|t| wait_ms(t)).collect();
             vec![
                 priority.to_string(),
@@ -206,7 +219,10 @@ fn summarize(tasks: &[Task], took: Duration) {
         .collect();
     print!(
         "{}",
-        format::table(&["PRIORITY", "TASKS", "SUCCEEDED", "MEDIAN SUBMIT->FINISH"], &rows)
+        format::table(
+            &["PRIORITY", "TASKS", "SUCCEEDED", "MEDIAN SUBMIT->FINISH"],
+            &rows
+        )
     );
     let special = &tasks[LOW_TASKS + CRITICAL_TASKS..];
     let [retry, timeout, probe, wordcount] = special else {
@@ -223,8 +239,14 @@ fn summarize(tasks: &[Task], took: Duration) {
     for line in probe.output.as_deref().unwrap_or("").lines() {
         println!("  {line}");
     }
-    println!("Output: wordcount says {}", wordcount.output.as_deref().unwrap_or("").trim());
-    let succeeded = tasks.iter().filter(|t| t.state == TaskState::Succeeded).count();
+    println!(
+        "Output: wordcount says {}",
+        wordcount.output.as_deref().unwrap_or("").trim()
+    );
+    let succeeded = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Succeeded)
+        .count();
     println!();
     println!(
         "{} tasks, {succeeded} succeeded, in {:.2} s ({:.0} tasks/s end to end, waits included).",

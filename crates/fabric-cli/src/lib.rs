@@ -3,6 +3,7 @@
 mod args;
 mod client_cmd;
 mod demo_cmd;
+mod load_cmd;
 mod run_cmd;
 mod serve_cmd;
 mod token_cmd;
@@ -32,6 +33,7 @@ pub fn main() -> ExitCode {
         Command::Token(command) => token_cmd::main(command),
         Command::Serve(args) => serve_cmd::main(args),
         Command::Demo(args) => demo_cmd::main(args),
+        Command::Load(args) => load_cmd::main(args),
     }
 }
 

@@ -101,6 +101,12 @@ pub struct LoadArgs {
     /// smaller.
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending: u64,
+    /// Do not subscribe to task events during the run: wait for the server's counts of
+    /// finished tasks (`fabric.stats`), then read the tasks back with `task.list`, 1000 a
+    /// page. The server does no work for the measurement while the run lasts, but it must
+    /// be this run's alone (other clients' tasks of the same module would be counted).
+    #[arg(long, conflicts_with = "duration")]
+    pub read_back: bool,
     /// Also sample the size of this file plus its `-wal` every second (the server's
     /// SQLite database). [default with --embedded: its store]
     #[arg(long, value_name = "PATH")]
@@ -247,6 +253,7 @@ struct Plan {
     concurrency: u32,
     window: u64,
     amount: Amount,
+    read_back: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +279,7 @@ async fn load(args: LoadArgs) -> Result<Report, Failure> {
         concurrency: args.concurrency,
         window: args.max_pending.max(u64::from(args.batch)),
         amount,
+        read_back: args.read_back,
     };
     let (embedded, url, db_file) = if args.embedded {
         let (embedded, url, db) = Embedded::start(args.serve).await?;
@@ -295,8 +303,8 @@ async fn load(args: LoadArgs) -> Result<Report, Failure> {
                     .map_err(server_error)?;
             }
         }
-        let created_from_id = warm_up(&client, &plan.spec).await.map_err(server_error)?;
-        drive(client.clone(), &plan, created_from_id, db_file).await
+        let warm = warm_up(&client, &plan.spec).await.map_err(server_error)?;
+        drive(client.clone(), &plan, &warm, db_file).await
     }
     .await;
     let report = match outcome {
@@ -317,13 +325,17 @@ async fn load(args: LoadArgs) -> Result<Report, Failure> {
     report
 }
 
-/// Runs one task of the plan to its end (so the module is compiled and cached before the
-/// measurement), and says whether task ids carry their `created_at`: the fabric's ids start
-/// with 48 bits of milliseconds since the epoch, the same instant as `created_at`.
-async fn warm_up(client: &Client, spec: &TaskSpec) -> Result<bool, ClientError> {
+/// Runs one task of the plan to its end, so the module is compiled and cached before the
+/// measurement; it is not counted.
+async fn warm_up(client: &Client, spec: &TaskSpec) -> Result<Task, ClientError> {
     let submitted = client.task_submit(spec).await?;
-    let task = client.task_wait(&submitted.id, Some(WARM_UP_WAIT)).await?;
-    Ok(id_unix_ms(&task.id) == Some(unix_ms(task.created_at)))
+    client.task_wait(&submitted.id, Some(WARM_UP_WAIT)).await
+}
+
+/// Whether `task`'s id carries its `created_at`: the fabric's ids start with 48 bits of
+/// milliseconds since the epoch, the same instant as `created_at`.
+fn id_carries_created_at(task: &Task) -> bool {
+    id_unix_ms(&task.id) == Some(unix_ms(task.created_at))
 }
 
 /// Crockford's base32 alphabet, in which the fabric writes its 128-bit ids.
@@ -452,18 +464,27 @@ async fn submitter(
 async fn drive(
     client: Arc<Client>,
     plan: &Plan,
-    created_from_id: bool,
+    warm: &Task,
     db_file: Option<PathBuf>,
 ) -> Result<Report, Failure> {
     let url = client.url().to_owned();
     let server_error = |error: ClientError| Failure::Server(url.clone(), error);
-    let mut events = client.subscribe(None).await.map_err(server_error)?;
+    let (mut events, finished_before) = if plan.read_back {
+        let stats = client.stats().await.map_err(server_error)?;
+        (None, terminal_count(&stats))
+    } else {
+        let events = client.subscribe(None).await.map_err(server_error)?;
+        (Some(events), 0)
+    };
+    // With --read-back: tasks the server counts finished since the run began.
+    let mut finished_on_server = 0;
 
     let sampler = Sampler::new(&url, db_file);
     let (stop_sampling, sampling_stopped) = oneshot::channel::<()>();
     let sampling = tokio::spawn(sampler.run(sampling_stopped));
 
     let started = Instant::now();
+    let created_from_id = !plan.read_back && id_carries_created_at(warm);
     let mut tally = Tally::new(created_from_id, Clock::now());
     let quota = Arc::new(Quota {
         left: AtomicU64::new(match plan.amount {
@@ -498,11 +519,19 @@ async fn drive(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: Result<(), Failure> = loop {
-        if !submitting && tally.pending.is_empty() {
+        let all_finished = if plan.read_back {
+            finished_on_server >= tally.submitted
+        } else {
+            tally.pending.is_empty()
+        };
+        if !submitting && all_finished {
             break Ok(());
         }
         tokio::select! {
             submission = submissions.recv(), if submitting => match submission {
+                Some(Submission::Acked { ids, took, .. }) if plan.read_back => {
+                    tally.count_submitted(ids.len(), took, Instant::now());
+                }
                 Some(Submission::Acked { ids, sent, took }) => {
                     let done = tally.acked(ids, sent, took, Instant::now());
                     window.add_permits(done);
@@ -510,7 +539,7 @@ async fn drive(
                 Some(Submission::Failed(error)) => break Err(server_error(error)),
                 None => submitting = false,
             },
-            event = events.next() => match event {
+            event = async { events.as_mut().expect("subscribed").next().await }, if events.is_some() => match event {
                 Some(Ok(notice)) => {
                     let done = tally.event(notice, Instant::now());
                     window.add_permits(done);
@@ -521,8 +550,19 @@ async fn drive(
                 ))),
             },
             _ = tick.tick() => {
-                bar.set_position(tally.finished);
                 bar.set_message(format!("submitted {}", tally.submitted));
+                if plan.read_back {
+                    let stats = match client.stats().await {
+                        Ok(stats) => stats,
+                        Err(error) => break Err(server_error(error)),
+                    };
+                    let now_finished = terminal_count(&stats).saturating_sub(finished_before);
+                    window.add_permits(now_finished.saturating_sub(finished_on_server) as usize);
+                    finished_on_server = finished_on_server.max(now_finished);
+                    bar.set_position(finished_on_server);
+                    continue;
+                }
+                bar.set_position(tally.finished);
                 let now = Instant::now();
                 if now.duration_since(tally.last_progress) >= STALL {
                     match reconcile(&client, &mut tally, now).await {
@@ -541,6 +581,15 @@ async fn drive(
     let elapsed = started.elapsed();
     let _ = stop_sampling.send(());
     let samples = sampling.await.unwrap_or_default();
+    let result = match result {
+        Ok(()) if plan.read_back => {
+            bar.set_message("reading the tasks back");
+            read_back(&client, &mut tally, warm)
+                .await
+                .map_err(server_error)
+        }
+        other => other,
+    };
     match &result {
         Ok(()) => bar.finish_and_clear(),
         Err(_) => bar.abandon(),
@@ -555,6 +604,40 @@ async fn drive(
         tally,
         samples,
     })
+}
+
+/// Tasks in a terminal state.
+fn terminal_count(stats: &fabric_types::wire::FabricStats) -> u64 {
+    stats.succeeded + stats.failed + stats.cancelled + stats.expired
+}
+
+/// Reads this run's tasks back, newest first, 1000 a page: those of the warm-up task's
+/// module created since it (the warm-up task itself left out).
+async fn read_back(client: &Client, tally: &mut Tally, warm: &Task) -> Result<(), ClientError> {
+    let mut cursor = None;
+    loop {
+        let page = client
+            .task_list(fabric_types::wire::TaskList {
+                state: None,
+                limit: Some(RECONCILE_BATCH),
+                cursor,
+            })
+            .await?;
+        let mut older = false;
+        for task in &page.tasks {
+            if task.created_at < warm.created_at {
+                older = true;
+            } else if task.id != warm.id && task.module == warm.module {
+                tally.listed(task);
+            }
+        }
+        match page.next_cursor {
+            Some(next) if !older => cursor = Some(next),
+            _ => break,
+        }
+    }
+    tally.lost = tally.submitted.saturating_sub(tally.finished);
+    Ok(())
 }
 
 fn progress(amount: Amount) -> ProgressBar {
@@ -712,11 +795,16 @@ impl Tally {
         }
     }
 
+    /// One submit call's tasks, counted only.
+    fn count_submitted(&mut self, count: usize, took: Duration, now: Instant) {
+        self.submit_call.record(micros(took));
+        self.submitted += count as u64;
+        self.last_progress = now;
+    }
+
     /// One submit call's tasks; returns how many of them had already finished.
     fn acked(&mut self, ids: Vec<String>, sent: Instant, took: Duration, now: Instant) -> usize {
-        self.submit_call.record(micros(took));
-        self.submitted += ids.len() as u64;
-        self.last_progress = now;
+        self.count_submitted(ids.len(), took, now);
         let mut done = 0;
         for id in ids {
             let id = id.into_boxed_str();
@@ -814,6 +902,31 @@ impl Tally {
             Some(unix_ms(task.created_at)),
         );
         1
+    }
+
+    /// A task of this run read back after it (`--read-back`): counted when finished.
+    fn listed(&mut self, task: &Task) {
+        if !task.state.is_terminal() {
+            return;
+        }
+        for attempt in &task.attempts {
+            self.count_outcome(attempt.outcome);
+        }
+        let pending = Pending {
+            sent: self.clock.instant,
+            acked: self.clock.instant,
+            first_start_ms: task.started_at.map(unix_ms),
+            attempts_seen: 0,
+        };
+        self.read_back += 1;
+        self.finish(
+            &task.id,
+            &pending,
+            task.state,
+            task.finished_at.map(unix_ms),
+            None,
+            Some(unix_ms(task.created_at)),
+        );
     }
 
     /// A pending task that is gone; returns 1 when it was pending.
@@ -1157,6 +1270,18 @@ impl Report {
             .collect()
     }
 
+    /// Where each task's `created_at` came from: the task read back, its id, or the
+    /// client's clock when the submit call was sent.
+    fn created_at_from(&self) -> &'static str {
+        if self.plan.read_back {
+            "task"
+        } else if self.tally.created_from_id {
+            "task_id"
+        } else {
+            "client_clock"
+        }
+    }
+
     fn outcomes(&self) -> serde_json::Map<String, Value> {
         Outcome::ALL
             .iter()
@@ -1190,7 +1315,8 @@ impl Report {
             "outcomes": self.outcomes(),
             "elapsed_seconds": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "throughput_per_second": t.throughput().map(|x| x.round()),
-            "created_at_from": if t.created_from_id { "task_id" } else { "client_clock" },
+            "collected_by": if self.plan.read_back { "task.list" } else { "task.subscribe" },
+            "created_at_from": self.created_at_from(),
             "latency_ms": {
                 "submit_to_start": t.to_start.to_json(),
                 "submit_to_finish": t.to_finish.to_json(),
@@ -1263,11 +1389,16 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |x| format!("{x:.0} tasks/s")),
             ],
         ];
-        if t.read_back + t.lost > 0 {
+        if self.plan.read_back {
+            rows.push(vec![
+                "read back".to_owned(),
+                format!("{} with task.list, {} not found", t.read_back, t.lost),
+            ]);
+        } else if t.read_back + t.lost > 0 {
             rows.push(vec![
                 "read back".to_owned(),
                 format!(
-                    "{} (events skipped), {} pruned before read",
+                    "{} with task.get (their events were skipped), {} pruned before",
                     t.read_back, t.lost
                 ),
             ]);
@@ -1299,7 +1430,7 @@ impl Report {
             text.push_str(&format!("{:<12}{}\n", row[0], row[1]));
         }
         text.push('\n');
-        let created = if t.created_from_id {
+        let created = if self.created_at_from() != "client_clock" {
             "created_at"
         } else {
             "sent (client clock)"
@@ -1314,6 +1445,7 @@ impl Report {
             ("client: submit call".to_owned(), &t.submit_call),
         ]
         .into_iter()
+        .filter(|(_, histogram)| histogram.count > 0)
         .map(|(name, histogram)| {
             let mut row = vec![name];
             row.extend(histogram.cells());

@@ -14,7 +14,9 @@ use crate::server::Fabric;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn code(error: &Value) -> i64 {
-    error["code"].as_i64().unwrap_or_else(|| panic!("no code in {error}"))
+    error["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no code in {error}"))
 }
 
 /// A token file with tenants `acme` and `globex` and an admin.
@@ -38,7 +40,9 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(client.get("/healthz").await.0, 200);
     assert_eq!(client.get("/readyz").await.0, 200);
     let echo = client.put_module(fabric_agents::p1::ECHO, "echo").await;
-    let id = client.submit(json!({"module": echo, "input": "m", "priority": "high"})).await;
+    let id = client
+        .submit(json!({"module": echo, "input": "m", "priority": "high"}))
+        .await;
     client.wait(&id, WAIT).await;
     let (status, text) = client.get("/metrics").await;
     assert_eq!(status, 200);
@@ -83,7 +87,10 @@ async fn a_task_runs_and_every_read_method_shows_it() {
     assert_eq!(modules["modules"][0]["size"], fabric_agents::p1::ECHO.len());
 
     let submitted = client
-        .call("task.submit", json!({"module": "echo", "input": "hello", "labels": {"team": "a"}}))
+        .call(
+            "task.submit",
+            json!({"module": "echo", "input": "hello", "labels": {"team": "a"}}),
+        )
         .await;
     assert_eq!(submitted["deduplicated"], false);
     let id = submitted["id"].as_str().unwrap();
@@ -94,14 +101,21 @@ async fn a_task_runs_and_every_read_method_shows_it() {
     assert_eq!(task["labels"]["team"], "a");
     assert_eq!(task["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(task["attempts"][0]["outcome"], "ok");
-    assert!(task["attempts"][0]["usage"]["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(
+        task["attempts"][0]["usage"]["fuel_consumed"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     for field in ["created_at", "started_at", "finished_at"] {
         let text = task[field].as_str().unwrap();
         assert!(text.ends_with('Z') && text.contains('.'), "{field}: {text}");
     }
     assert_eq!(client.call("task.get", json!({"id": id})).await, task);
 
-    let list = client.call("task.list", json!({"state": "succeeded"})).await;
+    let list = client
+        .call("task.list", json!({"state": "succeeded"}))
+        .await;
     assert_eq!(list["tasks"][0]["id"], id);
     let stats = client.call("fabric.stats", json!({})).await;
     assert_eq!(stats["succeeded"], 1);
@@ -116,7 +130,13 @@ async fn a_task_runs_and_every_read_method_shows_it() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    for method in ["module.put", "task.submit_batch", "task.wait", "task.subscribe", "fabric.stats"] {
+    for method in [
+        "module.put",
+        "task.submit_batch",
+        "task.wait",
+        "task.subscribe",
+        "fabric.stats",
+    ] {
         assert!(names.contains(&method), "{method} missing from {names:?}");
     }
 }
@@ -186,16 +206,31 @@ async fn each_error_code_comes_with_a_clear_message() {
     ]);
     let (_, answer) = client.post(too_many.to_string()).await;
     assert_eq!(code(&answer["error"]), -32600);
-    assert!(answer["error"]["message"].as_str().unwrap().contains("max_batch"), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_batch"),
+        "{answer}"
+    );
 
     let missing = client.error("task.nope", json!({})).await;
     assert_eq!(code(&missing), -32601);
 
     let cases = [
-        (json!({"module": "echo", "limits": {"fule": 1}}), "limits.fule"),
-        (json!({"module": "echo", "limits": {"memory_bytes": 1u64 << 40}}), "limits.memory_bytes"),
+        (
+            json!({"module": "echo", "limits": {"fule": 1}}),
+            "limits.fule",
+        ),
+        (
+            json!({"module": "echo", "limits": {"memory_bytes": 1u64 << 40}}),
+            "limits.memory_bytes",
+        ),
         (json!({"module": "echo", "priority": "urgent"}), "priority"),
-        (json!({"module": "echo", "input": "a", "input_base64": "YQ=="}), "input_base64"),
+        (
+            json!({"module": "echo", "input": "a", "input_base64": "YQ=="}),
+            "input_base64",
+        ),
         (json!({"module": "echo", "run_at": "tomorrow"}), "run_at"),
         (json!({"input": "no module"}), "params"),
     ];
@@ -212,19 +247,29 @@ async fn each_error_code_comes_with_a_clear_message() {
         .await;
     assert_eq!(batch_field["data"]["field"], "tasks[1].retry.max_attempts");
     let list = client.call("task.list", json!({})).await;
-    assert!(list["tasks"].as_array().unwrap().is_empty(), "a refused batch stores nothing");
+    assert!(
+        list["tasks"].as_array().unwrap().is_empty(),
+        "a refused batch stores nothing"
+    );
 
-    let not_found = client.error("task.get", json!({"id": "01NOSUCHTASK0000000000000"})).await;
+    let not_found = client
+        .error("task.get", json!({"id": "01NOSUCHTASK0000000000000"}))
+        .await;
     assert_eq!(code(&not_found), -32002);
     let no_module = client.error("task.submit", json!({"module": "nope"})).await;
     assert_eq!(code(&no_module), -32002);
     assert_eq!(no_module["data"]["field"], "module");
 
     let garbage = BASE64.encode(b"\0asm\x01\0\0\0\xff\xff");
-    let bad_module = client.error("module.put", json!({"wasm_base64": garbage})).await;
+    let bad_module = client
+        .error("module.put", json!({"wasm_base64": garbage}))
+        .await;
     assert_eq!(code(&bad_module), -32005, "{bad_module}");
     let not_wasm = client
-        .error("module.put", json!({"wasm_base64": BASE64.encode(b"#!/bin/sh\necho hi\n")}))
+        .error(
+            "module.put",
+            json!({"wasm_base64": BASE64.encode(b"#!/bin/sh\necho hi\n")}),
+        )
         .await;
     assert_eq!(code(&not_wasm), -32005, "{not_wasm}");
 
@@ -270,8 +315,18 @@ async fn tenants_never_see_each_other_and_the_admin_sees_all() {
     assert_eq!(code(&by_name), -32002);
     let by_id = globex.error("task.submit", json!({"module": echo})).await;
     assert_eq!(code(&by_id), -32002);
-    assert!(globex.call("module.list", json!({})).await["modules"].as_array().unwrap().is_empty());
-    assert!(globex.call("task.list", json!({})).await["tasks"].as_array().unwrap().is_empty());
+    assert!(
+        globex.call("module.list", json!({})).await["modules"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        globex.call("task.list", json!({})).await["tasks"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(globex.call("fabric.stats", json!({})).await["scheduled"], 0);
 
     assert_eq!(admin.call("task.get", json!({"id": id})).await["id"], id);
@@ -299,7 +354,12 @@ async fn idempotency_keys_and_binary_data() {
     let task = client.wait(&id, WAIT).await;
     assert_eq!(task["state"], "succeeded");
     assert!(task.get("output").is_none(), "{task}");
-    assert_eq!(BASE64.decode(task["output_base64"].as_str().unwrap()).unwrap(), bytes);
+    assert_eq!(
+        BASE64
+            .decode(task["output_base64"].as_str().unwrap())
+            .unwrap(),
+        bytes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -313,7 +373,9 @@ async fn request_limits_are_answered_and_the_server_stays_up() {
         "40KiB",
     ]);
     let client = fabric.client();
-    client.put_module(&fabric_agents::fixture("hello"), "hello").await;
+    client
+        .put_module(&fabric_agents::fixture("hello"), "hello")
+        .await;
 
     let huge = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"task.submit","params":{{"module":"hello","input":"{}"}}}}"#,
@@ -322,15 +384,29 @@ async fn request_limits_are_answered_and_the_server_stays_up() {
     let (status, answer) = client.post(huge).await;
     assert_eq!(status, 413);
     assert_eq!(code(&answer["error"]), -32600);
-    assert!(answer["error"]["message"].as_str().unwrap().contains("max_request_bytes"));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_request_bytes")
+    );
 
     let input = client
-        .error("task.submit", json!({"module": "hello", "input": "y".repeat(2000)}))
+        .error(
+            "task.submit",
+            json!({"module": "hello", "input": "y".repeat(2000)}),
+        )
         .await;
-    assert_eq!((code(&input), input["data"]["field"].clone()), (-32602, json!("input")));
+    assert_eq!(
+        (code(&input), input["data"]["field"].clone()),
+        (-32602, json!("input"))
+    );
 
     let big_module = client
-        .error("module.put", json!({"wasm_base64": BASE64.encode(vec![0u8; 44 << 10])}))
+        .error(
+            "module.put",
+            json!({"wasm_base64": BASE64.encode(vec![0u8; 44 << 10])}),
+        )
         .await;
     assert_eq!(code(&big_module), -32602);
     assert_eq!(big_module["data"]["field"], "wasm_base64");
@@ -353,21 +429,27 @@ async fn a_tenant_over_its_task_quota_gets_32003() {
     assert_eq!(code(&error), -32003, "{error}");
     assert_eq!(error["data"]["limit"], "tenant_max_tasks");
     let batch = client
-        .error("task.submit_batch", json!({"tasks": [later.clone(), later]}))
+        .error(
+            "task.submit_batch",
+            json!({"tasks": [later.clone(), later]}),
+        )
         .await;
     assert_eq!(code(&batch), -32003);
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next message on a WebSocket, as JSON.
 async fn next(socket: &mut Socket) -> Value {
     let message = tokio::time::timeout(WAIT, socket.next())
         .await
         .expect("a message in time");
-    let text = message.expect("open").expect("frame").into_text().expect("text");
+    let text = message
+        .expect("open")
+        .expect("frame")
+        .into_text()
+        .expect("text");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -377,10 +459,15 @@ async fn websocket_calls_and_subscriptions() {
     let client = fabric.client();
     client.put_module(fabric_agents::p1::ECHO, "echo").await;
     let ws_url = fabric.url.replacen("http://", "ws://", 1) + "/rpc";
-    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("websocket");
-    let send = |value: Value| tokio_tungstenite::tungstenite::Message::Text(value.to_string().into());
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .expect("websocket");
+    let send =
+        |value: Value| tokio_tungstenite::tungstenite::Message::Text(value.to_string().into());
     socket
-        .send(send(json!({"jsonrpc": "2.0", "id": 1, "method": "task.subscribe", "params": {}})))
+        .send(send(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "task.subscribe", "params": {}}),
+        ))
         .await
         .unwrap();
     let subscribed = next(&mut socket).await;
@@ -422,7 +509,13 @@ async fn a_config_file_is_read_and_unknown_keys_refuse_to_start() {
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "wokers = 3\n").unwrap();
-    let output = crate::util::fabric(&["serve", "--config", bad.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let output = crate::util::fabric(&[
+        "serve",
+        "--config",
+        bad.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = crate::util::stderr(&output);
     assert!(stderr.contains("wokers"), "{stderr}");

@@ -40,7 +40,13 @@ fn the_demo_shows_priorities_a_retry_a_timeout_and_isolation() {
         "connect 127.0.0.1:7070 -> err",
         "\"words\":13",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
-    assert!(data_dir.join("fabric.db").exists(), "the embedded store is on disk");
+    assert!(
+        data_dir.join("fabric.db").exists(),
+        "the embedded store is on disk"
+    );
 }

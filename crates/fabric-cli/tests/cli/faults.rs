@@ -40,11 +40,15 @@ async fn drained(client: &Client, timeout: Duration) -> Value {
             .values()
             .map(|v| v.as_u64().unwrap())
             .sum();
-        let waiting = queued + stats["scheduled"].as_u64().unwrap() + stats["running"].as_u64().unwrap();
+        let waiting =
+            queued + stats["scheduled"].as_u64().unwrap() + stats["running"].as_u64().unwrap();
         if waiting == 0 {
             return stats;
         }
-        assert!(Instant::now() < until, "not drained after {timeout:?}: {stats}");
+        assert!(
+            Instant::now() < until,
+            "not drained after {timeout:?}: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -56,22 +60,31 @@ async fn kill_9_mid_drain_then_restart_loses_nothing() {
     let mut fabric = Fabric::start(&["--workers", "16", "--lease", "1s"]);
     let client = fabric.client();
     client.put_module(fabric_agents::p1::ECHO, "echo").await;
-    client.put_module(&fabric_agents::fixture("exit_42"), "exit42").await;
+    client
+        .put_module(&fabric_agents::fixture("exit_42"), "exit42")
+        .await;
 
     let mut expected: HashMap<String, Option<String>> = HashMap::new();
     for chunk in 0..ECHO_TASKS / 1000 {
         let tasks: Vec<Value> = (0..1000)
             .map(|i| json!({"module": "echo", "input": format!("task {chunk}-{i}")}))
             .collect();
-        let submitted = client.call("task.submit_batch", json!({"tasks": tasks})).await;
+        let submitted = client
+            .call("task.submit_batch", json!({"tasks": tasks}))
+            .await;
         for (i, task) in submitted["tasks"].as_array().unwrap().iter().enumerate() {
-            expected.insert(task["id"].as_str().unwrap().into(), Some(format!("task {chunk}-{i}")));
+            expected.insert(
+                task["id"].as_str().unwrap().into(),
+                Some(format!("task {chunk}-{i}")),
+            );
         }
     }
     let failing: Vec<Value> = (0..FAILING_TASKS)
         .map(|_| json!({"module": "exit42", "retry": {"max_attempts": 3, "backoff_ms": 5, "max_backoff_ms": 20}}))
         .collect();
-    let submitted = client.call("task.submit_batch", json!({"tasks": failing})).await;
+    let submitted = client
+        .call("task.submit_batch", json!({"tasks": failing}))
+        .await;
     for task in submitted["tasks"].as_array().unwrap() {
         expected.insert(task["id"].as_str().unwrap().into(), None);
     }
@@ -81,7 +94,10 @@ async fn kill_9_mid_drain_then_restart_loses_nothing() {
     loop {
         let stats = client.call("fabric.stats", json!({})).await;
         if stats["succeeded"].as_u64().unwrap() >= 300 {
-            assert!(stats["succeeded"].as_u64().unwrap() < ECHO_TASKS as u64, "drained before the kill");
+            assert!(
+                stats["succeeded"].as_u64().unwrap() < ECHO_TASKS as u64,
+                "drained before the kill"
+            );
             break;
         }
         assert!(Instant::now() < until, "no progress: {stats}");
@@ -121,8 +137,12 @@ async fn sigterm_with_hundreds_running_exits_0_in_the_grace_and_nothing_is_charg
     let mut fabric = Fabric::start(&["--workers", "256", "--grace", "1s"]);
     let client = fabric.client();
     client.put_module(fabric_agents::p1::SLEEP, "sleep").await;
-    let tasks: Vec<Value> = (0..TASKS).map(|_| json!({"module": "sleep", "input": "3000"})).collect();
-    let submitted = client.call("task.submit_batch", json!({"tasks": tasks})).await;
+    let tasks: Vec<Value> = (0..TASKS)
+        .map(|_| json!({"module": "sleep", "input": "3000"}))
+        .collect();
+    let submitted = client
+        .call("task.submit_batch", json!({"tasks": tasks}))
+        .await;
     let ids: Vec<String> = submitted["tasks"]
         .as_array()
         .unwrap()
@@ -130,7 +150,11 @@ async fn sigterm_with_hundreds_running_exits_0_in_the_grace_and_nothing_is_charg
         .map(|t| t["id"].as_str().unwrap().to_string())
         .collect();
     let until = Instant::now() + Duration::from_secs(30);
-    while client.call("fabric.stats", json!({})).await["running"].as_u64().unwrap() < TASKS as u64 {
+    while client.call("fabric.stats", json!({})).await["running"]
+        .as_u64()
+        .unwrap()
+        < TASKS as u64
+    {
         assert!(Instant::now() < until, "the tasks never all ran at once");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -139,15 +163,23 @@ async fn sigterm_with_hundreds_running_exits_0_in_the_grace_and_nothing_is_charg
     let signalled = Instant::now();
     // Readiness flips at once and new work is refused while draining.
     while client.get("/readyz").await.0 != 503 {
-        assert!(signalled.elapsed() < Duration::from_millis(500), "still ready after SIGTERM");
+        assert!(
+            signalled.elapsed() < Duration::from_millis(500),
+            "still ready after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let refused = client.error("task.submit", json!({"module": "sleep"})).await;
+    let refused = client
+        .error("task.submit", json!({"module": "sleep"}))
+        .await;
     assert_eq!(refused["code"], -32004);
     let status = fabric.wait_exit(Duration::from_secs(10)).expect("exited");
     let took = signalled.elapsed();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
-    assert!(took < Duration::from_millis(2500), "took {took:?} with a 1 s grace");
+    assert!(
+        took < Duration::from_millis(2500),
+        "took {took:?} with a 1 s grace"
+    );
 
     fabric.restart();
     let client = fabric.client();
@@ -162,6 +194,10 @@ async fn sigterm_with_hundreds_running_exits_0_in_the_grace_and_nothing_is_charg
             .iter()
             .map(|a| a["outcome"].as_str().unwrap())
             .collect();
-        assert_eq!(outcomes, ["ok"], "the interrupted attempt is not charged: {task}");
+        assert_eq!(
+            outcomes,
+            ["ok"],
+            "the interrupted attempt is not charged: {task}"
+        );
     }
 }

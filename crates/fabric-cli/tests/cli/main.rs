@@ -1,9 +1,10 @@
 //! End-to-end tests of the `fabric` binary: each starts the real executable.
 
 mod api;
-mod demo;
 mod client;
+mod demo;
 mod faults;
+mod load;
 mod run;
 mod scheduling;
 mod server;

@@ -12,7 +12,9 @@ use crate::server::{Client, Fabric};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn at(task: &Value, field: &str) -> OffsetDateTime {
-    let text = task[field].as_str().unwrap_or_else(|| panic!("no {field} in {task}"));
+    let text = task[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {task}"));
     OffsetDateTime::parse(text, &Rfc3339).unwrap()
 }
 
@@ -26,7 +28,9 @@ async fn one_worker() -> (Fabric, Client) {
     let client = fabric.client();
     client.put_module(fabric_agents::p1::ECHO, "echo").await;
     client.put_module(fabric_agents::p1::SLEEP, "sleep").await;
-    client.put_module(&fabric_agents::fixture("loop_forever"), "loop").await;
+    client
+        .put_module(&fabric_agents::fixture("loop_forever"), "loop")
+        .await;
     (fabric, client)
 }
 
@@ -53,7 +57,11 @@ async fn critical_work_runs_before_low_work_queued_earlier() {
     let busy = occupy(&client, 500).await;
     let mut low = Vec::new();
     for i in 0..5 {
-        low.push(client.submit(json!({"module": "echo", "input": format!("low {i}"), "priority": "low"})).await);
+        low.push(
+            client
+                .submit(json!({"module": "echo", "input": format!("low {i}"), "priority": "low"}))
+                .await,
+        );
     }
     let critical = client
         .submit(json!({"module": "echo", "input": "critical", "priority": "critical"}))
@@ -71,7 +79,8 @@ async fn critical_work_runs_before_low_work_queued_earlier() {
     }
     // FIFO within one priority.
     let starts: Vec<OffsetDateTime> = futures_util::future::join_all(
-        low.iter().map(|id| client.call("task.get", json!({"id": id}))),
+        low.iter()
+            .map(|id| client.call("task.get", json!({"id": id}))),
     )
     .await
     .iter()
@@ -84,7 +93,9 @@ async fn critical_work_runs_before_low_work_queued_earlier() {
 async fn a_queued_cancel_never_runs_and_a_running_cancel_ends_within_a_tick() {
     let (_fabric, client) = one_worker().await;
     let busy = occupy(&client, 300).await;
-    let queued = client.submit(json!({"module": "echo", "input": "never"})).await;
+    let queued = client
+        .submit(json!({"module": "echo", "input": "never"}))
+        .await;
     let cancelled = client.call("task.cancel", json!({"id": queued})).await;
     assert_eq!(cancelled["state"], "cancelled");
     client.wait(&busy, WAIT).await;
@@ -99,12 +110,18 @@ async fn a_queued_cancel_never_runs_and_a_running_cancel_ends_within_a_tick() {
     let took = asked.elapsed();
     assert_eq!(task["state"], "cancelled", "{task}");
     assert_eq!(task["attempts"][0]["outcome"], "cancelled");
-    assert!(took < Duration::from_millis(500), "the cancel took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "the cancel took {took:?}"
+    );
 
     // The queued one stayed cancelled with no attempt, though the worker was free.
     let queued = client.call("task.get", json!({"id": queued})).await;
     assert_eq!(queued["state"], "cancelled");
-    assert!(queued["attempts"].as_array().unwrap().is_empty(), "{queued}");
+    assert!(
+        queued["attempts"].as_array().unwrap().is_empty(),
+        "{queued}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,7 +137,10 @@ async fn run_at_is_honoured_to_the_millisecond() {
     let started = at(&task, "started_at");
     let late = started - run_at;
     assert!(late >= time::Duration::ZERO, "started {late} early");
-    assert!(late < time::Duration::milliseconds(100), "started {late} late");
+    assert!(
+        late < time::Duration::milliseconds(100),
+        "started {late} late"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,7 +178,9 @@ async fn out_of_fuel_is_not_retried_but_a_trap_is() {
     assert_eq!(attempts.len(), 1, "{task}");
     assert_eq!(attempts[0]["outcome"], "out_of_fuel");
 
-    client.put_module(&fabric_agents::fixture("trap_unreachable"), "trap").await;
+    client
+        .put_module(&fabric_agents::fixture("trap_unreachable"), "trap")
+        .await;
     let id = client
         .submit(json!({"module": "trap", "retry": {"max_attempts": 3, "backoff_ms": 1}}))
         .await;

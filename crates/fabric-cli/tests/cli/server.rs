@@ -230,7 +230,10 @@ impl Client {
             if ["succeeded", "failed", "cancelled", "expired"].contains(&state.as_str()) {
                 return task;
             }
-            assert!(Instant::now() < until, "task {id} still {state} after {timeout:?}");
+            assert!(
+                Instant::now() < until,
+                "task {id} still {state} after {timeout:?}"
+            );
         }
     }
 
