@@ -313,22 +313,13 @@ pub(crate) fn claimed_task(
             task.id.as_str()
         ))
     })?;
-    Ok(ClaimedTask {
-        task_id: task.id,
+    Ok(ClaimedTask::from_record(
+        task,
         attempt_id,
         attempt_number,
-        tenant: task.tenant,
-        module: task.module,
-        input: task.input,
-        priority: task.priority,
-        limits: task.limits,
-        retry: task.retry,
-        deadline: task.deadline,
-        env: task.env,
-        labels: task.labels,
         claimed_at,
         lease_until,
-    })
+    ))
 }
 
 /// A module without its bytes from [`MODULE_COLUMNS`].

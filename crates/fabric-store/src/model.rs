@@ -255,6 +255,34 @@ pub struct ClaimedTask {
     pub lease_until: OffsetDateTime,
 }
 
+impl ClaimedTask {
+    /// A stored task handed to a worker under `attempt_id`, holding it until `lease_until`.
+    pub fn from_record(
+        task: TaskRecord,
+        attempt_id: AttemptId,
+        attempt_number: u32,
+        claimed_at: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Self {
+        Self {
+            task_id: task.id,
+            attempt_id,
+            attempt_number,
+            tenant: task.tenant,
+            module: task.module,
+            input: task.input,
+            priority: task.priority,
+            limits: task.limits,
+            retry: task.retry,
+            deadline: task.deadline,
+            env: task.env,
+            labels: task.labels,
+            claimed_at,
+            lease_until,
+        }
+    }
+}
+
 /// Renews the leases of running attempts.
 #[derive(Debug, Clone)]
 pub struct TaskHeartbeatParams {
