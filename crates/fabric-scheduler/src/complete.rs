@@ -51,8 +51,8 @@ impl Completer {
             .lock()
             .expect("completer lock")
             .as_ref()
-            .map(|tx| tx.send(done));
-        if let Some(Ok(())) = sent {
+            .is_some_and(|tx| tx.send(done).is_ok());
+        if sent {
             let _ = written.await;
         }
     }
