@@ -19,10 +19,13 @@ const NAME_TTL: Duration = Duration::from_secs(1);
 /// Entries kept before the cache starts over.
 const MAX_CACHED: usize = 100_000;
 
+/// A resolved id, and until when it may be trusted (`None`: forever).
+type Resolved = (ModuleId, Option<Instant>);
+
 /// Resolves `sha256:<hex>` ids and names to a tenant's module ids.
 #[derive(Debug, Default)]
 pub struct ModuleResolver {
-    cache: Mutex<HashMap<(String, String), (ModuleId, Option<Instant>)>>,
+    cache: Mutex<HashMap<(String, String), Resolved>>,
 }
 
 impl ModuleResolver {
@@ -36,10 +39,10 @@ impl ModuleResolver {
         at: &str,
     ) -> Result<ModuleId, RpcError> {
         let key = (tenant.to_owned(), reference.to_owned());
-        if let Some((id, expires)) = self.cache.lock().expect("resolver lock").get(&key) {
-            if expires.is_none_or(|at| Instant::now() < at) {
-                return Ok(*id);
-            }
+        if let Some((id, expires)) = self.cache.lock().expect("resolver lock").get(&key)
+            && expires.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(*id);
         }
         let module = match reference.parse::<ModuleId>() {
             Ok(id) => ModuleRef::Id(id),

@@ -69,7 +69,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, Response> {
+fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -78,17 +78,17 @@ fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, Response> {
             code::UNAUTHORIZED,
             "unauthorized: send Authorization: Bearer <token> with a token from the server's --auth file",
         );
-        json_response(
+        Box::new(json_response(
             StatusCode::UNAUTHORIZED,
             &rpc::error_response(Value::Null, &error),
-        )
+        ))
     })
 }
 
 async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
     let who = match principal(&app, request.headers()) {
         Ok(who) => who,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = app.config.max_request_bytes;
     let body: Bytes = match axum::body::to_bytes(request.into_body(), limit as usize).await {
@@ -120,7 +120,7 @@ async fn rpc_websocket(
 ) -> Response {
     let who = match principal(&app, &headers) {
         Ok(who) => who,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = app.config.max_request_bytes as usize;
     upgrade

@@ -251,17 +251,16 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
     if bytes.len() as u64 > limit {
         return Err(too_large(bytes.len() as u64));
     }
-    if let Some(name) = &put.name {
-        if name.is_empty()
+    if let Some(name) = &put.name
+        && (name.is_empty()
             || name.len() > 128
             || name.starts_with("sha256:")
-            || name.chars().any(char::is_whitespace)
-        {
-            return Err(RpcError::invalid_params(
-                "name",
-                "must be 1-128 characters, without whitespace, not starting with sha256:",
-            ));
-        }
+            || name.chars().any(char::is_whitespace))
+    {
+        return Err(RpcError::invalid_params(
+            "name",
+            "must be 1-128 characters, without whitespace, not starting with sha256:",
+        ));
     }
     let id = ModuleId::of(&bytes);
     let existing = app
