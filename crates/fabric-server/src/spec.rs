@@ -68,13 +68,13 @@ pub fn new_task(
     }
     let limits = limits(spec.limits.unwrap_or_default(), bounds, &field)?;
     let retry = retry(spec.retry.unwrap_or_default(), &field)?;
-    if let Some(key) = &spec.idempotency_key {
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-            return Err(RpcError::invalid_params(
-                field("idempotency_key"),
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
-            ));
-        }
+    if let Some(key) = &spec.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+    {
+        return Err(RpcError::invalid_params(
+            field("idempotency_key"),
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+        ));
     }
     check_map(
         &spec.env,
