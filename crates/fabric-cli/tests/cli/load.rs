@@ -115,6 +115,36 @@ fn a_short_soak_keeps_the_servers_memory_flat() {
 }
 
 #[test]
+fn read_back_collects_every_task_after_the_run() {
+    let output = fabric(&[
+        "load",
+        "--embedded",
+        "--tasks",
+        "1000",
+        "--batch",
+        "250",
+        "--read-back",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json_of(&output);
+    assert_eq!(report["collected_by"], "task.list", "{report}");
+    assert_eq!(report["created_at_from"], "task", "{report}");
+    assert_eq!(report["finished"], 1000, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(
+        report["outcomes"],
+        serde_json::json!({"ok": 1000}),
+        "{report}"
+    );
+    assert_eq!(report["latency_ms"]["submit_to_finish"]["count"], 1000);
+    ordered_percentiles(&report, "submit_to_start");
+    ordered_percentiles(&report, "submit_to_finish");
+    let refused = fabric(&["load", "--read-back", "--duration", "1s"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}
+
+#[test]
 fn the_human_report_is_a_short_table() {
     let output = fabric(&["load", "--embedded", "--tasks", "50", "--batch", "1"]);
     assert!(output.status.success(), "{}", stderr(&output));
