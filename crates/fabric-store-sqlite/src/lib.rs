@@ -8,6 +8,7 @@
 //! # Ok(()) }
 //! ```
 
+mod counts;
 mod options;
 mod readers;
 mod rows;
@@ -34,9 +35,7 @@ pub use options::{SqliteOptions, Synchronous};
 pub use schema::SCHEMA_VERSION;
 
 use readers::Readers;
-use rows::{
-    MODULE_COLUMNS, TASK_COLUMNS, load_task, load_tasks, module_info, parse_priority, parse_state,
-};
+use rows::{MODULE_COLUMNS, TASK_COLUMNS, load_task, load_tasks, module_info};
 use writer::Writer;
 
 /// The most tasks one `task_list` page returns, whatever limit is asked for.
@@ -360,34 +359,7 @@ impl Store for SqliteStore {
     async fn stats(&self, params: StatsParams) -> Result<Stats, StoreError> {
         self.readers
             .read("stats", move |tx| {
-                let counts: Vec<(String, i64, i64)> = match &params.tenant {
-                    None => tx
-                        .prepare_cached("SELECT state, priority, count(*) FROM tasks GROUP BY state, priority")
-                        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()),
-                    Some(tenant) => tx
-                        .prepare_cached(
-                            "SELECT state, priority, count(*) FROM tasks WHERE tenant = ?1 GROUP BY state, priority",
-                        )
-                        .and_then(|mut s| {
-                            s.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
-                        }),
-                }
-                .map_err(db_err("count tasks"))?;
-                let mut stats = Stats::default();
-                for (state, priority, count) in counts {
-                    let count = count.max(0) as u64;
-                    use fabric_types::TaskState as S;
-                    match parse_state(&state)? {
-                        S::Queued => stats.queued_by_priority[usize::from(parse_priority(priority)?.rank())] += count,
-                        S::Scheduled => stats.scheduled += count,
-                        S::Running => stats.running += count,
-                        S::Succeeded => stats.succeeded += count,
-                        S::Failed => stats.failed += count,
-                        S::Cancelled => stats.cancelled += count,
-                        S::Expired => stats.expired += count,
-                    }
-                }
-                Ok(stats)
+                counts::stats(tx, params.tenant.as_deref())
             })
             .await
     }

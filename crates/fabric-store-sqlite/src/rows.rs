@@ -308,46 +308,64 @@ pub(crate) fn load_tasks(
         .collect()
 }
 
-/// Moves one queued task to `running` under `attempt_id` and returns what its worker needs.
-pub(crate) fn claim_row(
-    conn: &Connection,
-    id: &str,
-    attempt_id: AttemptId,
-    claimed_at: OffsetDateTime,
-    lease_until: OffsetDateTime,
-) -> Result<ClaimedTask, StoreError> {
-    let (now, until) = (ms(claimed_at), ms(lease_until));
-    let (raw, attempt_number): (RawTask, i64) = conn
-        .prepare_cached(&format!(
-            "UPDATE tasks SET state = 'running', attempt_count = attempt_count + 1, current_attempt = ?2,
-                lease_until = ?3, started_at = COALESCE(started_at, ?4)
-             WHERE id = ?1 AND state = 'queued' RETURNING {TASK_COLUMNS}, attempt_count"
-        ))
-        .and_then(|mut s| {
-            s.query_row(params![id, attempt_id.as_str(), until, now], |r| {
-                Ok((raw_task(r)?, r.get(24)?))
-            })
-        })
-        .map_err(db_err("claim a task"))?;
-    let attempt_number = u32::try_from(attempt_number)
-        .map_err(|_| StoreError::Corrupt(format!("task {id} has {attempt_number} attempts")))?;
-    let task = raw.into_record()?;
-    Ok(ClaimedTask {
-        task_id: task.id,
-        attempt_id,
-        attempt_number,
-        tenant: task.tenant,
-        module: task.module,
-        input: task.input,
-        priority: task.priority,
-        limits: task.limits,
-        retry: task.retry,
-        deadline: task.deadline,
-        env: task.env,
-        labels: task.labels,
-        claimed_at,
-        lease_until,
+/// The columns [`claimed_task`] expects: [`TASK_COLUMNS`], then the attempt's number and id.
+pub(crate) const CLAIMED_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, \
+     timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, \
+     run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, attempt_count, \
+     current_attempt";
+
+/// A task row just claimed, selected (or returned) with [`CLAIMED_COLUMNS`], before its texts
+/// are parsed.
+pub(crate) struct RawClaimed {
+    task: RawTask,
+    attempt_number: i64,
+    attempt_id: String,
+}
+
+pub(crate) fn raw_claimed(row: &Row<'_>) -> rusqlite::Result<RawClaimed> {
+    Ok(RawClaimed {
+        task: raw_task(row)?,
+        attempt_number: row.get(24)?,
+        attempt_id: row.get(25)?,
     })
+}
+
+impl RawClaimed {
+    /// The task's id, as stored.
+    pub(crate) fn task_id(&self) -> &str {
+        &self.task.id
+    }
+
+    /// What the worker of a claimed task needs.
+    pub(crate) fn into_claimed(
+        self,
+        claimed_at: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<ClaimedTask, StoreError> {
+        let attempt_number = u32::try_from(self.attempt_number).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "task {} has {} attempts",
+                self.task.id, self.attempt_number
+            ))
+        })?;
+        let task = self.task.into_record()?;
+        Ok(ClaimedTask {
+            task_id: task.id,
+            attempt_id: AttemptId::from(self.attempt_id),
+            attempt_number,
+            tenant: task.tenant,
+            module: task.module,
+            input: task.input,
+            priority: task.priority,
+            limits: task.limits,
+            retry: task.retry,
+            deadline: task.deadline,
+            env: task.env,
+            labels: task.labels,
+            claimed_at,
+            lease_until,
+        })
+    }
 }
 
 /// A `modules` row selected with [`MODULE_COLUMNS`].

@@ -11,12 +11,16 @@ use fabric_store::StoreError;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
+use crate::counts::CountChanges;
+
 /// What a write operation sees: the connection (inside the group's transaction, inside a
-/// savepoint of its own) and a flag to raise when it made tasks claimable.
+/// savepoint of its own), a flag to raise when it made tasks claimable, and the task count
+/// changes it made (written to `task_counts` when it succeeds).
 pub(crate) struct WriteCtx<'a> {
     pub conn: &'a Connection,
     pub aging_step_ms: u64,
     pub made_ready: bool,
+    pub counts: CountChanges,
 }
 
 /// Sends one operation's result to its caller, given how the group's commit went.
@@ -97,7 +101,10 @@ impl Writer {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |ctx| {
             let result = match ctx {
-                Ok(ctx) => op(ctx),
+                Ok(ctx) => {
+                    ctx.counts.clear();
+                    op(ctx).and_then(|out| ctx.counts.apply(ctx.conn).map(|()| out))
+                }
                 Err(e) => Err(StoreError::unavailable(
                     format!("begin a transaction for {what}"),
                     Arc::clone(e),
@@ -181,6 +188,7 @@ fn run(
             conn: &conn,
             aging_step_ms,
             made_ready: false,
+            counts: CountChanges::default(),
         };
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {

@@ -1,5 +1,10 @@
 //! Every write of the store, as a function over the writer's connection; each runs inside
-//! the group transaction and its own savepoint (see `writer`).
+//! the group transaction and its own savepoint (see `writer`). The hot paths (claim,
+//! complete, heartbeat) handle a whole batch in a few statements, passing ids as one JSON
+//! array, and every change of a task's state also changes its count (see `counts`).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use fabric_store::{
     AttemptId, ClaimedTask, Completed, Heartbeat, Inserted, ModuleInfo, ModulePutParams, Next,
@@ -9,13 +14,70 @@ use fabric_store::{
 };
 use fabric_types::{Attempt, Outcome, RetryPolicy, TaskState};
 use rusqlite::{OptionalExtension, params};
+use time::OffsetDateTime;
 
 use crate::db_err;
 use crate::rows::{
-    MODULE_COLUMNS, claim_row, load_task, map_json, module_info, ms, parse_priority, parse_state,
-    read_module_info, retry_on_text, to_i64,
+    CLAIMED_COLUMNS, MODULE_COLUMNS, RawClaimed, load_task, map_json, module_info, ms,
+    parse_priority, parse_state, raw_claimed, read_module_info, retry_on_text, to_i64,
 };
 use crate::writer::WriteCtx;
+
+/// The first queued tasks in claim order, with their deadlines.
+pub(crate) const CANDIDATES: &str = "SELECT id, deadline FROM tasks INDEXED BY tasks_claim
+     WHERE state = 'queued' ORDER BY sort_key, id LIMIT ?1";
+
+/// Ends every task of a JSON array of ids in one terminal state.
+pub(crate) const FINISH_MANY: &str =
+    "UPDATE tasks SET state = ?2, finished_at = ?3, current_attempt = NULL, lease_until = NULL
+     WHERE id IN (SELECT value FROM json_each(?1))
+     RETURNING tenant, priority";
+
+/// Claims the tasks of a JSON array of `[task id, attempt id]` pairs, returning what their
+/// workers need.
+pub(crate) static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE tasks SET state = 'running', attempt_count = attempt_count + 1, current_attempt = c.attempt,
+            lease_until = ?2, started_at = COALESCE(started_at, ?3)
+         FROM (SELECT value ->> 0 AS task, value ->> 1 AS attempt FROM json_each(?1)) AS c
+         WHERE tasks.id = c.task AND +tasks.state = 'queued'
+         RETURNING {CLAIMED_COLUMNS}"
+    )
+});
+
+/// Records the attempts of a JSON array of `[attempt id, task id, number]`.
+pub(crate) const NEW_ATTEMPTS: &str =
+    "INSERT INTO attempts (id, task_id, number, node, claimed_at, lease_until)
+     SELECT value ->> 0, value ->> 1, value ->> 2, ?2, ?3, ?4 FROM json_each(?1)";
+
+/// Renews the leases on the tasks of a JSON array of attempt ids, where still held. (The
+/// unary `+` keeps the planner from scanning every running task through `tasks_lease`.)
+pub(crate) const RENEW_TASKS: &str = "UPDATE tasks SET lease_until = ?2
+     WHERE id IN (SELECT a.task_id FROM json_each(?1) AS j CROSS JOIN attempts AS a ON a.id = j.value)
+        AND current_attempt IN (SELECT value FROM json_each(?1)) AND +state = 'running'
+     RETURNING current_attempt, cancel_requested";
+
+/// Renews the leases of a JSON array of attempt ids.
+pub(crate) const RENEW_ATTEMPTS: &str =
+    "UPDATE attempts SET lease_until = ?2 WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// Where the tasks of a JSON array of attempt ids stand, by position in the array.
+pub(crate) const HOLDERS: &str =
+    "SELECT j.key, t.id, t.tenant, t.priority, t.state, t.current_attempt, t.cancel_requested
+     FROM json_each(?1) AS j CROSS JOIN attempts AS a ON a.id = j.value
+        CROSS JOIN tasks AS t ON t.id = a.task_id";
+
+/// Records how one attempt ended.
+pub(crate) const END_ATTEMPT: &str = "UPDATE attempts SET lease_until = NULL, outcome = ?2, exit_code = ?3, trap = ?4, error = ?5, output = ?6,
+        stderr = ?7, output_truncated = ?8, stderr_truncated = ?9, fuel_consumed = ?10,
+        peak_memory_bytes = ?11, wall_ms = ?12, started_at = ?13, finished_at = ?14
+     WHERE id = ?1";
+
+/// A JSON array of strings, the way a batch of ids is handed to one statement
+/// (`json_each(?)`).
+fn json_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::to_string(&ids.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
 
 /// `module_put`: insert or keep the module, move its name.
 pub(crate) fn module_put(
@@ -103,13 +165,14 @@ pub(crate) fn task_insert(
         };
         let id = TaskId::generate(p.now);
         let limits = &task.limits;
+        let priority = i64::from(task.priority.rank());
         insert
             .execute(params![
                 id.as_str(),
                 task.tenant,
                 task.module.to_string(),
                 task.input,
-                task.priority.rank(),
+                priority,
                 state.as_str(),
                 to_i64(limits.fuel, "limits.fuel")?,
                 to_i64(limits.memory_bytes, "limits.memory_bytes")?,
@@ -129,6 +192,7 @@ pub(crate) fn task_insert(
                 sort_key,
             ])
             .map_err(db_err("insert a task"))?;
+        ctx.counts.add(&task.tenant, state, priority, 1);
         ctx.made_ready |= !scheduled;
         out.push(Inserted {
             id,
@@ -139,43 +203,90 @@ pub(crate) fn task_insert(
     Ok(out)
 }
 
-/// Moves a waiting task to a terminal state at `now`.
-fn finish(ctx: &WriteCtx<'_>, id: &str, state: TaskState, now: i64) -> Result<(), StoreError> {
+/// A task as a change of its state needs it: the row, and what its count is kept by.
+struct TaskKey {
+    id: String,
+    tenant: String,
+    priority: i64,
+    state: TaskState,
+}
+
+/// Moves one task to a terminal state at `now`.
+fn finish(
+    ctx: &mut WriteCtx<'_>,
+    task: &TaskKey,
+    state: TaskState,
+    now: i64,
+) -> Result<(), StoreError> {
     ctx.conn
         .prepare_cached(
             "UPDATE tasks SET state = ?2, finished_at = ?3, current_attempt = NULL, lease_until = NULL WHERE id = ?1",
         )
-        .and_then(|mut s| s.execute(params![id, state.as_str(), now]))
+        .and_then(|mut s| s.execute(params![task.id, state.as_str(), now]))
         .map_err(db_err("finish a task"))?;
+    ctx.counts
+        .moved(&task.tenant, task.priority, task.state, state);
+    Ok(())
+}
+
+/// Moves every task in `ids` from `from` to the terminal `state` at `now`, in one statement.
+fn finish_many(
+    ctx: &mut WriteCtx<'_>,
+    ids: &[&str],
+    from: TaskState,
+    state: TaskState,
+    now: i64,
+) -> Result<(), StoreError> {
+    let moved: Vec<(String, i64)> = ctx
+        .conn
+        .prepare_cached(FINISH_MANY)
+        .and_then(|mut s| {
+            s.query_map(
+                params![json_ids(ids.iter().copied()), state.as_str(), now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect()
+        })
+        .map_err(db_err("finish tasks"))?;
+    for (tenant, priority) in moved {
+        ctx.counts.moved(&tenant, priority, from, state);
+    }
     Ok(())
 }
 
 /// Makes a task claimable, joining the line at `enqueued_at`.
-fn enqueue(
-    ctx: &mut WriteCtx<'_>,
-    id: &str,
-    priority: i64,
-    enqueued_at: i64,
-) -> Result<(), StoreError> {
-    let key = claim_sort_key(enqueued_at, parse_priority(priority)?, ctx.aging_step_ms);
+fn enqueue(ctx: &mut WriteCtx<'_>, task: &TaskKey, enqueued_at: i64) -> Result<(), StoreError> {
+    let key = claim_sort_key(
+        enqueued_at,
+        parse_priority(task.priority)?,
+        ctx.aging_step_ms,
+    );
     ctx.conn
         .prepare_cached(
             "UPDATE tasks SET state = 'queued', sort_key = ?2, current_attempt = NULL, lease_until = NULL WHERE id = ?1",
         )
-        .and_then(|mut s| s.execute(params![id, key]))
+        .and_then(|mut s| s.execute(params![task.id, key]))
         .map_err(db_err("queue a task"))?;
+    ctx.counts
+        .moved(&task.tenant, task.priority, task.state, TaskState::Queued);
     ctx.made_ready = true;
     Ok(())
 }
 
 /// Makes a task wait until `run_at`.
-fn schedule(ctx: &WriteCtx<'_>, id: &str, run_at: i64) -> Result<(), StoreError> {
+fn schedule(ctx: &mut WriteCtx<'_>, task: &TaskKey, run_at: i64) -> Result<(), StoreError> {
     ctx.conn
         .prepare_cached(
             "UPDATE tasks SET state = 'scheduled', run_at = ?2, current_attempt = NULL, lease_until = NULL WHERE id = ?1",
         )
-        .and_then(|mut s| s.execute(params![id, run_at]))
+        .and_then(|mut s| s.execute(params![task.id, run_at]))
         .map_err(db_err("schedule a task"))?;
+    ctx.counts.moved(
+        &task.tenant,
+        task.priority,
+        task.state,
+        TaskState::Scheduled,
+    );
     Ok(())
 }
 
@@ -196,13 +307,10 @@ pub(crate) fn task_claim(
     let lease_until = now.saturating_add(lease_ms);
     let mut claimed = Vec::with_capacity(p.max.min(1024));
     while claimed.len() < p.max {
-        let want = (p.max - claimed.len()) as i64;
+        let want = i64::try_from(p.max - claimed.len()).unwrap_or(i64::MAX);
         let candidates: Vec<(String, Option<i64>)> = ctx
             .conn
-            .prepare_cached(
-                "SELECT id, deadline FROM tasks INDEXED BY tasks_claim
-                 WHERE state = 'queued' ORDER BY sort_key, id LIMIT ?1",
-            )
+            .prepare_cached(CANDIDATES)
             .and_then(|mut s| {
                 s.query_map([want], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect()
@@ -211,33 +319,78 @@ pub(crate) fn task_claim(
         if candidates.is_empty() {
             break;
         }
-        for (id, deadline) in candidates {
-            if deadline.is_some_and(|d| d < now) {
-                finish(ctx, &id, TaskState::Expired, now)?;
-                continue;
-            }
-            let attempt_id = AttemptId::generate(p.now);
-            let task = claim_row(ctx.conn, &id, attempt_id, p.now, from_millis(lease_until))?;
-            ctx.conn
-                .prepare_cached(
-                    "INSERT INTO attempts (id, task_id, number, node, claimed_at, lease_until)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        task.attempt_id.as_str(),
-                        id,
-                        task.attempt_number,
-                        p.node,
-                        now,
-                        lease_until
-                    ])
-                })
-                .map_err(db_err("record an attempt"))?;
-            claimed.push(task);
+        let (expired, live): (Vec<_>, Vec<_>) = candidates
+            .iter()
+            .map(|(id, deadline)| (id.as_str(), deadline))
+            .partition(|(_, deadline)| deadline.is_some_and(|d| d < now));
+        if !expired.is_empty() {
+            let ids: Vec<&str> = expired.into_iter().map(|(id, _)| id).collect();
+            finish_many(ctx, &ids, TaskState::Queued, TaskState::Expired, now)?;
+        }
+        if !live.is_empty() {
+            let ids: Vec<&str> = live.into_iter().map(|(id, _)| id).collect();
+            claim_batch(ctx, &ids, &p.node, p.now, lease_until, &mut claimed)?;
         }
     }
     Ok(claimed)
+}
+
+/// Moves the queued tasks `ids` to `running`, each under a new attempt, in two statements,
+/// and appends them to `out` in the order of `ids`.
+fn claim_batch(
+    ctx: &mut WriteCtx<'_>,
+    ids: &[&str],
+    node: &str,
+    claimed_at: OffsetDateTime,
+    lease_until: i64,
+    out: &mut Vec<ClaimedTask>,
+) -> Result<(), StoreError> {
+    let now = ms(claimed_at);
+    let attempts: Vec<AttemptId> = ids
+        .iter()
+        .map(|_| AttemptId::generate(claimed_at))
+        .collect();
+    let pairs: Vec<[&str; 2]> = ids
+        .iter()
+        .zip(&attempts)
+        .map(|(task, attempt)| [*task, attempt.as_str()])
+        .collect();
+    let pairs = serde_json::to_string(&pairs)
+        .map_err(|e| StoreError::InvalidArgument(format!("claim ids: {e}")))?;
+    let mut rows: Vec<RawClaimed> = ctx
+        .conn
+        .prepare_cached(&CLAIM)
+        .and_then(|mut s| {
+            s.query_map(params![pairs, lease_until, now], raw_claimed)?
+                .collect()
+        })
+        .map_err(db_err("claim tasks"))?;
+    // RETURNING gives rows in no promised order; hand them out in claim order.
+    let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    rows.sort_by_key(|row| order.get(row.task_id()).copied().unwrap_or(usize::MAX));
+    let lease = from_millis(lease_until);
+    let start = out.len();
+    for row in rows {
+        let task = row.into_claimed(claimed_at, lease)?;
+        ctx.counts.moved(
+            &task.tenant,
+            i64::from(task.priority.rank()),
+            TaskState::Queued,
+            TaskState::Running,
+        );
+        out.push(task);
+    }
+    let records: Vec<(&str, &str, u32)> = out[start..]
+        .iter()
+        .map(|t| (t.attempt_id.as_str(), t.task_id.as_str(), t.attempt_number))
+        .collect();
+    let records = serde_json::to_string(&records)
+        .map_err(|e| StoreError::InvalidArgument(format!("attempt records: {e}")))?;
+    ctx.conn
+        .prepare_cached(NEW_ATTEMPTS)
+        .and_then(|mut s| s.execute(params![records, node, now, lease_until]))
+        .map_err(db_err("record attempts"))?;
+    Ok(())
 }
 
 /// `task_heartbeat`: renew the leases still held.
@@ -253,24 +406,39 @@ pub(crate) fn task_heartbeat(
         )));
     }
     let mut out = Heartbeat::default();
+    if p.attempt_ids.is_empty() {
+        return Ok(out);
+    }
+    let held: HashMap<String, bool> = ctx
+        .conn
+        .prepare_cached(RENEW_TASKS)
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    json_ids(p.attempt_ids.iter().map(AttemptId::as_str)),
+                    lease_until
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect()
+        })
+        .map_err(db_err("renew leases"))?;
+    if held.is_empty() {
+        return Ok(out);
+    }
+    ctx.conn
+        .prepare_cached(RENEW_ATTEMPTS)
+        .and_then(|mut s| {
+            s.execute(params![
+                json_ids(held.keys().map(String::as_str)),
+                lease_until
+            ])
+        })
+        .map_err(db_err("renew leases"))?;
     for attempt in p.attempt_ids {
-        let cancel: Option<bool> = ctx
-            .conn
-            .prepare_cached(
-                "UPDATE tasks INDEXED BY tasks_current_attempt SET lease_until = ?2
-                 WHERE current_attempt = ?1 AND state = 'running'
-                 RETURNING cancel_requested",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![attempt.as_str(), lease_until], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(db_err("renew a lease"))?;
-        let Some(cancel) = cancel else { continue };
-        ctx.conn
-            .prepare_cached("UPDATE attempts SET lease_until = ?2 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![attempt.as_str(), lease_until]))
-            .map_err(db_err("renew a lease"))?;
+        let Some(&cancel) = held.get(attempt.as_str()) else {
+            continue;
+        };
         if cancel {
             out.cancel_requested.push(attempt.clone());
         }
@@ -282,12 +450,7 @@ pub(crate) fn task_heartbeat(
 /// Writes how an attempt ended and ends its lease.
 fn record_attempt(ctx: &WriteCtx<'_>, attempt_id: &str, a: &Attempt) -> Result<(), StoreError> {
     ctx.conn
-        .prepare_cached(
-            "UPDATE attempts SET lease_until = NULL, outcome = ?2, exit_code = ?3, trap = ?4, error = ?5, output = ?6,
-                stderr = ?7, output_truncated = ?8, stderr_truncated = ?9, fuel_consumed = ?10,
-                peak_memory_bytes = ?11, wall_ms = ?12, started_at = ?13, finished_at = ?14
-             WHERE id = ?1",
-        )
+        .prepare_cached(END_ATTEMPT)
         .and_then(|mut s| {
             s.execute(params![
                 attempt_id,
@@ -310,7 +473,16 @@ fn record_attempt(ctx: &WriteCtx<'_>, attempt_id: &str, a: &Attempt) -> Result<(
     Ok(())
 }
 
-/// `task_complete`: apply each completion whose attempt still holds its task.
+/// The task of a completed attempt as this call has left it so far.
+struct Holder {
+    key: TaskKey,
+    /// The attempt holding the task while it runs.
+    current_attempt: Option<String>,
+    cancel_requested: bool,
+}
+
+/// `task_complete`: apply each completion whose attempt still holds its task, in order (a
+/// completion sees the effect of the earlier ones in the same call).
 pub(crate) fn task_complete(
     ctx: &mut WriteCtx<'_>,
     p: TaskCompleteParams,
@@ -328,41 +500,79 @@ pub(crate) fn task_complete(
         }
     }
     let now = ms(p.now);
-    let mut out = Vec::with_capacity(p.completions.len());
-    for c in p.completions {
-        let held: Option<(String, i64, bool)> = ctx
-            .conn
-            .prepare_cached(
-                "SELECT id, priority, cancel_requested FROM tasks INDEXED BY tasks_current_attempt
-                 WHERE current_attempt = ?1 AND state = 'running'",
-            )
-            .and_then(|mut s| {
-                s.query_row([c.attempt_id.as_str()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()
-            })
-            .map_err(db_err("find a completed attempt's task"))?;
-        let Some((task_id, priority, cancel_requested)) = held else {
-            let known: Option<(String, String)> = ctx
-                .conn
-                .prepare_cached("SELECT t.id, t.state FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = ?1")
-                .and_then(|mut s| s.query_row([c.attempt_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-                .map_err(db_err("find a completed attempt's task"))?;
-            let (task_id, state) = match known {
-                Some((id, state)) => (Some(TaskId::from(id)), Some(parse_state(&state)?)),
-                None => (None, None),
+    // Where each completion's task stands, found through the attempt's primary key.
+    type Row = (i64, String, String, i64, String, Option<String>, bool);
+    let rows: Vec<Row> = ctx
+        .conn
+        .prepare_cached(HOLDERS)
+        .and_then(|mut s| {
+            s.query_map(
+                [json_ids(
+                    p.completions.iter().map(|c| c.attempt_id.as_str()),
+                )],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )?
+            .collect()
+        })
+        .map_err(db_err("find completed attempts' tasks"))?;
+    let mut task_of: Vec<Option<String>> = vec![None; p.completions.len()];
+    let mut tasks: HashMap<String, Holder> = HashMap::with_capacity(rows.len());
+    for (i, id, tenant, priority, state, current_attempt, cancel_requested) in rows {
+        let Some(slot) = usize::try_from(i).ok().and_then(|i| task_of.get_mut(i)) else {
+            continue;
+        };
+        *slot = Some(id.clone());
+        if !tasks.contains_key(&id) {
+            let key = TaskKey {
+                id: id.clone(),
+                tenant,
+                priority,
+                state: parse_state(&state)?,
             };
+            let holder = Holder {
+                key,
+                current_attempt,
+                cancel_requested,
+            };
+            tasks.insert(id, holder);
+        }
+    }
+
+    let mut out = Vec::with_capacity(p.completions.len());
+    let mut finished: Vec<(TaskState, Vec<String>)> = Vec::new();
+    for (c, task_id) in p.completions.into_iter().zip(task_of) {
+        let Some(task) = task_id.as_ref().and_then(|id| tasks.get_mut(id)) else {
             out.push(Completed {
                 attempt_id: c.attempt_id,
                 accepted: false,
-                task_id,
-                state,
+                task_id: None,
+                state: None,
             });
             continue;
         };
+        let held = task.key.state == TaskState::Running
+            && task.current_attempt.as_deref() == Some(c.attempt_id.as_str());
+        if !held {
+            out.push(Completed {
+                attempt_id: c.attempt_id,
+                accepted: false,
+                task_id: Some(TaskId::from(task.key.id.clone())),
+                state: Some(task.key.state),
+            });
+            continue;
+        }
         let next = match c.next {
-            Next::Retry { .. } | Next::Requeue if cancel_requested => {
+            Next::Retry { .. } | Next::Requeue if task.cancel_requested => {
                 Next::Finish(TaskState::Cancelled)
             }
             next => next,
@@ -381,34 +591,49 @@ pub(crate) fn task_complete(
                             current_attempt = NULL, lease_until = NULL
                          WHERE id = ?1",
                     )
-                    .and_then(|mut s| s.execute([&task_id]))
+                    .and_then(|mut s| s.execute([&task.key.id]))
                     .map_err(db_err("requeue a task"))?;
+                ctx.counts.moved(
+                    &task.key.tenant,
+                    task.key.priority,
+                    TaskState::Running,
+                    TaskState::Queued,
+                );
                 ctx.made_ready = true;
                 TaskState::Queued
             }
             Next::Finish(state) => {
                 record_attempt(ctx, c.attempt_id.as_str(), &c.attempt)?;
-                finish(ctx, &task_id, state, now)?;
+                match finished.iter_mut().find(|(s, _)| *s == state) {
+                    Some((_, ids)) => ids.push(task.key.id.clone()),
+                    None => finished.push((state, vec![task.key.id.clone()])),
+                }
                 state
             }
             Next::Retry { run_at } => {
                 record_attempt(ctx, c.attempt_id.as_str(), &c.attempt)?;
                 let run_at = ms(run_at);
                 if run_at <= now {
-                    enqueue(ctx, &task_id, priority, now)?;
+                    enqueue(ctx, &task.key, now)?;
                     TaskState::Queued
                 } else {
-                    schedule(ctx, &task_id, run_at)?;
+                    schedule(ctx, &task.key, run_at)?;
                     TaskState::Scheduled
                 }
             }
         };
+        task.key.state = state;
+        task.current_attempt = None;
         out.push(Completed {
             attempt_id: c.attempt_id,
             accepted: true,
-            task_id: Some(TaskId::from(task_id)),
+            task_id: Some(TaskId::from(task.key.id.clone())),
             state: Some(state),
         });
+    }
+    for (state, ids) in finished {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        finish_many(ctx, &ids, TaskState::Running, state, now)?;
     }
     Ok(out)
 }
@@ -424,7 +649,13 @@ pub(crate) fn task_cancel(
     };
     match task.state {
         TaskState::Queued | TaskState::Scheduled => {
-            finish(ctx, task.id.as_str(), TaskState::Cancelled, ms(p.now))?
+            let key = TaskKey {
+                id: task.id.to_string(),
+                tenant: task.tenant.clone(),
+                priority: i64::from(task.priority.rank()),
+                state: task.state,
+            };
+            finish(ctx, &key, TaskState::Cancelled, ms(p.now))?
         }
         TaskState::Running => {
             ctx.conn
@@ -439,10 +670,8 @@ pub(crate) fn task_cancel(
 
 /// The policy columns a rescue needs.
 struct Expired {
-    id: String,
-    tenant: String,
+    key: TaskKey,
     attempt: String,
-    priority: i64,
     attempt_count: i64,
     cancel_requested: bool,
     retry: RetryPolicy,
@@ -462,13 +691,16 @@ pub(crate) fn task_rescue(
              FROM tasks INDEXED BY tasks_lease WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until, id LIMIT ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![now, p.max as i64], |r| {
+            s.query_map(params![now, i64::try_from(p.max).unwrap_or(i64::MAX)], |r| {
                 let retry_on: String = r.get(9)?;
                 Ok(Expired {
-                    id: r.get(0)?,
-                    tenant: r.get(1)?,
+                    key: TaskKey {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        priority: r.get(3)?,
+                        state: TaskState::Running,
+                    },
                     attempt: r.get(2)?,
-                    priority: r.get(3)?,
                     attempt_count: r.get(4)?,
                     cancel_requested: r.get(5)?,
                     retry: RetryPolicy {
@@ -498,26 +730,26 @@ pub(crate) fn task_rescue(
         record_attempt(ctx, &e.attempt, &lost)?;
         let attempts = u32::try_from(e.attempt_count).unwrap_or(u32::MAX);
         let (state, run_at) = if e.cancel_requested {
-            finish(ctx, &e.id, TaskState::Cancelled, now)?;
+            finish(ctx, &e.key, TaskState::Cancelled, now)?;
             (TaskState::Cancelled, None)
         } else if e.retry.retries(Outcome::Lost) && attempts < e.retry.max_attempts {
             let bound = e.retry.backoff_bound_ms(attempts.saturating_add(1));
             let delay = (p.jitter)(bound).min(bound);
             let run_at = now.saturating_add(to_i64(delay, "backoff")?);
             if run_at <= now {
-                enqueue(ctx, &e.id, e.priority, now)?;
+                enqueue(ctx, &e.key, now)?;
                 (TaskState::Queued, Some(run_at))
             } else {
-                schedule(ctx, &e.id, run_at)?;
+                schedule(ctx, &e.key, run_at)?;
                 (TaskState::Scheduled, Some(run_at))
             }
         } else {
-            finish(ctx, &e.id, TaskState::Failed, now)?;
+            finish(ctx, &e.key, TaskState::Failed, now)?;
             (TaskState::Failed, None)
         };
         out.push(Rescued {
-            task_id: TaskId::from(e.id),
-            tenant: e.tenant,
+            task_id: TaskId::from(e.key.id),
+            tenant: e.key.tenant,
             attempt_id: AttemptId::from(e.attempt),
             state,
             run_at: run_at.map(from_millis),
@@ -531,23 +763,32 @@ pub(crate) fn task_promote(
     ctx: &mut WriteCtx<'_>,
     p: TaskPromoteParams,
 ) -> Result<Vec<TaskId>, StoreError> {
-    let due: Vec<(String, i64, i64)> = ctx
+    let due: Vec<(TaskKey, i64)> = ctx
         .conn
         .prepare_cached(
-            "SELECT id, priority, run_at FROM tasks INDEXED BY tasks_scheduled WHERE state = 'scheduled' AND run_at <= ?1
-             ORDER BY run_at, id LIMIT ?2",
+            "SELECT id, tenant, priority, run_at FROM tasks INDEXED BY tasks_scheduled
+             WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at, id LIMIT ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![ms(p.now), p.max as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
+            s.query_map(
+                params![ms(p.now), i64::try_from(p.max).unwrap_or(i64::MAX)],
+                |r| {
+                    let key = TaskKey {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        priority: r.get(2)?,
+                        state: TaskState::Scheduled,
+                    };
+                    Ok((key, r.get(3)?))
+                },
+            )?
             .collect()
         })
         .map_err(db_err("find due scheduled tasks"))?;
     let mut out = Vec::with_capacity(due.len());
-    for (id, priority, run_at) in due {
-        enqueue(ctx, &id, priority, run_at)?;
-        out.push(TaskId::from(id));
+    for (key, run_at) in due {
+        enqueue(ctx, &key, run_at)?;
+        out.push(TaskId::from(key.id));
     }
     Ok(out)
 }
@@ -558,35 +799,99 @@ pub(crate) fn task_expire(
     p: TaskExpireParams,
 ) -> Result<Vec<TaskId>, StoreError> {
     let now = ms(p.now);
-    let ids: Vec<String> = ctx
+    let due: Vec<(String, String, i64, String)> = ctx
         .conn
         .prepare_cached(
-            "SELECT id FROM tasks INDEXED BY tasks_deadline
+            "SELECT id, tenant, priority, state FROM tasks INDEXED BY tasks_deadline
              WHERE deadline IS NOT NULL AND state IN ('queued', 'scheduled') AND deadline < ?1
              ORDER BY deadline, id LIMIT ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![now, p.max as i64], |r| r.get(0))?
-                .collect()
+            s.query_map(
+                params![now, i64::try_from(p.max).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?
+            .collect()
         })
         .map_err(db_err("find expired tasks"))?;
-    for id in &ids {
-        finish(ctx, id, TaskState::Expired, now)?;
+    let mut out = Vec::with_capacity(due.len());
+    for (id, tenant, priority, state) in due {
+        let key = TaskKey {
+            id,
+            tenant,
+            priority,
+            state: parse_state(&state)?,
+        };
+        finish(ctx, &key, TaskState::Expired, now)?;
+        out.push(TaskId::from(key.id));
     }
-    Ok(ids.into_iter().map(TaskId::from).collect())
+    Ok(out)
 }
 
 /// `task_prune`: delete old terminal tasks; their attempts go by `ON DELETE CASCADE`.
 pub(crate) fn task_prune(ctx: &mut WriteCtx<'_>, p: TaskPruneParams) -> Result<u64, StoreError> {
-    let deleted = ctx
+    let deleted: Vec<(String, String, i64)> = ctx
         .conn
         .prepare_cached(
             "DELETE FROM tasks WHERE id IN (
                 SELECT id FROM tasks INDEXED BY tasks_finished WHERE finished_at IS NOT NULL AND finished_at < ?1
                     AND state IN ('succeeded', 'failed', 'cancelled', 'expired')
-                ORDER BY finished_at, id LIMIT ?2)",
+                ORDER BY finished_at, id LIMIT ?2)
+             RETURNING tenant, state, priority",
         )
-        .and_then(|mut s| s.execute(params![ms(p.finished_before), p.max as i64]))
+        .and_then(|mut s| {
+            s.query_map(
+                params![ms(p.finished_before), i64::try_from(p.max).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .collect()
+        })
         .map_err(db_err("prune finished tasks"))?;
-    Ok(deleted as u64)
+    for (tenant, state, priority) in &deleted {
+        ctx.counts.add(tenant, parse_state(state)?, *priority, -1);
+    }
+    Ok(deleted.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hot statements find their rows through indexes: no full scan of a table, no
+    /// sort. (Without `ANALYZE` statistics the planner could otherwise pick a poor index.)
+    #[test]
+    fn hot_statements_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fabric.db");
+        drop(crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in [
+            CANDIDATES,
+            &CLAIM,
+            NEW_ATTEMPTS,
+            FINISH_MANY,
+            HOLDERS,
+            RENEW_TASKS,
+            RENEW_ATTEMPTS,
+            END_ATTEMPT,
+        ] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for step in &plan {
+                let full_scan = step.starts_with("SCAN ")
+                    && !step.contains("VIRTUAL TABLE")
+                    && !step.contains("USING INDEX tasks_claim");
+                assert!(
+                    !full_scan && !step.contains("TEMP B-TREE"),
+                    "{sql}\nhas the plan {plan:#?}"
+                );
+            }
+            eprintln!("{sql}\n  {plan:?}");
+        }
+    }
 }
