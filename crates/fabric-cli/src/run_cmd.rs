@@ -90,7 +90,7 @@ fn usage_error(error: &anyhow::Error) -> ExitCode {
 }
 
 /// The module's bytes; `.wat` files are compiled from text first.
-fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))?;
     if path.extension().is_some_and(|ext| ext == "wat") {
@@ -101,7 +101,8 @@ fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn read_input(args: &InputArgs) -> anyhow::Result<Vec<u8>> {
+/// The input named by --input or --input-file (`-` for stdin); empty when neither.
+pub(crate) fn read_input(args: &InputArgs) -> anyhow::Result<Vec<u8>> {
     match (&args.input, &args.input_file) {
         (Some(text), _) => Ok(text.clone().into_bytes()),
         (None, Some(path)) if path.as_os_str() == "-" => {

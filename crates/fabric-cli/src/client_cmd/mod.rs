@@ -5,19 +5,18 @@ pub(crate) mod format;
 mod submit;
 mod task;
 
-use std::io::{Read as _, Write as _};
-use std::path::Path;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use fabric_client::{Client, ClientError};
 use fabric_types::TaskState;
 use fabric_types::wire::{ModuleListResult, Task};
 use serde_json::json;
 
 use crate::EXIT_USAGE;
-use crate::args::{ClientArgs, InputArgs, ModuleCommand};
+use crate::args::{ClientArgs, ModuleCommand};
+use crate::run_cmd::{read_input, read_module};
 
 pub use submit::main as submit;
 pub use task::main as task;
@@ -151,34 +150,5 @@ pub fn module(command: ModuleCommand) -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }),
-    }
-}
-
-/// The module's bytes; `.wat` files are compiled from text first.
-fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))?;
-    if path.extension().is_some_and(|ext| ext == "wat") {
-        return wat::parse_bytes(&bytes)
-            .map(|wasm| wasm.into_owned())
-            .with_context(|| format!("cannot parse WebAssembly text {}", path.display()));
-    }
-    Ok(bytes)
-}
-
-/// The input named by --input or --input-file (`-` for stdin); empty when neither.
-fn read_input(args: &InputArgs) -> anyhow::Result<Vec<u8>> {
-    match (&args.input, &args.input_file) {
-        (Some(text), _) => Ok(text.clone().into_bytes()),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut input = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut input)
-                .context("cannot read the input from stdin")?;
-            Ok(input)
-        }
-        (None, Some(path)) => std::fs::read(path)
-            .with_context(|| format!("cannot read input file {}", path.display())),
-        (None, None) => Ok(Vec::new()),
     }
 }
