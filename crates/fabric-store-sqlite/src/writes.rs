@@ -532,19 +532,18 @@ pub(crate) fn task_complete(
             continue;
         };
         *slot = Some(id.clone());
-        if !tasks.contains_key(&id) {
+        if let std::collections::hash_map::Entry::Vacant(vacant) = tasks.entry(id.clone()) {
             let key = TaskKey {
-                id: id.clone(),
+                id,
                 tenant,
                 priority,
                 state: parse_state(&state)?,
             };
-            let holder = Holder {
+            vacant.insert(Holder {
                 key,
                 current_attempt,
                 cancel_requested,
-            };
-            tasks.insert(id, holder);
+            });
         }
     }
 
