@@ -757,9 +757,14 @@ struct Tally {
     lost: u64,
     states: [u64; TaskState::ALL.len()],
     outcomes: [u64; Outcome::ALL.len()],
+    /// `created_at` to the first attempt's `started_at`, in whole milliseconds (the
+    /// precision of the server's timestamps).
     to_start: LogHistogram,
+    /// `created_at` to the last attempt's `finished_at`, in whole milliseconds.
     to_finish: LogHistogram,
+    /// From sending the submit call to receiving the task's terminal event, in µs.
     client_to_event: LogHistogram,
+    /// How long each submit call took, in µs.
     submit_call: LogHistogram,
     first_created_ms: Option<i64>,
     last_finished_ms: Option<i64>,
@@ -779,8 +784,8 @@ impl Tally {
             lost: 0,
             states: [0; TaskState::ALL.len()],
             outcomes: [0; Outcome::ALL.len()],
-            to_start: LogHistogram::default(),
-            to_finish: LogHistogram::default(),
+            to_start: LogHistogram::millis(),
+            to_finish: LogHistogram::millis(),
             client_to_event: LogHistogram::default(),
             submit_call: LogHistogram::default(),
             first_created_ms: None,
@@ -957,10 +962,10 @@ impl Tally {
             .or_else(|| self.created_from_id.then(|| id_unix_ms(id)).flatten())
             .unwrap_or_else(|| self.clock.unix_ms_at(pending.sent));
         if let Some(start) = pending.first_start_ms {
-            self.to_start.record(ms_to_micros(start - created_ms));
+            self.to_start.record(non_negative(start - created_ms));
         }
         if let Some(finish) = finished_ms {
-            self.to_finish.record(ms_to_micros(finish - created_ms));
+            self.to_finish.record(non_negative(finish - created_ms));
             self.last_finished_ms = Some(self.last_finished_ms.map_or(finish, |l| l.max(finish)));
         }
         if let Some(received) = received {
@@ -995,8 +1000,8 @@ fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn ms_to_micros(ms: i64) -> u64 {
-    u64::try_from(ms.max(0)).unwrap_or(0).saturating_mul(1000)
+fn non_negative(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
 }
 
 /// Sub-buckets per power of two: 2^7 = 128, so a bucket is at most 1/128 (0.8%) of its
@@ -1007,10 +1012,13 @@ const SUB_BUCKETS: usize = 1 << SUB_BITS;
 const MAX_EXPONENT: u32 = 40;
 const BUCKETS: usize = (MAX_EXPONENT - SUB_BITS + 2) as usize * SUB_BUCKETS;
 
-/// A log-linear histogram of microseconds: exact below 128, then 128 buckets per power of
-/// two, in a fixed 35 KiB whatever the number of values.
+/// A log-linear histogram of durations in whole units (microseconds, or milliseconds for
+/// the server's millisecond timestamps): exact below 128 units, then 128 buckets per power
+/// of two, in a fixed 35 KiB whatever the number of values.
 #[derive(Clone)]
 struct LogHistogram {
+    /// Microseconds in one unit.
+    unit_us: u64,
     counts: Box<[u64]>,
     count: u64,
     min: u64,
@@ -1020,6 +1028,7 @@ struct LogHistogram {
 impl std::fmt::Debug for LogHistogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogHistogram")
+            .field("unit_us", &self.unit_us)
             .field("count", &self.count)
             .field("min", &self.min)
             .field("max", &self.max)
@@ -1030,6 +1039,7 @@ impl std::fmt::Debug for LogHistogram {
 impl Default for LogHistogram {
     fn default() -> Self {
         Self {
+            unit_us: 1,
             counts: vec![0; BUCKETS].into_boxed_slice(),
             count: 0,
             min: u64::MAX,
@@ -1039,6 +1049,19 @@ impl Default for LogHistogram {
 }
 
 impl LogHistogram {
+    /// A histogram of whole milliseconds.
+    fn millis() -> Self {
+        Self {
+            unit_us: 1000,
+            ..Self::default()
+        }
+    }
+
+    /// A value in units as milliseconds.
+    fn ms(&self, value: u64) -> f64 {
+        (value * self.unit_us) as f64 / 1000.0
+    }
+
     fn index(value: u64) -> usize {
         if value < SUB_BUCKETS as u64 {
             return value as usize;
@@ -1086,7 +1109,7 @@ impl LogHistogram {
 
     /// `{count, p50, p90, p99, max}` in milliseconds.
     fn to_json(&self) -> Value {
-        let ms = |us: Option<u64>| us.map(|us| us as f64 / 1000.0);
+        let ms = |value: Option<u64>| value.map(|v| self.ms(v));
         json!({
             "count": self.count,
             "p50": ms(self.quantile(0.50)),
@@ -1098,8 +1121,8 @@ impl LogHistogram {
 
     /// `p50 p90 p99 max` cells in milliseconds.
     fn cells(&self) -> Vec<String> {
-        let cell = |us: Option<u64>| {
-            us.map_or_else(|| "-".to_owned(), |us| format!("{:.3}", us as f64 / 1000.0))
+        let cell = |value: Option<u64>| {
+            value.map_or_else(|| "-".to_owned(), |v| format!("{:.3}", self.ms(v)))
         };
         vec![
             cell(self.quantile(0.50)),
@@ -1598,10 +1621,10 @@ mod tests {
             [(Outcome::Ok, 2), (Outcome::Exit, 1), (Outcome::Trap, 1)]
         );
         assert_eq!(tally.to_finish.count, 3);
-        assert_eq!(tally.to_finish.max, 20_000);
+        assert_eq!(tally.to_finish.max, 20);
         // "c" started with its first attempt, 2 ms before that attempt ended (not with its
         // last, at 18 ms); "a" at 3 ms, "b" at 7 ms.
-        assert_eq!((tally.to_start.min, tally.to_start.max), (2_000, 7_000));
+        assert_eq!((tally.to_start.min, tally.to_start.max), (2, 7));
     }
 
     #[test]
@@ -1642,7 +1665,7 @@ mod tests {
             1
         );
         assert_eq!(tally.outcomes[0], 1);
-        assert_eq!(tally.to_finish.max, 7_000);
+        assert_eq!(tally.to_finish.max, 7);
         assert_eq!(tally.read_back, 1);
     }
 
