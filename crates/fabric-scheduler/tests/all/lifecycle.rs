@@ -119,7 +119,8 @@ async fn critical_work_queued_behind_a_busy_worker_runs_before_earlier_low_work(
     let critical = fabric.submit(critical).await;
 
     let (low, critical) = (fabric.wait(&low).await, fabric.wait(&critical).await);
-    let started = |t: &fabric_store::TaskRecord| t.attempts[0].claimed_at;
+    // Attempt ids order claims, also within one millisecond (timestamps do not).
+    let started = |t: &fabric_store::TaskRecord| t.attempts[0].id.clone();
     assert!(
         started(&critical) < started(&low),
         "critical {:?} low {:?}",
