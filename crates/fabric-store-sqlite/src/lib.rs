@@ -8,6 +8,7 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoint;
 mod counts;
 mod options;
 mod readers;
@@ -27,6 +28,7 @@ use fabric_store::{
     TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
     TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, from_millis,
 };
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -34,6 +36,7 @@ use tokio::sync::watch;
 pub use options::{SqliteOptions, Synchronous};
 pub use schema::SCHEMA_VERSION;
 
+use checkpoint::Checkpointer;
 use readers::Readers;
 use rows::{MODULE_COLUMNS, TASK_COLUMNS, load_task, load_tasks, module_info};
 use writer::Writer;
@@ -55,6 +58,49 @@ pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error)
             _ => StoreError::unavailable(context, e),
         }
     }
+}
+
+/// Opens (creating if needed) a read-write connection in WAL mode with the store's settings.
+pub(crate) fn open_write_connection(
+    path: &Path,
+    options: &SqliteOptions,
+) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(db_err(format!("open the database {}", path.display())))?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(db_err("set busy_timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db_err("switch to WAL mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::InvalidArgument(format!(
+            "{} cannot use WAL mode (journal_mode is {mode}); the store needs a file on a local disk",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", options.synchronous.pragma())
+        .map_err(db_err("set synchronous"))?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(db_err("enable foreign keys"))?;
+    // Savepoints (one per operation in a group) journal the pages they touch; in memory
+    // that costs a copy instead of a write to a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db_err("set temp_store"))?;
+    prepare_connection(&conn)?;
+    Ok(conn)
+}
+
+/// Settings every connection gets: plans chosen once per statement. Without the query
+/// planner stability guarantee SQLite prepares a statement again whenever a newly bound value
+/// might change its plan (a claim's `LIMIT ?` did, on every claim).
+pub(crate) fn prepare_connection(conn: &Connection) -> Result<(), StoreError> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(db_err("enable the query planner stability guarantee"))?;
+    Ok(())
 }
 
 /// Totals of the group-commit writer; see [`SqliteStore::write_counts`].
@@ -88,37 +134,23 @@ impl SqliteStore {
                 StoreError::unavailable(format!("create the directory {}", dir.display()), e)
             })?;
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let mut conn = Connection::open_with_flags(&path, flags)
-            .map_err(db_err(format!("open the database {}", path.display())))?;
-        conn.busy_timeout(options.busy_timeout)
-            .map_err(db_err("set busy_timeout"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(db_err("switch to WAL mode"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::InvalidArgument(format!(
-                "{} cannot use WAL mode (journal_mode is {mode}); the store needs a file on a local disk",
-                path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", options.synchronous.pragma())
-            .map_err(db_err("set synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(db_err("enable foreign keys"))?;
-        // Savepoints (one per operation in a group) journal the pages they touch; in memory
-        // that costs a copy instead of a write to a temporary file.
-        conn.pragma_update(None, "temp_store", "MEMORY")
-            .map_err(db_err("set temp_store"))?;
+        // Migrations run on a connection of their own: one may rewrite the schema's text,
+        // and the writer should start from the schema as it is afterwards.
+        schema::migrate(&mut open_write_connection(&path, &options)?)?;
+        let conn = open_write_connection(&path, &options)?;
         conn.set_prepared_statement_cache_capacity(64);
-        schema::migrate(&mut conn)?;
+        rusqlite::vtab::array::load_module(&conn).map_err(db_err("load the rarray module"))?;
 
         let aging_step_ms = u64::try_from(options.aging_step.as_millis()).unwrap_or(u64::MAX);
         let (ready_tx, ready) = watch::channel(0);
-        let writer = Writer::start(conn, options.max_batch, aging_step_ms, ready_tx)?;
+        let checkpointer = Checkpointer::start(&path, options.busy_timeout)?;
+        let writer = Writer::start(
+            conn,
+            checkpointer,
+            options.max_batch,
+            aging_step_ms,
+            ready_tx,
+        )?;
         let readers = Arc::new(Readers::new(
             path.clone(),
             options.busy_timeout,
@@ -496,6 +528,245 @@ mod tests {
         assert_eq!(
             store.stats(StatsParams::default()).await.unwrap().queued(),
             1
+        );
+    }
+
+    /// Every count kept in `task_counts` equals the count over the tasks themselves.
+    fn assert_counts_match(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        let query = |sql: &str| -> Vec<(String, String, i64, i64)> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let counted = query(
+            "SELECT tenant, state, priority, count(*) FROM tasks
+             GROUP BY tenant, state, priority ORDER BY 1, 2, 3",
+        );
+        let kept = query(
+            "SELECT tenant, state, priority, n FROM task_counts WHERE n <> 0 ORDER BY 1, 2, 3",
+        );
+        assert_eq!(kept, counted);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn task_counts_follow_every_change_of_state() {
+        use fabric_store::{
+            Completion, Next, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
+            TaskExpireParams, TaskHeartbeatParams, TaskPromoteParams, TaskPruneParams,
+            TaskRescueParams,
+        };
+        use fabric_types::{Attempt, Outcome, Priority, TaskState};
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fabric.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let at = |ms: i64| from_millis(1_700_000_000_000 + ms);
+        let mut tasks = Vec::new();
+        for i in 0..40i64 {
+            let mut t = NewTask::new(
+                if i % 3 == 0 { "globex" } else { "acme" },
+                ModuleId::of(b"m"),
+                i.to_string().into_bytes(),
+            );
+            t.priority = Priority::ALL[(i % 5) as usize];
+            if i % 7 == 0 {
+                t.run_at = Some(at(5_000));
+            }
+            if i % 11 == 0 {
+                t.deadline = Some(at(50));
+            }
+            if i % 13 == 0 {
+                t.idempotency_key = Some("same".into());
+            }
+            tasks.push(t);
+        }
+        let inserted = store
+            .task_insert(TaskInsertParams { tasks, now: at(0) })
+            .await
+            .unwrap();
+        assert_counts_match(&path);
+
+        let claim = |max, now| TaskClaimParams {
+            node: "n".into(),
+            max,
+            lease: Duration::from_secs(10),
+            now,
+        };
+        // Claims at 100 expire the queued tasks whose deadline passed.
+        let claimed = store.task_claim(claim(12, at(100))).await.unwrap();
+        assert_counts_match(&path);
+        let cancel = |id: TaskId| TaskCancelParams {
+            tenant: None,
+            id,
+            now: at(110),
+        };
+        store
+            .task_cancel(cancel(claimed[5].task_id.clone()))
+            .await
+            .unwrap();
+        store
+            .task_cancel(cancel(inserted[7].id.clone()))
+            .await
+            .unwrap();
+        let mut completions: Vec<Completion> = claimed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Completion {
+                attempt_id: c.attempt_id.clone(),
+                attempt: Attempt::new(Outcome::Exit),
+                next: match i % 5 {
+                    0 => Next::Finish(TaskState::Succeeded),
+                    1 => Next::Finish(TaskState::Failed),
+                    2 => Next::Retry { run_at: at(100) },
+                    3 => Next::Retry { run_at: at(9_000) },
+                    _ => Next::Requeue,
+                },
+            })
+            .collect();
+        // The same attempt twice (the second is refused) and an attempt never made.
+        completions.push(completions[0].clone());
+        completions.push(Completion {
+            attempt_id: fabric_store::AttemptId::from("no-such-attempt"),
+            attempt: Attempt::new(Outcome::Ok),
+            next: Next::Finish(TaskState::Succeeded),
+        });
+        let done = store
+            .task_complete(TaskCompleteParams {
+                completions,
+                now: at(120),
+            })
+            .await
+            .unwrap();
+        let n = done.len();
+        assert!(done[0].accepted && !done[n - 2].accepted);
+        assert_eq!(done[n - 2].state, Some(TaskState::Succeeded));
+        assert_eq!(
+            (done[n - 1].accepted, done[n - 1].task_id.clone()),
+            (false, None)
+        );
+        assert_counts_match(&path);
+
+        let running = store.task_claim(claim(6, at(130))).await.unwrap();
+        store
+            .task_heartbeat(TaskHeartbeatParams {
+                attempt_ids: running.iter().map(|c| c.attempt_id.clone()).collect(),
+                lease_until: at(20_000),
+                now: at(140),
+            })
+            .await
+            .unwrap();
+        store
+            .task_rescue(TaskRescueParams {
+                now: at(60_000),
+                max: 100,
+                jitter: |_| 0,
+            })
+            .await
+            .unwrap();
+        assert_counts_match(&path);
+        store
+            .task_promote(TaskPromoteParams {
+                now: at(60_000),
+                max: 100,
+            })
+            .await
+            .unwrap();
+        store
+            .task_expire(TaskExpireParams {
+                now: at(60_000),
+                max: 100,
+            })
+            .await
+            .unwrap();
+        assert_counts_match(&path);
+        let pruned = store
+            .task_prune(TaskPruneParams {
+                finished_before: at(1 << 40),
+                max: 1_000,
+            })
+            .await
+            .unwrap();
+        assert!(pruned > 0);
+        assert_counts_match(&path);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fabric.db");
+        let module = ModuleId::of(b"m");
+        {
+            let mut conn = open_write_connection(&path, &SqliteOptions::default()).unwrap();
+            schema::migrate_to(&mut conn, 1).unwrap();
+            for (id, tenant, priority, state) in [
+                ("T1", "acme", 2, "queued"),
+                ("T2", "acme", 2, "succeeded"),
+                ("T3", "globex", 4, "queued"),
+                ("T4", "acme", 0, "queued"),
+            ] {
+                conn.execute(
+                    "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
+                        timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms,
+                        retry_on, env, labels, created_at, sort_key)
+                     VALUES (?1, ?2, ?3, x'00', ?4, ?5, 1, 1, 1, 1, 1, 3, 1, 1, 'exit', '{}', '{}', 0, ?4)",
+                    params![id, tenant, module.to_string(), priority, state],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let all = store.stats(StatsParams::default()).await.unwrap();
+        assert_eq!(
+            (all.queued_by_priority, all.succeeded),
+            ([1, 0, 1, 0, 1], 1)
+        );
+        let acme = store
+            .stats(StatsParams {
+                tenant: Some("acme".into()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(acme.queued(), 2);
+        let claimed = store
+            .task_claim(fabric_store::TaskClaimParams {
+                node: "n".into(),
+                max: 1,
+                lease: std::time::Duration::from_secs(10),
+                now: from_millis(1),
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed[0].task_id.as_str(), "T4");
+        assert_eq!(store.integrity_check().await.unwrap(), ["ok"]);
+        assert_counts_match(&path);
+
+        // The rewritten CHECK refuses what the old one refused.
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'tasks'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            sql.contains("OR state = 'expired')") && !sql.contains("state IN"),
+            "{sql}"
+        );
+        let refused = conn
+            .execute("UPDATE tasks SET state = 'lost' WHERE id = 'T1'", [])
+            .unwrap_err();
+        assert_eq!(
+            refused.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation)
         );
     }
 }

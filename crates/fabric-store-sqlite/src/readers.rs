@@ -49,6 +49,7 @@ impl Readers {
             .map_err(db_err("set busy_timeout"))?;
         conn.pragma_update(None, "query_only", true)
             .map_err(db_err("set query_only"))?;
+        crate::prepare_connection(&conn)?;
         Ok(conn)
     }
 

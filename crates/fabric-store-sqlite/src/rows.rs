@@ -308,50 +308,65 @@ pub(crate) fn load_tasks(
         .collect()
 }
 
-/// The columns [`claimed_task`] expects: [`TASK_COLUMNS`], then the attempt's number and id.
-pub(crate) const CLAIMED_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, \
-     timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, \
-     run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, attempt_count, \
-     current_attempt";
+/// The columns [`raw_candidate`] expects: [`TASK_COLUMNS`], then the attempts counted so far
+/// and the row's rowid.
+pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
+     memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
+     idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
+     attempt_count, rowid";
 
-/// A task row just claimed, selected (or returned) with [`CLAIMED_COLUMNS`], before its texts
-/// are parsed.
-pub(crate) struct RawClaimed {
+/// A queued task about to be claimed, as stored.
+pub(crate) struct RawCandidate {
     task: RawTask,
-    attempt_number: i64,
-    attempt_id: String,
+    attempt_count: i64,
+    pub rowid: i64,
 }
 
-pub(crate) fn raw_claimed(row: &Row<'_>) -> rusqlite::Result<RawClaimed> {
-    Ok(RawClaimed {
+pub(crate) fn raw_candidate(row: &Row<'_>) -> rusqlite::Result<RawCandidate> {
+    Ok(RawCandidate {
         task: raw_task(row)?,
-        attempt_number: row.get(24)?,
-        attempt_id: row.get(25)?,
+        attempt_count: row.get(24)?,
+        rowid: row.get(25)?,
     })
 }
 
-impl RawClaimed {
-    /// The task's id, as stored.
-    pub(crate) fn task_id(&self) -> &str {
+impl RawCandidate {
+    pub(crate) fn id(&self) -> &str {
         &self.task.id
     }
 
-    /// What the worker of a claimed task needs.
+    pub(crate) fn tenant(&self) -> &str {
+        &self.task.tenant
+    }
+
+    pub(crate) fn priority(&self) -> i64 {
+        self.task.priority
+    }
+
+    pub(crate) fn deadline(&self) -> Option<i64> {
+        self.task.deadline
+    }
+
+    /// The number of the attempt a claim now starts.
+    pub(crate) fn next_attempt(&self) -> i64 {
+        self.attempt_count.saturating_add(1)
+    }
+
+    /// What the worker of the claimed task needs, under attempt `attempt_id`.
     pub(crate) fn into_claimed(
         self,
+        attempt_id: AttemptId,
         claimed_at: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> Result<ClaimedTask, StoreError> {
-        let attempt_number = u32::try_from(self.attempt_number).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "task {} has {} attempts",
-                self.task.id, self.attempt_number
-            ))
+        let number = self.next_attempt();
+        let attempt_number = u32::try_from(number).map_err(|_| {
+            StoreError::Corrupt(format!("task {} has {number} attempts", self.task.id))
         })?;
         let task = self.task.into_record()?;
         Ok(ClaimedTask {
             task_id: task.id,
-            attempt_id: AttemptId::from(self.attempt_id),
+            attempt_id,
             attempt_number,
             tenant: task.tenant,
             module: task.module,

@@ -5,27 +5,51 @@ use rusqlite::Connection;
 
 use crate::db_err;
 
+/// One migration: a SQL file applied in a transaction of its own.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+    /// It edits `sqlite_schema` directly (under `writable_schema`), so the schema version
+    /// must change for connections to reload the schema, as `ALTER` and `CREATE` do.
+    edits_schema_table: bool,
+}
+
 /// Every migration, in order; the database's `user_version` is the number of the last one
 /// applied.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "0001_initial.sql",
-        include_str!("../migrations/0001_initial.sql"),
-    ),
-    (
-        2,
-        "0002_cheaper_state_changes.sql",
-        include_str!("../migrations/0002_cheaper_state_changes.sql"),
-    ),
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial.sql",
+        sql: include_str!("../migrations/0001_initial.sql"),
+        edits_schema_table: false,
+    },
+    Migration {
+        version: 2,
+        name: "0002_cheaper_state_changes.sql",
+        sql: include_str!("../migrations/0002_cheaper_state_changes.sql"),
+        edits_schema_table: false,
+    },
+    Migration {
+        version: 3,
+        name: "0003_state_check_without_temp_btree.sql",
+        sql: include_str!("../migrations/0003_state_check_without_temp_btree.sql"),
+        edits_schema_table: true,
+    },
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// Brings the database up to [`SCHEMA_VERSION`], each migration in its own transaction.
-/// Refuses a database written by a newer build.
+/// Refuses a database written by a newer build. Open a new connection afterwards: this one
+/// may hold the schema as it was before.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Applies the migrations up to `target` (tests build old databases with it).
+pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), StoreError> {
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(db_err("read the schema version"))?;
@@ -35,7 +59,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    for &(version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > found) {
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|m| m.version > found && m.version <= target);
+    for migration in pending {
+        let name = migration.name;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err(format!("begin migration {name}")))?;
@@ -43,12 +71,19 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let now: i64 = tx
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(db_err("read the schema version"))?;
-        if now >= version {
+        if now >= migration.version {
             continue;
         }
-        tx.execute_batch(sql)
+        tx.execute_batch(migration.sql)
             .map_err(db_err(format!("apply migration {name}")))?;
-        tx.pragma_update(None, "user_version", version)
+        if migration.edits_schema_table {
+            let schema: i64 = tx
+                .query_row("PRAGMA schema_version", [], |row| row.get(0))
+                .map_err(db_err("read the schema cookie"))?;
+            tx.pragma_update(None, "schema_version", schema + 1)
+                .map_err(db_err(format!("record migration {name}")))?;
+        }
+        tx.pragma_update(None, "user_version", migration.version)
             .map_err(db_err(format!("record migration {name}")))?;
         tx.commit()
             .map_err(db_err(format!("commit migration {name}")))?;

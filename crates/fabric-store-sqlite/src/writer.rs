@@ -11,6 +11,7 @@ use fabric_store::StoreError;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
+use crate::checkpoint::{self, CHECKPOINT_PAGES, Checkpointer, WRITER_CHECKPOINT_PAGES};
 use crate::counts::CountChanges;
 
 /// What a write operation sees: the connection (inside the group's transaction, inside a
@@ -53,9 +54,10 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
+    /// Starts the writer thread on `conn`; `checkpointer` takes the WAL checkpoints.
     pub(crate) fn start(
         conn: Connection,
+        checkpointer: Checkpointer,
         max_batch: usize,
         aging_step_ms: u64,
         ready: watch::Sender<u64>,
@@ -66,8 +68,10 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("fabric-sqlite-writer".into())
             .spawn(move || {
+                checkpoint::watch_wal(&conn);
                 run(
                     conn,
+                    &checkpointer,
                     rx,
                     max_batch.max(1),
                     aging_step_ms,
@@ -155,11 +159,26 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// The writer thread: take the first job, everything else pending up to `max_batch`, run
-/// them all in one transaction (each in its own savepoint so one failure does not undo the
-/// others), commit once, then answer every caller.
+/// How one job went inside the group's transaction.
+enum Ran {
+    /// Applied (or rolled back to its own savepoint): its reply, if it did not panic, waits
+    /// for the commit.
+    Kept(Option<Reply>),
+    /// It failed as the first job of the transaction, which was rolled back whole.
+    RolledBack,
+    /// It failed and SQLite rolled back the whole transaction with it (an I/O error, a full
+    /// disk): the jobs before it lost their writes too.
+    TransactionLost,
+}
+
+/// The writer thread: take the first job, run it in a new transaction, let every job that
+/// is pending (or arrives meanwhile) join it up to `max_batch`, commit once, then answer
+/// every caller. Each job after the first runs in its own savepoint, so its failure does
+/// not undo the others; the first needs none (if it fails, the transaction holds nothing
+/// else and is rolled back whole).
 fn run(
     conn: Connection,
+    checkpointer: &Checkpointer,
     rx: mpsc::Receiver<Job>,
     max_batch: usize,
     aging_step_ms: u64,
@@ -167,18 +186,13 @@ fn run(
     counters: &Counters,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = Vec::with_capacity(max_batch.min(64));
-        jobs.push(first);
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             let e = Arc::new(e);
             tracing::warn!(error = %e, "SQLite writer could not begin a transaction");
-            for job in jobs {
+            // This job and those already waiting fail; later ones try again.
+            let (_, reply) = first(Err(&e));
+            reply(None);
+            while let Ok(job) = rx.try_recv() {
                 let (_, reply) = job(Err(&e));
                 reply(None);
             }
@@ -190,33 +204,36 @@ fn run(
             made_ready: false,
             counts: CountChanges::default(),
         };
-        let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let ready_before = ctx.made_ready;
-            if let Err(e) = exec(&conn, "SAVEPOINT op") {
-                let (_, reply) = job(Err(&Arc::new(e)));
-                replies.push(reply);
-                continue;
-            }
-            match catch_unwind(AssertUnwindSafe(|| job(Ok(&mut ctx)))) {
-                Ok((true, reply)) => {
-                    let _ = exec(&conn, "RELEASE op");
-                    replies.push(reply);
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut jobs = 0;
+        let mut next = Some(first);
+        let mut open = true;
+        while let Some(job) = next.take() {
+            jobs += 1;
+            match run_job(&mut ctx, job, jobs > 1) {
+                Ran::Kept(reply) => replies.extend(reply),
+                Ran::RolledBack => {
+                    open = false;
+                    break;
                 }
-                Ok((false, reply)) => {
-                    ctx.made_ready = ready_before;
-                    let _ = exec(&conn, "ROLLBACK TO op");
-                    let _ = exec(&conn, "RELEASE op");
-                    replies.push(reply);
-                }
-                Err(_) => {
-                    // The job's reply channel was dropped with it: its caller gets `Closed`.
-                    ctx.made_ready = ready_before;
-                    tracing::error!("a SQLite write operation panicked; it was rolled back");
-                    let _ = exec(&conn, "ROLLBACK TO op");
-                    let _ = exec(&conn, "RELEASE op");
+                Ran::TransactionLost => {
+                    let lost = Arc::new(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some("the group transaction was rolled back by a failing operation".into()),
+                    ));
+                    for reply in replies.drain(..) {
+                        reply(Some(&lost));
+                    }
+                    open = false;
+                    break;
                 }
             }
+            if jobs < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !open {
+            continue;
         }
         let made_ready = ctx.made_ready;
         let commit = exec(&conn, "COMMIT").map_err(Arc::new);
@@ -236,5 +253,186 @@ fn run(
         for reply in replies {
             reply(commit_error.as_ref());
         }
+        // After the callers have their answers: a large WAL is checkpointed (see `checkpoint`).
+        let pages = checkpoint::wal_pages();
+        if pages >= WRITER_CHECKPOINT_PAGES {
+            if let Err(e) = checkpoint::checkpoint(&conn) {
+                tracing::warn!(error = %e, pages, "SQLite WAL checkpoint failed");
+            }
+        } else if pages >= CHECKPOINT_PAGES {
+            checkpointer.request();
+        }
+    }
+}
+
+/// Runs one job in the open transaction, in a savepoint of its own when `savepoint` (it is
+/// not the first).
+fn run_job(ctx: &mut WriteCtx<'_>, job: Job, savepoint: bool) -> Ran {
+    let conn = ctx.conn;
+    if savepoint && let Err(e) = exec(conn, "SAVEPOINT op") {
+        let (_, reply) = job(Err(&Arc::new(e)));
+        return Ran::Kept(Some(reply));
+    }
+    let ready_before = ctx.made_ready;
+    let (ok, reply) = match catch_unwind(AssertUnwindSafe(|| job(Ok(&mut *ctx)))) {
+        Ok((ok, reply)) => (ok, Some(reply)),
+        Err(_) => {
+            // The job's reply channel was dropped with it: its caller gets `Closed`.
+            tracing::error!("a SQLite write operation panicked; it was rolled back");
+            (false, None)
+        }
+    };
+    if ok {
+        if savepoint {
+            let _ = exec(conn, "RELEASE op");
+        }
+        return Ran::Kept(reply);
+    }
+    ctx.made_ready = ready_before;
+    // SQLite rolls the whole transaction back on its own after some errors (I/O, full disk).
+    let whole = conn.is_autocommit();
+    if savepoint && !whole {
+        let _ = exec(conn, "ROLLBACK TO op");
+        let _ = exec(conn, "RELEASE op");
+        return Ran::Kept(reply);
+    }
+    if !whole {
+        let _ = exec(conn, "ROLLBACK");
+    }
+    if let Some(reply) = reply {
+        reply(None);
+    }
+    if savepoint {
+        Ran::TransactionLost
+    } else {
+        Ran::RolledBack
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Waker};
+
+    use super::*;
+
+    /// A writer on a fresh database with one table `t (x INTEGER NOT NULL)`.
+    fn writer(dir: &tempfile::TempDir) -> (Writer, std::path::PathBuf) {
+        let path = dir.path().join("w.db");
+        let options = crate::SqliteOptions::default();
+        let conn = crate::open_write_connection(&path, &options).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")
+            .unwrap();
+        let checkpointer = Checkpointer::start(&path, options.busy_timeout).unwrap();
+        let (ready, _) = watch::channel(0);
+        let writer = Writer::start(conn, checkpointer, 256, 1, ready).unwrap();
+        (writer, path)
+    }
+
+    fn insert(ctx: &WriteCtx<'_>, x: i64) -> Result<(), StoreError> {
+        ctx.conn
+            .execute("INSERT INTO t (x) VALUES (?1)", [x])
+            .map(drop)
+            .map_err(crate::db_err("insert"))
+    }
+
+    fn stored(path: &std::path::Path) -> Vec<i64> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Polls `future` once, which queues its write, and hands it back to be awaited.
+    fn queue<F: Future + Unpin>(future: F) -> F {
+        let mut future = future;
+        let polled = Pin::new(&mut future).poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            polled.is_pending(),
+            "the write finished before it was queued"
+        );
+        future
+    }
+
+    /// Queues a write that blocks the writer thread until `release` is sent, so that the
+    /// writes queued meanwhile join its transaction.
+    fn blocker(
+        writer: &Writer,
+    ) -> (
+        impl Future<Output = Result<(), StoreError>> + Unpin + '_,
+        mpsc::Sender<()>,
+    ) {
+        let (release, wait) = mpsc::channel::<()>();
+        let write = Box::pin(writer.write("blocker", move |ctx| {
+            wait.recv().unwrap();
+            insert(ctx, 0)
+        }));
+        (queue(write), release)
+    }
+
+    #[tokio::test]
+    async fn a_failing_first_operation_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir);
+        let failed = writer
+            .write("fails", |ctx| {
+                insert(ctx, 1)?;
+                Err::<(), _>(StoreError::InvalidArgument("no".into()))
+            })
+            .await;
+        assert!(matches!(failed, Err(StoreError::InvalidArgument(_))));
+        writer.write("ok", |ctx| insert(ctx, 2)).await.unwrap();
+        assert_eq!(stored(&path), [2]);
+    }
+
+    #[tokio::test]
+    async fn writes_queued_meanwhile_join_the_transaction_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir);
+        let (first, release) = blocker(&writer);
+        let failing = queue(Box::pin(writer.write("fails", |ctx| {
+            insert(ctx, 1)?;
+            Err::<(), _>(StoreError::InvalidArgument("no".into()))
+        })));
+        let panicking = queue(Box::pin(writer.write("panics", |ctx| {
+            insert(ctx, 2)?;
+            panic!("a bug in an operation")
+        })));
+        let last = queue(Box::pin(writer.write("ok", |ctx| insert(ctx, 3))));
+        release.send(()).unwrap();
+        first.await.unwrap();
+        assert!(matches!(failing.await, Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            panicking.await,
+            Err::<(), _>(StoreError::Closed(_))
+        ));
+        last.await.unwrap();
+        assert_eq!(stored(&path), [0, 3]);
+        // One transaction, three operations (the panicked one has no caller left to count).
+        assert_eq!(writer.counts(), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn an_operation_that_ends_the_transaction_fails_the_ones_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir);
+        let (first, release) = blocker(&writer);
+        // As SQLite does on its own after some errors (a full disk, an I/O error).
+        let rolling_back = queue(Box::pin(writer.write("rolls back", |ctx| {
+            ctx.conn.execute_batch("ROLLBACK").unwrap();
+            Err::<(), _>(StoreError::Closed("gone".into()))
+        })));
+        let after = queue(Box::pin(writer.write("ok", |ctx| insert(ctx, 2))));
+        release.send(()).unwrap();
+        assert!(
+            matches!(first.await, Err(StoreError::Unavailable { .. })),
+            "a write lost with its transaction was reported as stored"
+        );
+        assert!(rolling_back.await.is_err());
+        after.await.unwrap();
+        assert_eq!(stored(&path), [2]);
     }
 }

@@ -1,9 +1,12 @@
 //! Every write of the store, as a function over the writer's connection; each runs inside
-//! the group transaction and its own savepoint (see `writer`). The hot paths (claim,
-//! complete, heartbeat) handle a whole batch in a few statements, passing ids as one JSON
-//! array, and every change of a task's state also changes its count (see `counts`).
+//! the group transaction and, unless it is the transaction's first, a savepoint of its own
+//! (see `writer`). Rows found by a statement are changed by their rowid, one statement per
+//! row: such single-row statements need no statement journal and no temporary tables, which
+//! makes them cheaper than one statement over the whole batch. Every change of a task's state
+//! also changes its count (see `counts`).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::LazyLock;
 
 use fabric_store::{
@@ -13,70 +16,80 @@ use fabric_store::{
     TaskRescueParams, claim_sort_key, from_millis,
 };
 use fabric_types::{Attempt, Outcome, RetryPolicy, TaskState};
+use rusqlite::types::Value;
+use rusqlite::vtab::array::Array;
 use rusqlite::{OptionalExtension, params};
-use time::OffsetDateTime;
 
 use crate::db_err;
 use crate::rows::{
-    CLAIMED_COLUMNS, MODULE_COLUMNS, RawClaimed, load_task, map_json, module_info, ms,
-    parse_priority, parse_state, raw_claimed, read_module_info, retry_on_text, to_i64,
+    CANDIDATE_COLUMNS, MODULE_COLUMNS, RawCandidate, load_task, map_json, module_info, ms,
+    parse_priority, parse_state, raw_candidate, read_module_info, retry_on_text, to_i64,
 };
 use crate::writer::WriteCtx;
 
-/// The first queued tasks in claim order, with their deadlines.
-pub(crate) const CANDIDATES: &str = "SELECT id, deadline FROM tasks INDEXED BY tasks_claim
-     WHERE state = 'queued' ORDER BY sort_key, id LIMIT ?1";
+/// Stores one new task.
+pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
+        timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key,
+        run_at, deadline, env, labels, created_at, sort_key)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
 
-/// Ends every task of a JSON array of ids in one terminal state.
-pub(crate) const FINISH_MANY: &str =
-    "UPDATE tasks SET state = ?2, finished_at = ?3, current_attempt = NULL, lease_until = NULL
-     WHERE id IN (SELECT value FROM json_each(?1))
-     RETURNING tenant, priority";
-
-/// Claims the tasks of a JSON array of `[task id, attempt id]` pairs, returning what their
-/// workers need.
-pub(crate) static CLAIM: LazyLock<String> = LazyLock::new(|| {
+/// The first queued tasks in claim order, whole.
+pub(crate) static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE tasks SET state = 'running', attempt_count = attempt_count + 1, current_attempt = c.attempt,
-            lease_until = ?2, started_at = COALESCE(started_at, ?3)
-         FROM (SELECT value ->> 0 AS task, value ->> 1 AS attempt FROM json_each(?1)) AS c
-         WHERE tasks.id = c.task AND +tasks.state = 'queued'
-         RETURNING {CLAIMED_COLUMNS}"
+        "SELECT {CANDIDATE_COLUMNS} FROM tasks INDEXED BY tasks_claim
+         WHERE state = 'queued' ORDER BY sort_key, id LIMIT ?1"
     )
 });
 
-/// Records the attempts of a JSON array of `[attempt id, task id, number]`.
-pub(crate) const NEW_ATTEMPTS: &str =
+/// Moves one queued task to `running` under a new attempt.
+pub(crate) const CLAIM: &str =
+    "UPDATE tasks SET state = 'running', attempt_count = ?2, current_attempt = ?3,
+        lease_until = ?4, started_at = COALESCE(started_at, ?5)
+     WHERE rowid = ?1";
+
+/// Records a new attempt.
+pub(crate) const NEW_ATTEMPT: &str =
     "INSERT INTO attempts (id, task_id, number, node, claimed_at, lease_until)
-     SELECT value ->> 0, value ->> 1, value ->> 2, ?2, ?3, ?4 FROM json_each(?1)";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-/// Renews the leases on the tasks of a JSON array of attempt ids, where still held. (The
-/// unary `+` keeps the planner from scanning every running task through `tasks_lease`.)
-pub(crate) const RENEW_TASKS: &str = "UPDATE tasks SET lease_until = ?2
-     WHERE id IN (SELECT a.task_id FROM json_each(?1) AS j CROSS JOIN attempts AS a ON a.id = j.value)
-        AND current_attempt IN (SELECT value FROM json_each(?1)) AND +state = 'running'
-     RETURNING current_attempt, cancel_requested";
-
-/// Renews the leases of a JSON array of attempt ids.
-pub(crate) const RENEW_ATTEMPTS: &str =
-    "UPDATE attempts SET lease_until = ?2 WHERE id IN (SELECT value FROM json_each(?1))";
-
-/// Where the tasks of a JSON array of attempt ids stand, by position in the array.
+/// Where the tasks of an array of attempt ids stand, by position in the array (from 1).
 pub(crate) const HOLDERS: &str =
-    "SELECT j.key, t.id, t.tenant, t.priority, t.state, t.current_attempt, t.cancel_requested
-     FROM json_each(?1) AS j CROSS JOIN attempts AS a ON a.id = j.value
+    "SELECT j.rowid, t.rowid, a.rowid, t.id, t.tenant, t.priority, t.state,
+        t.current_attempt, t.cancel_requested
+     FROM rarray(?1) AS j CROSS JOIN attempts AS a ON a.id = j.value
         CROSS JOIN tasks AS t ON t.id = a.task_id";
 
 /// Records how one attempt ended.
-pub(crate) const END_ATTEMPT: &str = "UPDATE attempts SET lease_until = NULL, outcome = ?2, exit_code = ?3, trap = ?4, error = ?5, output = ?6,
-        stderr = ?7, output_truncated = ?8, stderr_truncated = ?9, fuel_consumed = ?10,
+pub(crate) const END_ATTEMPT: &str =
+    "UPDATE attempts SET lease_until = NULL, outcome = ?2, exit_code = ?3, trap = ?4, error = ?5,
+        output = ?6, stderr = ?7, output_truncated = ?8, stderr_truncated = ?9, fuel_consumed = ?10,
         peak_memory_bytes = ?11, wall_ms = ?12, started_at = ?13, finished_at = ?14
-     WHERE id = ?1";
+     WHERE rowid = ?1";
 
-/// A JSON array of strings, the way a batch of ids is handed to one statement
-/// (`json_each(?)`).
-fn json_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
-    serde_json::to_string(&ids.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+/// Moves one task to a terminal state.
+pub(crate) const FINISH: &str =
+    "UPDATE tasks SET state = ?2, finished_at = ?3, current_attempt = NULL, lease_until = NULL
+     WHERE rowid = ?1";
+
+/// Renews the leases on the tasks of an array of attempt ids, where still held. (The
+/// unary `+` keeps the planner from scanning every running task through `tasks_lease`.)
+pub(crate) const RENEW_TASKS: &str = "UPDATE tasks SET lease_until = ?2
+     WHERE id IN (SELECT a.task_id FROM rarray(?1) AS j CROSS JOIN attempts AS a ON a.id = j.value)
+        AND current_attempt IN rarray(?1) AND +state = 'running'
+     RETURNING current_attempt, cancel_requested";
+
+/// Renews the leases of an array of attempt ids.
+pub(crate) const RENEW_ATTEMPTS: &str =
+    "UPDATE attempts SET lease_until = ?2 WHERE id IN rarray(?1)";
+
+/// A batch of ids handed to one statement as `rarray(?)`.
+fn array<T: Into<String>>(items: impl IntoIterator<Item = T>) -> Array {
+    Rc::new(
+        items
+            .into_iter()
+            .map(|item| Value::Text(item.into()))
+            .collect(),
+    )
 }
 
 /// `module_put`: insert or keep the module, move its name.
@@ -125,12 +138,7 @@ pub(crate) fn task_insert(
         .map_err(db_err("look up an idempotency key"))?;
     let mut insert = ctx
         .conn
-        .prepare_cached(
-            "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms,
-                output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key,
-                run_at, deadline, env, labels, created_at, sort_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-        )
+        .prepare_cached(INSERT_TASK)
         .map_err(db_err("insert a task"))?;
     for (i, task) in p.tasks.into_iter().enumerate() {
         if task.tenant.is_empty() {
@@ -205,6 +213,7 @@ pub(crate) fn task_insert(
 
 /// A task as a change of its state needs it: the row, and what its count is kept by.
 struct TaskKey {
+    rowid: i64,
     id: String,
     tenant: String,
     priority: i64,
@@ -219,38 +228,11 @@ fn finish(
     now: i64,
 ) -> Result<(), StoreError> {
     ctx.conn
-        .prepare_cached(
-            "UPDATE tasks SET state = ?2, finished_at = ?3, current_attempt = NULL, lease_until = NULL WHERE id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![task.id, state.as_str(), now]))
+        .prepare_cached(FINISH)
+        .and_then(|mut s| s.execute(params![task.rowid, state.as_str(), now]))
         .map_err(db_err("finish a task"))?;
     ctx.counts
         .moved(&task.tenant, task.priority, task.state, state);
-    Ok(())
-}
-
-/// Moves every task in `ids` from `from` to the terminal `state` at `now`, in one statement.
-fn finish_many(
-    ctx: &mut WriteCtx<'_>,
-    ids: &[&str],
-    from: TaskState,
-    state: TaskState,
-    now: i64,
-) -> Result<(), StoreError> {
-    let moved: Vec<(String, i64)> = ctx
-        .conn
-        .prepare_cached(FINISH_MANY)
-        .and_then(|mut s| {
-            s.query_map(
-                params![json_ids(ids.iter().copied()), state.as_str(), now],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?
-            .collect()
-        })
-        .map_err(db_err("finish tasks"))?;
-    for (tenant, priority) in moved {
-        ctx.counts.moved(&tenant, priority, from, state);
-    }
     Ok(())
 }
 
@@ -263,9 +245,10 @@ fn enqueue(ctx: &mut WriteCtx<'_>, task: &TaskKey, enqueued_at: i64) -> Result<(
     );
     ctx.conn
         .prepare_cached(
-            "UPDATE tasks SET state = 'queued', sort_key = ?2, current_attempt = NULL, lease_until = NULL WHERE id = ?1",
+            "UPDATE tasks SET state = 'queued', sort_key = ?2, current_attempt = NULL, lease_until = NULL
+             WHERE rowid = ?1",
         )
-        .and_then(|mut s| s.execute(params![task.id, key]))
+        .and_then(|mut s| s.execute(params![task.rowid, key]))
         .map_err(db_err("queue a task"))?;
     ctx.counts
         .moved(&task.tenant, task.priority, task.state, TaskState::Queued);
@@ -277,9 +260,10 @@ fn enqueue(ctx: &mut WriteCtx<'_>, task: &TaskKey, enqueued_at: i64) -> Result<(
 fn schedule(ctx: &mut WriteCtx<'_>, task: &TaskKey, run_at: i64) -> Result<(), StoreError> {
     ctx.conn
         .prepare_cached(
-            "UPDATE tasks SET state = 'scheduled', run_at = ?2, current_attempt = NULL, lease_until = NULL WHERE id = ?1",
+            "UPDATE tasks SET state = 'scheduled', run_at = ?2, current_attempt = NULL, lease_until = NULL
+             WHERE rowid = ?1",
         )
-        .and_then(|mut s| s.execute(params![task.id, run_at]))
+        .and_then(|mut s| s.execute(params![task.rowid, run_at]))
         .map_err(db_err("schedule a task"))?;
     ctx.counts.moved(
         &task.tenant,
@@ -305,92 +289,67 @@ pub(crate) fn task_claim(
         )));
     }
     let lease_until = now.saturating_add(lease_ms);
+    let lease = from_millis(lease_until);
     let mut claimed = Vec::with_capacity(p.max.min(1024));
     while claimed.len() < p.max {
         let want = i64::try_from(p.max - claimed.len()).unwrap_or(i64::MAX);
-        let candidates: Vec<(String, Option<i64>)> = ctx
+        let candidates: Vec<RawCandidate> = ctx
             .conn
-            .prepare_cached(CANDIDATES)
-            .and_then(|mut s| {
-                s.query_map([want], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
-            })
+            .prepare_cached(&CANDIDATES)
+            .and_then(|mut s| s.query_map([want], raw_candidate)?.collect())
             .map_err(db_err("find queued tasks"))?;
         if candidates.is_empty() {
             break;
         }
-        let (expired, live): (Vec<_>, Vec<_>) = candidates
-            .iter()
-            .map(|(id, deadline)| (id.as_str(), deadline))
-            .partition(|(_, deadline)| deadline.is_some_and(|d| d < now));
-        if !expired.is_empty() {
-            let ids: Vec<&str> = expired.into_iter().map(|(id, _)| id).collect();
-            finish_many(ctx, &ids, TaskState::Queued, TaskState::Expired, now)?;
-        }
-        if !live.is_empty() {
-            let ids: Vec<&str> = live.into_iter().map(|(id, _)| id).collect();
-            claim_batch(ctx, &ids, &p.node, p.now, lease_until, &mut claimed)?;
+        for task in candidates {
+            let key = TaskKey {
+                rowid: task.rowid,
+                id: task.id().to_owned(),
+                tenant: task.tenant().to_owned(),
+                priority: task.priority(),
+                state: TaskState::Queued,
+            };
+            if task.deadline().is_some_and(|d| d < now) {
+                finish(ctx, &key, TaskState::Expired, now)?;
+                continue;
+            }
+            let attempt = AttemptId::generate(p.now);
+            let number = task.next_attempt();
+            ctx.conn
+                .prepare_cached(CLAIM)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        key.rowid,
+                        number,
+                        attempt.as_str(),
+                        lease_until,
+                        now
+                    ])
+                })
+                .map_err(db_err("claim a task"))?;
+            ctx.conn
+                .prepare_cached(NEW_ATTEMPT)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        attempt.as_str(),
+                        key.id,
+                        number,
+                        p.node,
+                        now,
+                        lease_until
+                    ])
+                })
+                .map_err(db_err("record an attempt"))?;
+            ctx.counts.moved(
+                &key.tenant,
+                key.priority,
+                TaskState::Queued,
+                TaskState::Running,
+            );
+            claimed.push(task.into_claimed(attempt, p.now, lease)?);
         }
     }
     Ok(claimed)
-}
-
-/// Moves the queued tasks `ids` to `running`, each under a new attempt, in two statements,
-/// and appends them to `out` in the order of `ids`.
-fn claim_batch(
-    ctx: &mut WriteCtx<'_>,
-    ids: &[&str],
-    node: &str,
-    claimed_at: OffsetDateTime,
-    lease_until: i64,
-    out: &mut Vec<ClaimedTask>,
-) -> Result<(), StoreError> {
-    let now = ms(claimed_at);
-    let attempts: Vec<AttemptId> = ids
-        .iter()
-        .map(|_| AttemptId::generate(claimed_at))
-        .collect();
-    let pairs: Vec<[&str; 2]> = ids
-        .iter()
-        .zip(&attempts)
-        .map(|(task, attempt)| [*task, attempt.as_str()])
-        .collect();
-    let pairs = serde_json::to_string(&pairs)
-        .map_err(|e| StoreError::InvalidArgument(format!("claim ids: {e}")))?;
-    let mut rows: Vec<RawClaimed> = ctx
-        .conn
-        .prepare_cached(&CLAIM)
-        .and_then(|mut s| {
-            s.query_map(params![pairs, lease_until, now], raw_claimed)?
-                .collect()
-        })
-        .map_err(db_err("claim tasks"))?;
-    // RETURNING gives rows in no promised order; hand them out in claim order.
-    let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    rows.sort_by_key(|row| order.get(row.task_id()).copied().unwrap_or(usize::MAX));
-    let lease = from_millis(lease_until);
-    let start = out.len();
-    for row in rows {
-        let task = row.into_claimed(claimed_at, lease)?;
-        ctx.counts.moved(
-            &task.tenant,
-            i64::from(task.priority.rank()),
-            TaskState::Queued,
-            TaskState::Running,
-        );
-        out.push(task);
-    }
-    let records: Vec<(&str, &str, u32)> = out[start..]
-        .iter()
-        .map(|t| (t.attempt_id.as_str(), t.task_id.as_str(), t.attempt_number))
-        .collect();
-    let records = serde_json::to_string(&records)
-        .map_err(|e| StoreError::InvalidArgument(format!("attempt records: {e}")))?;
-    ctx.conn
-        .prepare_cached(NEW_ATTEMPTS)
-        .and_then(|mut s| s.execute(params![records, node, now, lease_until]))
-        .map_err(db_err("record attempts"))?;
-    Ok(())
 }
 
 /// `task_heartbeat`: renew the leases still held.
@@ -415,7 +374,7 @@ pub(crate) fn task_heartbeat(
         .and_then(|mut s| {
             s.query_map(
                 params![
-                    json_ids(p.attempt_ids.iter().map(AttemptId::as_str)),
+                    array(p.attempt_ids.iter().map(AttemptId::as_str)),
                     lease_until
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -428,12 +387,7 @@ pub(crate) fn task_heartbeat(
     }
     ctx.conn
         .prepare_cached(RENEW_ATTEMPTS)
-        .and_then(|mut s| {
-            s.execute(params![
-                json_ids(held.keys().map(String::as_str)),
-                lease_until
-            ])
-        })
+        .and_then(|mut s| s.execute(params![array(held.keys().map(String::as_str)), lease_until]))
         .map_err(db_err("renew leases"))?;
     for attempt in p.attempt_ids {
         let Some(&cancel) = held.get(attempt.as_str()) else {
@@ -448,12 +402,12 @@ pub(crate) fn task_heartbeat(
 }
 
 /// Writes how an attempt ended and ends its lease.
-fn record_attempt(ctx: &WriteCtx<'_>, attempt_id: &str, a: &Attempt) -> Result<(), StoreError> {
+fn record_attempt(ctx: &WriteCtx<'_>, attempt_rowid: i64, a: &Attempt) -> Result<(), StoreError> {
     ctx.conn
         .prepare_cached(END_ATTEMPT)
         .and_then(|mut s| {
             s.execute(params![
-                attempt_id,
+                attempt_rowid,
                 a.outcome.as_str(),
                 a.exit_code,
                 a.trap,
@@ -500,57 +454,74 @@ pub(crate) fn task_complete(
         }
     }
     let now = ms(p.now);
-    // Where each completion's task stands, found through the attempt's primary key.
-    type Row = (i64, String, String, i64, String, Option<String>, bool);
-    let rows: Vec<Row> = ctx
-        .conn
-        .prepare_cached(HOLDERS)
-        .and_then(|mut s| {
-            s.query_map(
-                [json_ids(
-                    p.completions.iter().map(|c| c.attempt_id.as_str()),
-                )],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                },
-            )?
-            .collect()
-        })
-        .map_err(db_err("find completed attempts' tasks"))?;
-    let mut task_of: Vec<Option<String>> = vec![None; p.completions.len()];
-    let mut tasks: HashMap<String, Holder> = HashMap::with_capacity(rows.len());
-    for (i, id, tenant, priority, state, current_attempt, cancel_requested) in rows {
-        let Some(slot) = usize::try_from(i).ok().and_then(|i| task_of.get_mut(i)) else {
-            continue;
-        };
-        *slot = Some(id.clone());
-        if let std::collections::hash_map::Entry::Vacant(vacant) = tasks.entry(id.clone()) {
+    // Where each completion's task stands, found through the attempt's primary key: for each
+    // completion, its attempt's rowid and its task's id.
+    let mut found: Vec<Option<(i64, String)>> = vec![None; p.completions.len()];
+    let mut tasks: HashMap<String, Holder> = HashMap::with_capacity(p.completions.len());
+    {
+        let mut stmt = ctx
+            .conn
+            .prepare_cached(HOLDERS)
+            .map_err(db_err("find completed attempts' tasks"))?;
+        let mut rows = stmt
+            .query([array(p.completions.iter().map(|c| c.attempt_id.as_str()))])
+            .map_err(db_err("find completed attempts' tasks"))?;
+        while let Some(r) = rows
+            .next()
+            .map_err(db_err("find completed attempts' tasks"))?
+        {
+            let read = || -> rusqlite::Result<_> {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            };
+            let (position, task_rowid, attempt_rowid, id) =
+                read().map_err(db_err("find completed attempts' tasks"))?;
+            // rarray numbers its rows from 1.
+            let Some(slot) = usize::try_from(position - 1)
+                .ok()
+                .and_then(|i| found.get_mut(i))
+            else {
+                continue;
+            };
+            *slot = Some((attempt_rowid, id.clone()));
+            if tasks.contains_key(&id) {
+                continue;
+            }
+            let read = || -> rusqlite::Result<_> {
+                Ok((
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, bool>(8)?,
+                ))
+            };
+            let (tenant, priority, state, current_attempt, cancel_requested) =
+                read().map_err(db_err("find completed attempts' tasks"))?;
             let key = TaskKey {
-                id,
+                rowid: task_rowid,
+                id: id.clone(),
                 tenant,
                 priority,
                 state: parse_state(&state)?,
             };
-            vacant.insert(Holder {
+            let holder = Holder {
                 key,
                 current_attempt,
                 cancel_requested,
-            });
+            };
+            tasks.insert(id, holder);
         }
     }
 
     let mut out = Vec::with_capacity(p.completions.len());
-    let mut finished: Vec<(TaskState, Vec<String>)> = Vec::new();
-    for (c, task_id) in p.completions.into_iter().zip(task_of) {
-        let Some(task) = task_id.as_ref().and_then(|id| tasks.get_mut(id)) else {
+    for (c, found) in p.completions.into_iter().zip(found) {
+        let Some((attempt_rowid, task)) = found.and_then(|(a, id)| Some((a, tasks.get_mut(&id)?)))
+        else {
             out.push(Completed {
                 attempt_id: c.attempt_id,
                 accepted: false,
@@ -579,8 +550,8 @@ pub(crate) fn task_complete(
         let state = match next {
             Next::Requeue => {
                 ctx.conn
-                    .prepare_cached("DELETE FROM attempts WHERE id = ?1")
-                    .and_then(|mut s| s.execute([c.attempt_id.as_str()]))
+                    .prepare_cached("DELETE FROM attempts WHERE rowid = ?1")
+                    .and_then(|mut s| s.execute([attempt_rowid]))
                     .map_err(db_err("delete a requeued attempt"))?;
                 // Back to its old place in line: the sort key it had when claimed is kept.
                 ctx.conn
@@ -588,9 +559,9 @@ pub(crate) fn task_complete(
                         "UPDATE tasks SET state = 'queued', attempt_count = attempt_count - 1,
                             started_at = CASE WHEN attempt_count = 1 THEN NULL ELSE started_at END,
                             current_attempt = NULL, lease_until = NULL
-                         WHERE id = ?1",
+                         WHERE rowid = ?1",
                     )
-                    .and_then(|mut s| s.execute([&task.key.id]))
+                    .and_then(|mut s| s.execute([task.key.rowid]))
                     .map_err(db_err("requeue a task"))?;
                 ctx.counts.moved(
                     &task.key.tenant,
@@ -602,15 +573,12 @@ pub(crate) fn task_complete(
                 TaskState::Queued
             }
             Next::Finish(state) => {
-                record_attempt(ctx, c.attempt_id.as_str(), &c.attempt)?;
-                match finished.iter_mut().find(|(s, _)| *s == state) {
-                    Some((_, ids)) => ids.push(task.key.id.clone()),
-                    None => finished.push((state, vec![task.key.id.clone()])),
-                }
+                record_attempt(ctx, attempt_rowid, &c.attempt)?;
+                finish(ctx, &task.key, state, now)?;
                 state
             }
             Next::Retry { run_at } => {
-                record_attempt(ctx, c.attempt_id.as_str(), &c.attempt)?;
+                record_attempt(ctx, attempt_rowid, &c.attempt)?;
                 let run_at = ms(run_at);
                 if run_at <= now {
                     enqueue(ctx, &task.key, now)?;
@@ -630,10 +598,6 @@ pub(crate) fn task_complete(
             state: Some(state),
         });
     }
-    for (state, ids) in finished {
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        finish_many(ctx, &ids, TaskState::Running, state, now)?;
-    }
     Ok(out)
 }
 
@@ -648,7 +612,13 @@ pub(crate) fn task_cancel(
     };
     match task.state {
         TaskState::Queued | TaskState::Scheduled => {
+            let rowid: i64 = ctx
+                .conn
+                .prepare_cached("SELECT rowid FROM tasks WHERE id = ?1")
+                .and_then(|mut s| s.query_row([task.id.as_str()], |r| r.get(0)))
+                .map_err(db_err("find a task"))?;
             let key = TaskKey {
+                rowid,
                 id: task.id.to_string(),
                 tenant: task.tenant.clone(),
                 priority: i64::from(task.priority.rank()),
@@ -686,7 +656,7 @@ pub(crate) fn task_rescue(
         .conn
         .prepare_cached(
             "SELECT id, tenant, current_attempt, priority, attempt_count, cancel_requested,
-                max_attempts, backoff_ms, max_backoff_ms, retry_on
+                max_attempts, backoff_ms, max_backoff_ms, retry_on, rowid
              FROM tasks INDEXED BY tasks_lease WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until, id LIMIT ?2",
         )
         .and_then(|mut s| {
@@ -694,6 +664,7 @@ pub(crate) fn task_rescue(
                 let retry_on: String = r.get(9)?;
                 Ok(Expired {
                     key: TaskKey {
+                        rowid: r.get(10)?,
                         id: r.get(0)?,
                         tenant: r.get(1)?,
                         priority: r.get(3)?,
@@ -715,10 +686,10 @@ pub(crate) fn task_rescue(
         .map_err(db_err("find expired leases"))?;
     let mut out = Vec::with_capacity(expired.len());
     for e in expired {
-        let (node, lease): (String, Option<i64>) = ctx
+        let (node, lease, attempt_rowid): (String, Option<i64>, i64) = ctx
             .conn
-            .prepare_cached("SELECT node, lease_until FROM attempts WHERE id = ?1")
-            .and_then(|mut s| s.query_row([&e.attempt], |r| Ok((r.get(0)?, r.get(1)?))))
+            .prepare_cached("SELECT node, lease_until, rowid FROM attempts WHERE id = ?1")
+            .and_then(|mut s| s.query_row([&e.attempt], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
             .map_err(db_err("read a lost attempt"))?;
         let mut lost = Attempt::new(Outcome::Lost);
         lost.error = Some(format!(
@@ -726,7 +697,7 @@ pub(crate) fn task_rescue(
             fabric_types::format_timestamp(from_millis(lease.unwrap_or(now)))
         ));
         lost.finished_at = Some(p.now);
-        record_attempt(ctx, &e.attempt, &lost)?;
+        record_attempt(ctx, attempt_rowid, &lost)?;
         let attempts = u32::try_from(e.attempt_count).unwrap_or(u32::MAX);
         let (state, run_at) = if e.cancel_requested {
             finish(ctx, &e.key, TaskState::Cancelled, now)?;
@@ -765,7 +736,7 @@ pub(crate) fn task_promote(
     let due: Vec<(TaskKey, i64)> = ctx
         .conn
         .prepare_cached(
-            "SELECT id, tenant, priority, run_at FROM tasks INDEXED BY tasks_scheduled
+            "SELECT id, tenant, priority, run_at, rowid FROM tasks INDEXED BY tasks_scheduled
              WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at, id LIMIT ?2",
         )
         .and_then(|mut s| {
@@ -773,6 +744,7 @@ pub(crate) fn task_promote(
                 params![ms(p.now), i64::try_from(p.max).unwrap_or(i64::MAX)],
                 |r| {
                     let key = TaskKey {
+                        rowid: r.get(4)?,
                         id: r.get(0)?,
                         tenant: r.get(1)?,
                         priority: r.get(2)?,
@@ -798,24 +770,25 @@ pub(crate) fn task_expire(
     p: TaskExpireParams,
 ) -> Result<Vec<TaskId>, StoreError> {
     let now = ms(p.now);
-    let due: Vec<(String, String, i64, String)> = ctx
+    let due: Vec<(String, String, i64, String, i64)> = ctx
         .conn
         .prepare_cached(
-            "SELECT id, tenant, priority, state FROM tasks INDEXED BY tasks_deadline
+            "SELECT id, tenant, priority, state, rowid FROM tasks INDEXED BY tasks_deadline
              WHERE deadline IS NOT NULL AND state IN ('queued', 'scheduled') AND deadline < ?1
              ORDER BY deadline, id LIMIT ?2",
         )
         .and_then(|mut s| {
             s.query_map(
                 params![now, i64::try_from(p.max).unwrap_or(i64::MAX)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )?
             .collect()
         })
         .map_err(db_err("find expired tasks"))?;
     let mut out = Vec::with_capacity(due.len());
-    for (id, tenant, priority, state) in due {
+    for (id, tenant, priority, state, rowid) in due {
         let key = TaskKey {
+            rowid,
             id,
             tenant,
             priority,
@@ -856,31 +829,41 @@ pub(crate) fn task_prune(ctx: &mut WriteCtx<'_>, p: TaskPruneParams) -> Result<u
 mod tests {
     use super::*;
 
+    fn migrated_connection(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        let path = dir.path().join("fabric.db");
+        drop(crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        rusqlite::vtab::array::load_module(&conn).unwrap();
+        conn
+    }
+
+    /// The `detail` column of `EXPLAIN QUERY PLAN`, or the opcodes of `EXPLAIN`, of `sql`.
+    fn explain(conn: &rusqlite::Connection, how: &str, column: usize, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("{how} {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get(column))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// The hot statements find their rows through indexes: no full scan of a table, no
     /// sort. (Without `ANALYZE` statistics the planner could otherwise pick a poor index.)
     #[test]
     fn hot_statements_use_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fabric.db");
-        drop(crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap());
-        let conn = rusqlite::Connection::open(&path).unwrap();
+        let conn = migrated_connection(&dir);
         for sql in [
-            CANDIDATES,
-            &CLAIM,
-            NEW_ATTEMPTS,
-            FINISH_MANY,
+            &CANDIDATES,
+            CLAIM,
+            NEW_ATTEMPT,
             HOLDERS,
+            END_ATTEMPT,
+            FINISH,
             RENEW_TASKS,
             RENEW_ATTEMPTS,
-            END_ATTEMPT,
         ] {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
-            let plan: Vec<String> = stmt
-                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let plan = explain(&conn, "EXPLAIN QUERY PLAN", 3, sql);
             for step in &plan {
                 let full_scan = step.starts_with("SCAN ")
                     && !step.contains("VIRTUAL TABLE")
@@ -890,7 +873,22 @@ mod tests {
                     "{sql}\nhas the plan {plan:#?}"
                 );
             }
-            eprintln!("{sql}\n  {plan:?}");
+        }
+    }
+
+    /// The statements run once per task build no temporary b-tree (SQLite compiles a
+    /// `CHECK (x IN (...))` with more than two values into one, filled on every execution;
+    /// migration 0003 rewrote it).
+    #[test]
+    fn per_task_statements_build_no_temporary_btree() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = migrated_connection(&dir);
+        for sql in [INSERT_TASK, CLAIM, NEW_ATTEMPT, END_ATTEMPT, FINISH] {
+            let opcodes = explain(&conn, "EXPLAIN", 1, sql);
+            assert!(
+                !opcodes.iter().any(|op| op == "OpenEphemeral"),
+                "{sql}\nopens a temporary b-tree: {opcodes:?}"
+            );
         }
     }
 }
