@@ -39,6 +39,10 @@ pub struct SchedulerConfig {
     pub complete_batch: usize,
     /// How often expired leases are rescued and passed deadlines expired. Default 1 s.
     pub maintenance_every: Duration,
+    /// How long the maintenance leadership lasts unless renewed (every
+    /// `maintenance_every`). Among nodes sharing a store, only the leader rescues, expires
+    /// and prunes; when it dies, another takes over within this time. Default 5 s.
+    pub leader_ttl: Duration,
     /// How long finished tasks are kept. Default 7 days.
     pub retention: Duration,
     /// How often finished tasks older than `retention` are pruned. Default 1 min.
@@ -54,6 +58,7 @@ impl SchedulerConfig {
     pub const DEFAULT_CLAIM_BATCH: usize = 256;
     pub const DEFAULT_COMPLETE_BATCH: usize = 1024;
     pub const DEFAULT_MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+    pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(5);
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
     pub const DEFAULT_IDLE_POLL: Duration = Duration::from_secs(1);
@@ -68,6 +73,7 @@ impl SchedulerConfig {
             claim_batch: Self::DEFAULT_CLAIM_BATCH,
             complete_batch: Self::DEFAULT_COMPLETE_BATCH,
             maintenance_every: Self::DEFAULT_MAINTENANCE_EVERY,
+            leader_ttl: Self::DEFAULT_LEADER_TTL,
             retention: Self::DEFAULT_RETENTION,
             prune_every: Self::DEFAULT_PRUNE_EVERY,
             idle_poll: Self::DEFAULT_IDLE_POLL,
@@ -140,6 +146,8 @@ struct Shared {
     events: broadcast::Sender<TaskEvent>,
     /// Raised when new work may be claimable or scheduled (a submit, a retry).
     wake: Notify,
+    /// This node holds the maintenance leadership (as of its last renewal).
+    leading: AtomicBool,
     stopping: AtomicBool,
     stop: watch::Sender<bool>,
     completions: complete::Completer,
@@ -188,6 +196,11 @@ impl Scheduler {
                 "heartbeat_every must be shorter than the lease".into(),
             ));
         }
+        if config.leader_ttl <= config.maintenance_every {
+            return Err(SchedulerError::Config(
+                "leader_ttl must be longer than maintenance_every (the leader renews on each round)".into(),
+            ));
+        }
         let (events, _) = broadcast::channel(4096);
         let (stop, _) = watch::channel(false);
         let (completions, completer_rx) = complete::Completer::new();
@@ -200,6 +213,7 @@ impl Scheduler {
             running: Mutex::default(),
             events,
             wake: Notify::new(),
+            leading: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             stop,
             completions,
@@ -302,6 +316,12 @@ impl Scheduler {
         for task in tasks {
             let _ = task.await;
         }
+        service::resign(&self.shared).await;
+    }
+
+    /// This node runs the maintenance services now (it holds the leadership).
+    pub fn is_leader(&self) -> bool {
+        self.shared.leading.load(Ordering::Acquire)
     }
 }
 

@@ -4,9 +4,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fabric_store::{TaskExpireParams, TaskHeartbeatParams, TaskPruneParams, TaskRescueParams};
+use fabric_store::{
+    LeaderAcquireParams, LeaderReleaseParams, TaskExpireParams, TaskHeartbeatParams,
+    TaskPruneParams, TaskRescueParams,
+};
 
 use crate::policy::full_jitter;
 use crate::{Interruption, Shared};
@@ -62,10 +66,49 @@ pub(crate) async fn heartbeat(shared: Arc<Shared>) {
     .await;
 }
 
-/// Rescues attempts whose lease ended (their worker died) and expires waiting tasks whose
-/// deadline passed. Runs at start and then every `maintenance_every`.
+/// Takes or renews the maintenance leadership; `true` while this node holds it. Nodes
+/// sharing a store take turns through it, so that one of them, not all, runs rescue,
+/// expiry and pruning (which stay correct, only wasteful, if two ever overlap).
+async fn lead(shared: &Shared) -> bool {
+    let params = LeaderAcquireParams {
+        node: shared.config.node.clone(),
+        ttl: shared.config.leader_ttl,
+        now: shared.clock.now(),
+    };
+    let leading = match shared.store.leader_acquire(params).await {
+        Ok(leading) => leading,
+        Err(e) => {
+            tracing::warn!(error = %e, "renewing the maintenance leadership failed");
+            false
+        }
+    };
+    let was = shared.leading.swap(leading, Ordering::AcqRel);
+    if leading != was {
+        tracing::info!(node = %shared.config.node, leading, "maintenance leadership changed");
+    }
+    leading
+}
+
+/// Gives up the maintenance leadership at shutdown, so another node takes it at once.
+pub(crate) async fn resign(shared: &Shared) {
+    if !shared.leading.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let params = LeaderReleaseParams {
+        node: shared.config.node.clone(),
+    };
+    if let Err(e) = shared.store.leader_release(params).await {
+        tracing::warn!(error = %e, "giving up the maintenance leadership failed; it ends with its lease");
+    }
+}
+
+/// On the leader: rescues attempts whose lease ended (their worker died) and expires
+/// waiting tasks whose deadline passed. Runs at start and then every `maintenance_every`.
 pub(crate) async fn maintenance(shared: Arc<Shared>) {
     every(&shared, shared.config.maintenance_every, || async {
+        if !lead(&shared).await {
+            return;
+        }
         let now = shared.clock.now();
         let rescue = TaskRescueParams { now, max: MAINTENANCE_BATCH, jitter: full_jitter };
         match shared.store.task_rescue(rescue).await {
@@ -87,9 +130,12 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
     .await;
 }
 
-/// Deletes finished tasks older than the retention period.
+/// On the leader: deletes finished tasks older than the retention period.
 pub(crate) async fn prune(shared: Arc<Shared>) {
     every(&shared, shared.config.prune_every, || async {
+        if !shared.leading.load(Ordering::Acquire) {
+            return;
+        }
         let finished_before = shared.clock.now() - shared.config.retention;
         match shared
             .store

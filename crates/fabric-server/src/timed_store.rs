@@ -62,6 +62,14 @@ impl Store for TimedStore {
             .await
     }
 
+    async fn leader_acquire(&self, params: LeaderAcquireParams) -> Result<bool> {
+        self.inner.leader_acquire(params).await
+    }
+
+    async fn leader_release(&self, params: LeaderReleaseParams) -> Result<bool> {
+        self.inner.leader_release(params).await
+    }
+
     async fn task_get(&self, params: TaskGetParams) -> Result<Option<TaskRecord>> {
         self.inner.task_get(params).await
     }

@@ -40,7 +40,7 @@
 //!   a commit and its `NOTIFY` leaves that work for the next wake-up, so a scheduler should
 //!   keep a slow poll as a backstop.
 //! - **Maintenance**: rescue, promote, expire and prune are safe on every node at once
-//!   (they lock with `SKIP LOCKED`); [`PostgresStore::leader_acquire`] elects one node to
+//!   (they lock with `SKIP LOCKED`); [`Store::leader_acquire`] elects one node to
 //!   run them so the others do not waste work.
 
 mod db;
@@ -60,11 +60,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use fabric_store::{
-    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, ModuleGetParams, ModuleInfo,
-    ModuleListParams, ModulePutParams, ModuleRecord, Rescued, Stats, StatsParams, Store,
-    StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
-    TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
-    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams,
+    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, LeaderAcquireParams,
+    LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleListParams, ModulePutParams,
+    ModuleRecord, Rescued, Stats, StatsParams, Store, StoreError, TaskCancelParams,
+    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
+    TaskId, TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams,
+    TaskRecord, TaskRescueParams,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -306,6 +307,14 @@ impl Store for PostgresStore {
 
     async fn task_prune(&self, params: TaskPruneParams) -> Result<u64, StoreError> {
         writes::task_prune(&self.db, params).await
+    }
+
+    async fn leader_acquire(&self, params: LeaderAcquireParams) -> Result<bool, StoreError> {
+        leader::acquire(&self.db, params).await
+    }
+
+    async fn leader_release(&self, params: LeaderReleaseParams) -> Result<bool, StoreError> {
+        leader::release(&self.db, params).await
     }
 
     async fn stats(&self, params: StatsParams) -> Result<Stats, StoreError> {

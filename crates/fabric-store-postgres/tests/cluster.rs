@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use fabric_store::testkit::{LEASE, at, claim, complete, get, new_task};
 use fabric_store::{
-    AttemptId, Completion, Next, StatsParams, Store, StoreError, TaskCompleteParams,
-    TaskHeartbeatParams, TaskId, TaskInsertParams, TaskPromoteParams, TaskRescueParams,
+    AttemptId, Completion, LeaderAcquireParams, LeaderReleaseParams, Next, StatsParams, Store,
+    StoreError, TaskCompleteParams, TaskHeartbeatParams, TaskId, TaskInsertParams,
+    TaskPromoteParams, TaskRescueParams,
 };
 use fabric_store_postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
 use fabric_types::{Attempt, Outcome, TaskState};
@@ -644,33 +645,55 @@ async fn bad_urls_options_and_unreachable_servers_are_typed_errors() {
     );
 }
 
+/// Asks for the maintenance leadership for `node` at `now`.
+async fn acquire(
+    store: &PostgresStore,
+    node: &str,
+    ttl: Duration,
+    now: time::OffsetDateTime,
+) -> Result<bool, StoreError> {
+    store
+        .leader_acquire(LeaderAcquireParams {
+            node: node.into(),
+            ttl,
+            now,
+        })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_lease_elects_one_node_at_a_time() {
     let (a, b, _guard) = two_nodes().await;
     let ttl = Duration::from_secs(10);
-    assert!(a.leader_acquire("a", ttl, at(0)).await.unwrap());
-    assert!(!b.leader_acquire("b", ttl, at(1)).await.unwrap());
-    assert!(
-        a.leader_acquire("a", ttl, at(5_000)).await.unwrap(),
-        "a renews"
-    );
+    assert!(acquire(&a, "a", ttl, at(0)).await.unwrap());
+    assert!(!acquire(&b, "b", ttl, at(1)).await.unwrap());
+    assert!(acquire(&a, "a", ttl, at(5_000)).await.unwrap(), "a renews");
     let leader = b.leader(at(6_000)).await.unwrap().expect("a leads");
     assert_eq!(
         (leader.node.as_str(), leader.acquired_at, leader.lease_until),
         ("a", at(0), at(15_000))
     );
     assert!(
-        !b.leader_acquire("b", ttl, at(15_000)).await.unwrap(),
+        !acquire(&b, "b", ttl, at(15_000)).await.unwrap(),
         "a's lease still holds"
     );
     assert!(
-        b.leader_acquire("b", ttl, at(15_001)).await.unwrap(),
+        acquire(&b, "b", ttl, at(15_001)).await.unwrap(),
         "a's lease ended"
     );
-    assert!(!a.leader_acquire("a", ttl, at(15_002)).await.unwrap());
+    assert!(!acquire(&a, "a", ttl, at(15_002)).await.unwrap());
     assert_eq!(a.leader(at(15_002)).await.unwrap().unwrap().node, "b");
-    assert!(!a.leader_release("a").await.unwrap(), "a does not hold it");
-    assert!(b.leader_release("b").await.unwrap());
+    assert!(
+        !a.leader_release(LeaderReleaseParams { node: "a".into() })
+            .await
+            .unwrap(),
+        "a does not hold it"
+    );
+    assert!(
+        b.leader_release(LeaderReleaseParams { node: "b".into() })
+            .await
+            .unwrap()
+    );
     assert_eq!(a.leader(at(15_003)).await.unwrap(), None);
 
     // Many nodes asking at once: exactly one wins.
@@ -678,8 +701,7 @@ async fn the_leader_lease_elects_one_node_at_a_time() {
     for i in 0..8 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         asking.spawn(async move {
-            store
-                .leader_acquire(&format!("n{i}"), ttl, at(20_000))
+            acquire(&store, &format!("n{i}"), ttl, at(20_000))
                 .await
                 .unwrap()
         });
@@ -688,7 +710,7 @@ async fn the_leader_lease_elects_one_node_at_a_time() {
     assert_eq!(won, 1);
     assert_eq!(a.leader(at(30_001)).await.unwrap(), None, "leases end");
     assert!(matches!(
-        a.leader_acquire("a", Duration::ZERO, at(0)).await,
+        acquire(&a, "a", Duration::ZERO, at(0)).await,
         Err(StoreError::InvalidArgument(_))
     ));
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fabric_store::{
-    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, ModuleGetParams, ModuleInfo,
+    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams, ModuleInfo,
     ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, Rescued, Stats, StatsParams, Store,
     StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
     TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
@@ -386,6 +386,15 @@ impl Store for SqliteStore {
         self.writer
             .write("task_prune", move |ctx| writes::task_prune(ctx, params))
             .await
+    }
+
+    /// One process opens a SQLite store, so its node always leads.
+    async fn leader_acquire(&self, _params: LeaderAcquireParams) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn leader_release(&self, _params: LeaderReleaseParams) -> Result<bool, StoreError> {
+        Ok(true)
     }
 
     async fn stats(&self, params: StatsParams) -> Result<Stats, StoreError> {

@@ -29,11 +29,12 @@ pub use error::{BoxError, Result, StoreError};
 pub use id::{AttemptId, TaskId};
 pub use model::{
     AGING_STEP_MS, AttemptRecord, Capabilities, ClaimedTask, Completed, Completion, Heartbeat,
-    Inserted, ModuleGetParams, ModuleInfo, ModuleKind, ModuleListParams, ModulePutParams,
-    ModuleRecord, ModuleRef, NewTask, Next, Rescued, Stats, StatsParams, TaskCancelParams,
-    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
-    TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams, TaskRecord,
-    TaskRescueParams, claim_sort_key, from_millis, to_millis,
+    Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleKind,
+    ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, NewTask, Next, Rescued, Stats,
+    StatsParams, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
+    TaskGetParams, TaskHeartbeatParams, TaskInsertParams, TaskListParams, TaskPage,
+    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis,
+    to_millis,
 };
 
 /// The durable home of modules, tasks and attempts. Object-safe: hold it as
@@ -94,6 +95,15 @@ pub trait Store: Send + Sync + Debug {
 
     /// Deletes old terminal tasks; returns how many.
     async fn task_prune(&self, params: TaskPruneParams) -> Result<u64>;
+
+    /// Takes or renews the maintenance leadership (see [`LeaderAcquireParams`]); `true`
+    /// while `params.node` holds it. A store only one process opens (SQLite) answers
+    /// `true` at once. Leadership saves work, it is not needed for safety: rescue, expiry
+    /// and pruning stay correct when two nodes run them at once.
+    async fn leader_acquire(&self, params: LeaderAcquireParams) -> Result<bool>;
+
+    /// Gives up the maintenance leadership; `true` when `params.node` held it.
+    async fn leader_release(&self, params: LeaderReleaseParams) -> Result<bool>;
 
     /// Task counts by state.
     async fn stats(&self, params: StatsParams) -> Result<Stats>;

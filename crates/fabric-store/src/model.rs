@@ -414,6 +414,23 @@ pub struct TaskPruneParams {
     pub max: usize,
 }
 
+/// Takes or renews, for `node`, the leader lease that elects the one node running the
+/// maintenance services (rescue, expiry, pruning), until `now + ttl`. It is free when no
+/// node holds it or the holder's lease ended before `now`.
+#[derive(Debug, Clone)]
+pub struct LeaderAcquireParams {
+    pub node: String,
+    pub ttl: Duration,
+    pub now: OffsetDateTime,
+}
+
+/// Gives up the leader lease if `node` holds it (at shutdown), so another node can take
+/// it at once instead of after it ends.
+#[derive(Debug, Clone)]
+pub struct LeaderReleaseParams {
+    pub node: String,
+}
+
 /// Counts tasks by state, for one tenant or (with `None`) all of them.
 #[derive(Debug, Clone, Default)]
 pub struct StatsParams {
