@@ -10,20 +10,49 @@ use rusqlite::{Connection, params};
 use crate::db_err;
 use crate::rows::{parse_priority, parse_state};
 
+/// The states a count is kept for, in the order of [`CountChanges`]' arrays.
+const STATES: [TaskState; 7] = [
+    TaskState::Scheduled,
+    TaskState::Queued,
+    TaskState::Running,
+    TaskState::Succeeded,
+    TaskState::Failed,
+    TaskState::Cancelled,
+    TaskState::Expired,
+];
+
+/// Priorities are ranks 0 to 4.
+const PRIORITIES: usize = 5;
+
+fn slot(state: TaskState, priority: i64) -> Option<usize> {
+    let state = STATES.iter().position(|s| *s == state)?;
+    let priority = usize::try_from(priority).ok().filter(|p| *p < PRIORITIES)?;
+    Some(state * PRIORITIES + priority)
+}
+
 /// The count changes one write operation made, applied when it succeeds (inside its
-/// savepoint, so a failed operation changes no count).
+/// savepoint, so a failed operation changes no count). Kept per tenant in an array by state
+/// and priority, so that counting a task allocates nothing once its tenant is known.
 #[derive(Debug, Default)]
 pub(crate) struct CountChanges {
-    by_key: HashMap<(String, TaskState, i64), i64>,
+    by_tenant: HashMap<String, [i64; STATES.len() * PRIORITIES]>,
 }
 
 impl CountChanges {
     /// A task of `tenant` and `priority` appeared in `state` (`delta` 1) or left it (-1).
+    /// A priority outside 0..=4 cannot be stored (the table's CHECK refuses it).
     pub(crate) fn add(&mut self, tenant: &str, state: TaskState, priority: i64, delta: i64) {
-        *self
-            .by_key
-            .entry((tenant.to_owned(), state, priority))
-            .or_default() += delta;
+        let Some(slot) = slot(state, priority) else {
+            return;
+        };
+        match self.by_tenant.get_mut(tenant) {
+            Some(counts) => counts[slot] += delta,
+            None => {
+                let mut counts = [0; STATES.len() * PRIORITIES];
+                counts[slot] = delta;
+                self.by_tenant.insert(tenant.to_owned(), counts);
+            }
+        }
     }
 
     /// A task moved from one state to another.
@@ -36,12 +65,12 @@ impl CountChanges {
 
     /// Forgets every change (the operation that made them was rolled back).
     pub(crate) fn clear(&mut self) {
-        self.by_key.clear();
+        self.by_tenant.clear();
     }
 
     /// Writes the changes to `task_counts` and forgets them.
     pub(crate) fn apply(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        if self.by_key.is_empty() {
+        if self.by_tenant.is_empty() {
             return Ok(());
         }
         let mut upsert = conn
@@ -50,11 +79,15 @@ impl CountChanges {
                  ON CONFLICT (tenant, state, priority) DO UPDATE SET n = n + excluded.n",
             )
             .map_err(db_err("count tasks"))?;
-        for ((tenant, state, priority), delta) in self.by_key.drain() {
-            if delta != 0 {
-                upsert
-                    .execute(params![tenant, state.as_str(), priority, delta])
-                    .map_err(db_err("count tasks"))?;
+        for (tenant, counts) in self.by_tenant.drain() {
+            for (slot, delta) in counts.into_iter().enumerate() {
+                if delta != 0 {
+                    let state = STATES[slot / PRIORITIES].as_str();
+                    let priority = (slot % PRIORITIES) as i64;
+                    upsert
+                        .execute(params![tenant, state, priority, delta])
+                        .map_err(db_err("count tasks"))?;
+                }
             }
         }
         Ok(())

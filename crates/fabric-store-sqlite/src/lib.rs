@@ -22,12 +22,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fabric_store::{
-    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams, ModuleInfo,
-    ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, Rescued, Stats, StatsParams, Store,
-    StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
-    TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
-    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, from_millis,
+    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, LeaderAcquireParams,
+    LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleListParams, ModulePutParams,
+    ModuleRecord, ModuleRef, Rescued, Stats, StatsParams, Store, StoreError, TaskCancelParams,
+    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
+    TaskId, TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams,
+    TaskRecord, TaskRescueParams, from_millis,
 };
+use fabric_types::TaskState;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
@@ -43,6 +45,31 @@ use writer::Writer;
 
 /// The most tasks one `task_list` page returns, whatever limit is asked for.
 pub const MAX_LIST_LIMIT: usize = 1_000;
+
+/// What a `task_list` page reads (`FROM ...`) and its condition on the state. Each listing
+/// names the index that serves it, so that none scans every task: the state is written into
+/// the SQL (a partial index serves only a condition that implies its own `WHERE`), and
+/// running tasks, which are few, come from `tasks_lease`.
+fn list_source(by_tenant: bool, state: Option<TaskState>) -> (&'static str, String) {
+    use TaskState as S;
+    let Some(state) = state else {
+        let source = if by_tenant {
+            "tasks INDEXED BY tasks_tenant"
+        } else {
+            "tasks"
+        };
+        return (source, "1 = 1".into());
+    };
+    let source = match (by_tenant, state) {
+        (_, S::Running) => "tasks INDEXED BY tasks_lease",
+        (true, _) => "tasks INDEXED BY tasks_tenant_state",
+        (false, S::Failed | S::Cancelled | S::Expired) => "tasks INDEXED BY tasks_state_rare",
+        (false, S::Scheduled) => "tasks INDEXED BY tasks_scheduled",
+        // Most tasks, or the newest ones: reading tasks newest first finds a page soon.
+        (false, S::Queued | S::Succeeded) => "tasks",
+    };
+    (source, format!("state = '{}'", state.as_str()))
+}
 
 /// Maps a driver error to a [`StoreError`] that says what the store was doing.
 pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -300,17 +327,13 @@ impl Store for SqliteStore {
         }
         self.readers
             .read("task_list", move |tx| {
-                let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
+                let (source, state) = list_source(params.tenant.is_some(), params.state);
+                let mut sql = format!("SELECT {TASK_COLUMNS} FROM {source} WHERE {state}");
                 let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
-                let state = params.state.map(|s| s.as_str());
                 let limit = limit as i64;
                 if let Some(tenant) = &params.tenant {
                     args.push(tenant);
                     sql.push_str(&format!(" AND tenant = ?{}", args.len()));
-                }
-                if let Some(state) = &state {
-                    args.push(state);
-                    sql.push_str(&format!(" AND state = ?{}", args.len()));
                 }
                 if let Some(cursor) = &params.cursor {
                     args.push(cursor);
@@ -777,5 +800,146 @@ mod tests {
             refused.sqlite_error_code(),
             Some(rusqlite::ErrorCode::ConstraintViolation)
         );
+    }
+
+    /// Every listing (any tenant or one, any state or one) pages through exactly the tasks
+    /// it should, newest first, through the index `list_source` names for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_listing_finds_its_tasks() {
+        use fabric_store::{
+            Completion, Next, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
+            TaskExpireParams, TaskListParams,
+        };
+        use fabric_types::{Attempt, Outcome};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).unwrap();
+        let at = |ms: i64| from_millis(1_700_000_000_000 + ms);
+        let mut tasks = Vec::new();
+        for i in 0..42i64 {
+            let mut t = NewTask::new(
+                if i % 2 == 0 { "acme" } else { "globex" },
+                ModuleId::of(b"m"),
+                vec![],
+            );
+            match i % 7 {
+                1 => t.run_at = Some(at(1_000_000)),
+                2 => t.deadline = Some(at(1)),
+                _ => {}
+            }
+            tasks.push(t);
+        }
+        let ids: Vec<TaskId> = store
+            .task_insert(TaskInsertParams { tasks, now: at(0) })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        store
+            .task_expire(TaskExpireParams {
+                now: at(2),
+                max: 100,
+            })
+            .await
+            .unwrap();
+        for id in ids.iter().skip(3).step_by(7) {
+            store
+                .task_cancel(TaskCancelParams {
+                    tenant: None,
+                    id: id.clone(),
+                    now: at(3),
+                })
+                .await
+                .unwrap();
+        }
+        let claimed = store
+            .task_claim(TaskClaimParams {
+                node: "n".into(),
+                max: 18,
+                lease: std::time::Duration::from_secs(60),
+                now: at(4),
+            })
+            .await
+            .unwrap();
+        let completions = claimed
+            .iter()
+            .take(12)
+            .enumerate()
+            .map(|(i, c)| Completion {
+                attempt_id: c.attempt_id.clone(),
+                attempt: Attempt::new(Outcome::Exit),
+                next: Next::Finish(if i % 3 == 0 {
+                    TaskState::Failed
+                } else {
+                    TaskState::Succeeded
+                }),
+            })
+            .collect();
+        store
+            .task_complete(TaskCompleteParams {
+                completions,
+                now: at(5),
+            })
+            .await
+            .unwrap();
+
+        let mut all = Vec::new();
+        for id in &ids {
+            all.push(
+                store
+                    .task_get(TaskGetParams {
+                        tenant: None,
+                        id: id.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        let states = [
+            None,
+            Some(TaskState::Queued),
+            Some(TaskState::Scheduled),
+            Some(TaskState::Running),
+            Some(TaskState::Succeeded),
+            Some(TaskState::Failed),
+            Some(TaskState::Cancelled),
+            Some(TaskState::Expired),
+        ];
+        for tenant in [None, Some("acme"), Some("globex")] {
+            for state in states {
+                let want: Vec<TaskId> = all
+                    .iter()
+                    .filter(|t| tenant.is_none_or(|x| t.tenant == x))
+                    .filter(|t| state.is_none_or(|s| t.state == s))
+                    .map(|t| t.id.clone())
+                    .collect();
+                assert!(
+                    tenant.is_some() || !want.is_empty(),
+                    "no {state:?} task to list"
+                );
+                let mut got = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = store
+                        .task_list(TaskListParams {
+                            tenant: tenant.map(String::from),
+                            state,
+                            limit: 4,
+                            cursor,
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("listing {tenant:?} {state:?}: {e}"));
+                    got.extend(page.tasks.into_iter().map(|t| t.id));
+                    cursor = page.next_cursor;
+                    if cursor.is_none() {
+                        break;
+                    }
+                }
+                assert_eq!(got, want, "listing {tenant:?} {state:?}");
+            }
+        }
     }
 }

@@ -36,6 +36,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0003_state_check_without_temp_btree.sql"),
         edits_schema_table: true,
     },
+    Migration {
+        version: 4,
+        name: "0004_listing_indexes_without_running.sql",
+        sql: include_str!("../migrations/0004_listing_indexes_without_running.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

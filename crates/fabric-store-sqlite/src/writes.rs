@@ -301,48 +301,47 @@ pub(crate) fn task_claim(
         if candidates.is_empty() {
             break;
         }
+        let conn = ctx.conn;
+        let mut claim = conn.prepare_cached(CLAIM).map_err(db_err("claim a task"))?;
+        let mut record = conn
+            .prepare_cached(NEW_ATTEMPT)
+            .map_err(db_err("record an attempt"))?;
         for task in candidates {
-            let key = TaskKey {
-                rowid: task.rowid,
-                id: task.id().to_owned(),
-                tenant: task.tenant().to_owned(),
-                priority: task.priority(),
-                state: TaskState::Queued,
-            };
             if task.deadline().is_some_and(|d| d < now) {
+                let key = TaskKey {
+                    rowid: task.rowid,
+                    id: task.id().to_owned(),
+                    tenant: task.tenant().to_owned(),
+                    priority: task.priority(),
+                    state: TaskState::Queued,
+                };
                 finish(ctx, &key, TaskState::Expired, now)?;
                 continue;
             }
             let attempt = AttemptId::generate(p.now);
             let number = task.next_attempt();
-            ctx.conn
-                .prepare_cached(CLAIM)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        key.rowid,
-                        number,
-                        attempt.as_str(),
-                        lease_until,
-                        now
-                    ])
-                })
+            claim
+                .execute(params![
+                    task.rowid,
+                    number,
+                    attempt.as_str(),
+                    lease_until,
+                    now
+                ])
                 .map_err(db_err("claim a task"))?;
-            ctx.conn
-                .prepare_cached(NEW_ATTEMPT)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        attempt.as_str(),
-                        key.id,
-                        number,
-                        p.node,
-                        now,
-                        lease_until
-                    ])
-                })
+            record
+                .execute(params![
+                    attempt.as_str(),
+                    task.id(),
+                    number,
+                    p.node,
+                    now,
+                    lease_until
+                ])
                 .map_err(db_err("record an attempt"))?;
             ctx.counts.moved(
-                &key.tenant,
-                key.priority,
+                task.tenant(),
+                task.priority(),
                 TaskState::Queued,
                 TaskState::Running,
             );
