@@ -213,7 +213,7 @@ impl Embedded {
         let config = ServerConfig::resolve(options).map_err(|e| Failure::Usage(e.into()))?;
         let db = match &config.store {
             StoreUrl::Sqlite(path) => Some(path.clone()),
-            StoreUrl::Postgres(_) => None,
+            StoreUrl::Postgres { .. } => None,
         };
         let server = Server::start(config)
             .await

@@ -89,6 +89,14 @@ pub struct ServeOptions {
     #[arg(long, env = "FABRIC_MAX_WAIT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub max_wait: Option<Duration>,
+    /// With a postgres:// store: the schema that holds the fabric's tables (created at
+    /// start when missing); nodes that share work use the same one. [default: fabric]
+    #[arg(long, env = "FABRIC_POSTGRES_SCHEMA", value_name = "NAME")]
+    pub postgres_schema: Option<String>,
+    /// With a postgres:// store: the most connections this node opens (one more listens
+    /// for other nodes' work). [default: 16]
+    #[arg(long, env = "FABRIC_POSTGRES_POOL")]
+    pub postgres_pool: Option<usize>,
 }
 
 /// SQLite's `synchronous` setting, as the options name it.
@@ -103,7 +111,14 @@ pub enum SyncMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
-    Postgres(String),
+    /// A PostgreSQL database that several nodes may share.
+    Postgres {
+        url: String,
+        /// The schema that holds the tables.
+        schema: String,
+        /// The most pooled connections of this node.
+        pool: usize,
+    },
 }
 
 /// The resolved, validated configuration of one server.
@@ -145,6 +160,8 @@ impl ServerConfig {
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
     pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+    pub const DEFAULT_POSTGRES_SCHEMA: &str = "fabric";
+    pub const DEFAULT_POSTGRES_POOL: usize = 16;
 
     /// Resolves `flags` (command line and environment) over the TOML file they name (if
     /// any) over the defaults, and validates the result.
@@ -176,6 +193,14 @@ impl ServerConfig {
         let store = match flags.store.clone().or(file.store.clone()) {
             Some(url) => parse_store_url(&url)?,
             None => StoreUrl::Sqlite(data_dir.join("fabric.db")),
+        };
+        let store = match store {
+            StoreUrl::Postgres { url, .. } => StoreUrl::Postgres {
+                url,
+                schema: pick!(postgres_schema, Self::DEFAULT_POSTGRES_SCHEMA.to_owned()),
+                pool: pick!(postgres_pool, Self::DEFAULT_POSTGRES_POOL),
+            },
+            sqlite => sqlite,
         };
         let config = Self {
             listen: pick!(listen, Self::DEFAULT_LISTEN.parse().expect("valid address")),
@@ -240,6 +265,9 @@ impl ServerConfig {
         if self.node.is_empty() {
             return Err(invalid("node", "must not be empty".into()));
         }
+        if let StoreUrl::Postgres { pool: 0, .. } = self.store {
+            return Err(invalid("postgres_pool", "must be at least 1".into()));
+        }
         Ok(())
     }
 }
@@ -283,7 +311,11 @@ fn parse_store_url(url: &str) -> Result<StoreUrl, ConfigError> {
         return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(StoreUrl::Postgres(url.to_owned()));
+        return Ok(StoreUrl::Postgres {
+            url: url.to_owned(),
+            schema: ServerConfig::DEFAULT_POSTGRES_SCHEMA.to_owned(),
+            pool: ServerConfig::DEFAULT_POSTGRES_POOL,
+        });
     }
     Err(ConfigError::Invalid {
         option: "store",
@@ -388,10 +420,39 @@ mod tests {
         );
         assert!(matches!(
             parse_store_url("postgres://localhost/fabric").unwrap(),
-            StoreUrl::Postgres(_)
+            StoreUrl::Postgres { .. }
         ));
         let err = parse_store_url("mysql://x").unwrap_err().to_string();
         assert!(err.contains("mysql://x"), "{err}");
+    }
+
+    #[test]
+    fn postgres_options_apply_to_a_postgres_store_only() {
+        let flags = ServeOptions {
+            store: Some("postgres://db/fabric".into()),
+            postgres_schema: Some("blue".into()),
+            ..ServeOptions::default()
+        };
+        let file = ServeOptions {
+            postgres_pool: Some(4),
+            ..ServeOptions::default()
+        };
+        let config = ServerConfig::merge(flags, file).unwrap();
+        assert_eq!(
+            config.store,
+            StoreUrl::Postgres {
+                url: "postgres://db/fabric".into(),
+                schema: "blue".into(),
+                pool: 4
+            }
+        );
+        let zero = ServeOptions {
+            store: Some("postgres://db/fabric".into()),
+            postgres_pool: Some(0),
+            ..ServeOptions::default()
+        };
+        let err = ServerConfig::merge(zero, ServeOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("postgres_pool"), "{err}");
     }
 
     #[test]

@@ -160,6 +160,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         workers: app.scheduler.workers(),
         cache: app.sandbox.cache_stats(),
         ready: app.is_ready(),
+        leader: app.scheduler.is_leader(),
     });
     (
         [(

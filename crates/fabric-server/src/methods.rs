@@ -552,7 +552,7 @@ async fn task_subscribe(
     if let Some(id) = &id {
         get(app, who, id).await?;
     }
-    session.subscribe(app, who, id.clone());
+    session.subscribe(who, id.clone());
     Ok(json!({ "subscribed": true, "id": id }))
 }
 

@@ -167,6 +167,8 @@ pub struct Gauges {
     pub workers: u32,
     pub cache: CacheStats,
     pub ready: bool,
+    /// This node runs the maintenance services (the only one among nodes sharing a store).
+    pub leader: bool,
 }
 
 impl Metrics {
@@ -390,6 +392,13 @@ impl Metrics {
         let _ = writeln!(o, "fabric_ready {}", u8::from(gauges.ready));
         header(
             o,
+            "fabric_maintenance_leader",
+            "gauge",
+            "1 on the node that runs rescue, expiry and pruning for the store.",
+        );
+        let _ = writeln!(o, "fabric_maintenance_leader {}", u8::from(gauges.leader));
+        header(
+            o,
             "fabric_module_cache_hits_total",
             "counter",
             "Module loads answered from the in-memory cache.",
@@ -529,6 +538,7 @@ mod tests {
             workers: 8,
             cache: CacheStats::default(),
             ready: true,
+            leader: true,
         });
         for line in [
             "fabric_tasks_submitted_total{priority=\"high\"} 1",
@@ -539,6 +549,7 @@ mod tests {
             "fabric_spawn_duration_seconds_bucket{le=\"0.00005\"} 1",
             "fabric_queue_depth_tasks{priority=\"critical\"} 0",
             "fabric_running_attempts 3",
+            "fabric_maintenance_leader 1",
             "fabric_module_cache_hits_total 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use fabric_sandbox::{Sandbox, SandboxConfig};
 use fabric_scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use fabric_store::Store;
+use fabric_store_postgres::{PostgresOptions, PostgresStore};
 use fabric_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
@@ -66,8 +67,6 @@ pub enum ServeError {
     Auth(#[from] AuthFileError),
     #[error("cannot open the store: {0}")]
     Store(#[from] fabric_store::StoreError),
-    #[error("the PostgreSQL store ({0}) is not part of this build yet; use sqlite://PATH")]
-    PostgresUnavailable(String),
     #[error("cannot set up the sandbox: {0}")]
     Sandbox(#[from] fabric_sandbox::SandboxError),
     #[error("cannot start the scheduler: {0}")]
@@ -112,7 +111,25 @@ impl Server {
                 };
                 Arc::new(SqliteStore::open(path, options)?)
             }
-            StoreUrl::Postgres(url) => return Err(ServeError::PostgresUnavailable(redact(url))),
+            StoreUrl::Postgres { url, schema, pool } => {
+                let options = PostgresOptions {
+                    schema: schema.clone(),
+                    pool_size: *pool,
+                    application_name: format!("fabric-{}", config.node)
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_graphic() && c != '\\' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect(),
+                    ..PostgresOptions::default()
+                };
+                tracing::info!(url = %redact(url), schema, "connecting to PostgreSQL");
+                Arc::new(PostgresStore::connect(url, options).await?)
+            }
         };
         let store: Arc<dyn Store> = Arc::new(TimedStore::new(store, metrics.clone()));
         let sandbox = Arc::new(Sandbox::new(SandboxConfig {

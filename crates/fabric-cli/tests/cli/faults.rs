@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::server::{Client, Fabric};
 
 /// Every task of the tenant, by id (pages through `task.list`).
-async fn all_tasks(client: &Client) -> HashMap<String, Value> {
+pub(crate) async fn all_tasks(client: &Client) -> HashMap<String, Value> {
     let mut tasks = HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -30,7 +30,7 @@ async fn all_tasks(client: &Client) -> HashMap<String, Value> {
 }
 
 /// Waits until no task is queued, scheduled or running.
-async fn drained(client: &Client, timeout: Duration) -> Value {
+pub(crate) async fn drained(client: &Client, timeout: Duration) -> Value {
     let until = Instant::now() + timeout;
     loop {
         let stats = client.call("fabric.stats", json!({})).await;
