@@ -16,7 +16,7 @@ mod ws;
 
 pub use auth::{ADMIN_TENANT, Auth, DEFAULT_TENANT, Principal, token_digest};
 pub use config::{ConfigError, ServeOptions, ServerConfig, StoreUrl, SyncMode};
-pub use methods::{METHODS, discover};
+pub use methods::{METHODS, Transport, discover};
 pub use metrics::read_rss_bytes;
-pub use rpc::RpcError;
+pub use rpc::{RpcError, handle_body};
 pub use server::{App, Phase, ServeError, Server, serve, signal};
