@@ -17,6 +17,8 @@ use crate::{Interruption, Shared};
 
 /// Most tasks rescued, expired or pruned in one store call.
 const MAINTENANCE_BATCH: usize = 1000;
+/// Most prune calls in one pruning round.
+const PRUNE_ROUNDS: usize = 1000;
 
 /// Runs `tick` every `period` until the scheduler stops.
 async fn every<F, Fut>(shared: &Shared, period: Duration, mut tick: F)
@@ -130,24 +132,39 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
     .await;
 }
 
-/// On the leader: deletes finished tasks older than the retention period.
+/// On the leader: deletes finished tasks older than the retention period, in batches of
+/// [`MAINTENANCE_BATCH`] until none is left (at most [`PRUNE_ROUNDS`] batches per round, so
+/// a backlog after a long outage is worked off over a few rounds).
 pub(crate) async fn prune(shared: Arc<Shared>) {
     every(&shared, shared.config.prune_every, || async {
         if !shared.leading.load(Ordering::Acquire) {
             return;
         }
         let finished_before = shared.clock.now() - shared.config.retention;
-        match shared
-            .store
-            .task_prune(TaskPruneParams {
+        let mut total = 0;
+        for _ in 0..PRUNE_ROUNDS {
+            if shared.is_stopping() {
+                break;
+            }
+            let params = TaskPruneParams {
                 finished_before,
                 max: MAINTENANCE_BATCH,
-            })
-            .await
-        {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "pruned finished tasks past retention"),
-            Err(e) => tracing::warn!(error = %e, "pruning finished tasks failed"),
+            };
+            match shared.store.task_prune(params).await {
+                Ok(pruned) => {
+                    total += pruned;
+                    if pruned < MAINTENANCE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning finished tasks failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(pruned = total, "pruned finished tasks past retention");
         }
     })
     .await;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fabric_sandbox::{Sandbox, SandboxConfig};
 use fabric_scheduler::{Scheduler, SchedulerConfig, SystemClock};
@@ -69,6 +70,18 @@ pub enum ServeError {
     Store(#[from] fabric_store::StoreError),
     #[error("cannot set up the sandbox: {0}")]
     Sandbox(#[from] fabric_sandbox::SandboxError),
+    #[error(
+        "--workers {workers} is more than this machine can run at once: the pooling allocator's \
+         address space cannot hold that many slots, and allocating on demand takes about \
+         {ON_DEMAND_MAPPINGS_PER_ATTEMPT} memory mappings per running attempt against \
+         vm.max_map_count {max_map_count} (at most {limit} workers); lower --workers or raise \
+         vm.max_map_count"
+    )]
+    TooManyWorkers {
+        workers: u32,
+        max_map_count: u64,
+        limit: u64,
+    },
     #[error("cannot start the scheduler: {0}")]
     Scheduler(#[from] fabric_scheduler::SchedulerError),
     #[error("cannot listen on {addr}: {source}")]
@@ -139,6 +152,9 @@ impl Server {
             cache_dir: Some(config.data_dir.join("compiled")),
             ..SandboxConfig::default()
         })?);
+        if !sandbox.is_pooling() {
+            check_on_demand_workers(config.workers)?;
+        }
         let spawns = metrics.clone();
         sandbox.observe_spawns(Box::new(move |took| spawns.spawned(took)));
         if !sandbox.is_pooling() {
@@ -153,6 +169,9 @@ impl Server {
                 lease: config.lease,
                 heartbeat_every: config.lease / 3,
                 retention: config.retention,
+                // A short retention is pruned often enough to hold the store near its size.
+                prune_every: (config.retention / 4)
+                    .clamp(Duration::from_secs(1), SchedulerConfig::DEFAULT_PRUNE_EVERY),
                 ..SchedulerConfig::new(config.node.clone())
             },
             store.clone(),
@@ -257,6 +276,34 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Memory mappings one running attempt takes when instances are allocated on demand
+/// (its linear memory reservation and guard, its fiber stack and guard, ...): 7.7 measured
+/// with 3,000 sleeping agents in flight.
+const ON_DEMAND_MAPPINGS_PER_ATTEMPT: u64 = 8;
+/// Mappings left for everything else in the process (code, heaps, thread stacks).
+const RESERVED_MAPPINGS: u64 = 4096;
+
+/// Refuses a worker count whose attempts, allocated on demand, would run out of memory
+/// mappings (`vm.max_map_count`): past it, instantiation fails and threads cannot get
+/// their guard pages, so the process would fail attempts or die instead of queueing.
+fn check_on_demand_workers(workers: u32) -> Result<(), ServeError> {
+    let Some(max_map_count) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let limit = max_map_count.saturating_sub(RESERVED_MAPPINGS) / ON_DEMAND_MAPPINGS_PER_ATTEMPT;
+    if u64::from(workers) > limit {
+        return Err(ServeError::TooManyWorkers {
+            workers,
+            max_map_count,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Resolves when this process gets SIGTERM or SIGINT.

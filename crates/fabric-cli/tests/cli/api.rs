@@ -497,6 +497,41 @@ async fn websocket_calls_and_subscriptions() {
     assert_eq!(task["state"], "succeeded");
 }
 
+#[test]
+fn more_workers_than_the_machine_can_map_refuse_to_start() {
+    // One more worker than vm.max_map_count allows attempts allocated on demand (about 8
+    // mappings each, 4096 kept for the rest of the process); far more than the pooling
+    // allocator's address space holds, so the pool cannot take them either.
+    let max_map_count: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let workers = (max_map_count - 4096) / 8 + 1;
+    assert!(
+        workers <= 100_000,
+        "vm.max_map_count {max_map_count} is too large for this test"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let output = crate::util::fabric(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--workers",
+        &workers.to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = crate::util::stderr(&output);
+    assert!(
+        stderr.contains(&format!(
+            "--workers {workers} is more than this machine can run"
+        )) && stderr.contains(&format!("vm.max_map_count {max_map_count}")),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_file_is_read_and_unknown_keys_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
