@@ -7,11 +7,18 @@ use fabric_store::StoreError;
 use crate::error::db_err;
 
 /// Every migration, in order: `(version, file name, SQL)`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_initial.sql",
-    include_str!("../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_initial.sql",
+        include_str!("../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_fair_share_clocks.sql",
+        include_str!("../migrations/0002_fair_share_clocks.sql"),
+    ),
+];
 
 /// The schema version this build writes: the number of its last migration.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

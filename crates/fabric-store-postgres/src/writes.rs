@@ -3,13 +3,13 @@
 //! that end an attempt are fenced by its id under a row lock; a write that makes tasks
 //! claimable asks, after its commit, for one coalesced `NOTIFY` (see `notify`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use fabric_store::{
-    AttemptId, ClaimedTask, Completed, Heartbeat, Inserted, ModuleInfo, ModulePutParams, NewTask,
-    Next, Rescued, StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
+    AttemptId, ClaimedTask, Completed, FairClock, Heartbeat, Inserted, ModuleInfo, ModulePutParams,
+    NewTask, Next, Rescued, StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
     TaskExpireParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskPromoteParams,
     TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis,
 };
@@ -196,6 +196,65 @@ const INSERT_TASKS: &str = "INSERT INTO tasks (id, tenant, module, input, priori
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id";
 
+/// Moves the fair-share clocks of an insert batch, `$4[i]` new tasks for tenant `$1[i]` at
+/// priority `$2[i]`, at `$3` = now: each clock becomes `max(clock, now) + n` (a missing one
+/// starts at now). The upsert locks each clock row until the transaction ends, in one
+/// order (sorted), so concurrent batches of one tenant take turns and cannot deadlock.
+const MOVE_CLOCKS: &str = "INSERT INTO fair_clocks AS c (tenant, priority, clock)
+    SELECT u.tenant, u.priority, $3 + u.n
+    FROM unnest($1::text[], $2::int2[], $4::int8[]) AS u(tenant, priority, n)
+    ORDER BY u.tenant, u.priority
+    ON CONFLICT (tenant, priority) DO UPDATE SET clock = GREATEST(c.clock, $3) + (excluded.clock - $3)
+    RETURNING c.tenant, c.priority, c.clock";
+
+/// Gives each new row its fair sort key (see [`FairClock`]): one upsert of the batch's
+/// clocks ([`MOVE_CLOCKS`]), then the keys in batch order. A row that later loses an
+/// idempotency race to another node has used a millisecond of its tenant's clock.
+async fn fair_keys<C: GenericClient>(
+    c: &C,
+    rows: &mut [(usize, NewRow)],
+    now: i64,
+    aging_step_ms: u64,
+) -> Result<(), StoreError> {
+    let mut counts: BTreeMap<(&str, i16), i64> = BTreeMap::new();
+    for (_, r) in rows.iter() {
+        let key = (r.task.tenant.as_str(), i16::from(r.task.priority.rank()));
+        *counts.entry(key).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = counts.keys().map(|(t, _)| *t).collect();
+    let priorities: Vec<i16> = counts.keys().map(|(_, p)| *p).collect();
+    let ns: Vec<i64> = counts.values().copied().collect();
+    let moved = query(
+        c,
+        "move fair-share clocks",
+        MOVE_CLOCKS,
+        &[&tenants, &priorities, &now, &ns],
+    )
+    .await?;
+    let mut clocks: HashMap<(String, i16), FairClock> = HashMap::with_capacity(moved.len());
+    for r in &moved {
+        let (tenant, priority, clock): (String, i16, i64) = (r.get(0), r.get(1), r.get(2));
+        let n = counts
+            .get(&(tenant.as_str(), priority))
+            .copied()
+            .ok_or_else(|| corrupt("a fair-share clock the batch did not ask for moved"))?;
+        clocks.insert((tenant, priority), FairClock::new(Some(clock - n), now));
+    }
+    drop(counts);
+    for (_, r) in rows.iter_mut() {
+        let priority = r.task.priority;
+        let clock = clocks
+            .get_mut(&(r.task.tenant.clone(), i16::from(priority.rank())))
+            .ok_or_else(|| corrupt("a fair-share clock did not move"))?;
+        let ready = r.task.run_at.map(ms).filter(|&at| at > now).unwrap_or(now);
+        r.sort_key = Some(claim_sort_key(clock.take(ready), priority, aging_step_ms));
+    }
+    Ok(())
+}
+
 const FIND_KEYS: &str = "SELECT t.tenant, t.idempotency_key, t.id, t.state
     FROM tasks t JOIN unnest($1::text[], $2::text[]) AS k(tenant, key)
         ON t.tenant = k.tenant AND t.idempotency_key = k.key";
@@ -296,13 +355,13 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
             plans[slot] = Some(Plan::Existing(id, state));
             continue;
         }
+        // Queued now, it joins the line now, whatever past run_at it named; scheduled, it
+        // keeps its fair key (set below) while it waits, and its promotion keeps it.
         let scheduled = task.run_at.is_some_and(|at| ms(at) > now);
-        let (state, sort_key) = if scheduled {
-            (TaskState::Scheduled, None)
+        let state = if scheduled {
+            TaskState::Scheduled
         } else {
-            // Queued now: it joins the line now, whatever past run_at it named.
-            let key = claim_sort_key(now, task.priority, db.aging_step_ms);
-            (TaskState::Queued, Some(key))
+            TaskState::Queued
         };
         let id = TaskId::generate(p.now);
         plans[slot] = Some(Plan::New(id.clone(), state));
@@ -311,13 +370,14 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
             NewRow {
                 id,
                 state,
-                sort_key,
+                sort_key: None,
                 limits,
                 backoff,
                 task,
             },
         ));
     }
+    fair_keys(&tx, &mut rows, now, db.aging_step_ms).await?;
 
     // Keyed rows go in key order, so two batches sharing keys wait on each other's unique
     // index entries in one order and cannot deadlock.
@@ -1017,14 +1077,16 @@ const PROMOTE_SQL: &str = "WITH due AS MATERIALIZED (
         SELECT id FROM tasks WHERE state = 'scheduled' AND run_at <= $1
         ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
     ), promoted AS (
-        UPDATE tasks t SET state = 'queued', sort_key = t.run_at + t.priority * $3::int8
+        UPDATE tasks t SET state = 'queued',
+            sort_key = COALESCE(t.sort_key, t.run_at + t.priority * $3::int8)
         FROM due WHERE t.id = due.id
         RETURNING t.id, t.run_at
     )
     SELECT id FROM promoted ORDER BY run_at, id";
 
-/// `task_promote`: one statement queues due scheduled tasks at their `run_at` place in
-/// line (the sort key is [`claim_sort_key`] of `run_at`, computed in SQL).
+/// `task_promote`: one statement queues due scheduled tasks: a task inserted as scheduled
+/// keeps the fair key it got then; a retry joins at its `run_at` place in line (the sort key
+/// is [`claim_sort_key`] of `run_at`, computed in SQL).
 pub(crate) async fn task_promote(db: &Db, p: TaskPromoteParams) -> Result<Vec<TaskId>, StoreError> {
     if p.max == 0 {
         return Ok(Vec::new());

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabric_store::testkit::{LEASE, at, claim, complete, get, new_task};
+use fabric_store::testkit::{LEASE, at, claim, complete, get, insert, new_task};
 use fabric_store::{
     AttemptId, Completion, LeaderAcquireParams, LeaderReleaseParams, Next, StatsParams, Store,
     StoreError, TaskCompleteParams, TaskHeartbeatParams, TaskId, TaskInsertParams,
@@ -278,7 +278,7 @@ async fn one_batch_of_completions_applies_each_fate() {
             attempt: Attempt::new(Outcome::Trap),
             next: match i % 3 {
                 0 => Next::Finish(TaskState::Failed),
-                1 => Next::Retry { run_at: at(10) },
+                1 => Next::Retry { run_at: at(1_000) },
                 _ => Next::Requeue,
             },
         })
@@ -292,7 +292,7 @@ async fn one_batch_of_completions_applies_each_fate() {
     let done = store
         .task_complete(TaskCompleteParams {
             completions,
-            now: at(10),
+            now: at(1_000),
         })
         .await
         .unwrap();
@@ -313,9 +313,10 @@ async fn one_batch_of_completions_applies_each_fate() {
 
     let stats = store.stats(StatsParams::default()).await.unwrap();
     assert_eq!((stats.failed, stats.queued()), (100, 200));
-    // Requeued tasks kept their place in line (enqueued at 0) and did not count the
-    // attempt; retried ones joined at 10 as attempt 2.
-    let again = claim(&store, "n", 200, at(20)).await;
+    // Requeued tasks kept their place in line (enqueued at 0 to 299: fair share spreads a
+    // batch one millisecond a task) and did not count the attempt; retried ones joined at
+    // 1,000 as attempt 2.
+    let again = claim(&store, "n", 200, at(1_010)).await;
     let numbers: Vec<u32> = again.iter().map(|c| c.attempt_number).collect();
     assert_eq!(numbers[..100], [1; 100]);
     assert_eq!(numbers[100..], [2; 100]);
@@ -330,6 +331,40 @@ async fn one_batch_of_completions_applies_each_fate() {
         1,
         "the requeued attempt was deleted"
     );
+}
+
+/// Nodes inserting for one tenant at once take turns on its fair-share clock: the tasks of
+/// all their batches take distinct milliseconds of virtual time, `0..N` exactly, so the
+/// tenant's next task is keyed at `N` (behind another tenant's task at `N - 1`). A lost
+/// update of the clock would key it earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_inserting_for_one_tenant_at_once_share_its_fair_clock() {
+    const INSERTERS_PER_NODE: usize = 4;
+    const BATCHES: usize = 10;
+    const BATCH: usize = 25;
+    const TASKS: usize = 2 * INSERTERS_PER_NODE * BATCHES * BATCH;
+    let (a, b, _guard) = two_nodes().await;
+    let mut inserters = tokio::task::JoinSet::new();
+    for node in [&a, &b] {
+        for _ in 0..INSERTERS_PER_NODE {
+            let store = Arc::clone(node);
+            inserters.spawn(async move {
+                for _ in 0..BATCHES {
+                    insert_many(&*store, BATCH, 0).await;
+                }
+            });
+        }
+    }
+    inserters.join_all().await;
+    let y = insert(&*b, new_task("y", "y"), at(TASKS as i64 - 1)).await;
+    let next = insert(&*a, new_task("acme", "next"), at(0)).await;
+    let got: Vec<TaskId> = claim(&*a, "n", TASKS + 10, at(TASKS as i64))
+        .await
+        .into_iter()
+        .map(|c| c.task_id)
+        .collect();
+    assert_eq!(got.len(), TASKS + 2);
+    assert_eq!(got[TASKS..], [y, next]);
 }
 
 fn get_index(ids: &[TaskId], id: &TaskId) -> usize {

@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_listing_indexes_without_running.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 5,
+        name: "0005_fair_share_clocks.sql",
+        sql: include_str!("../migrations/0005_fair_share_clocks.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

@@ -10,12 +10,12 @@ use std::rc::Rc;
 use std::sync::LazyLock;
 
 use fabric_store::{
-    AttemptId, ClaimedTask, Completed, Heartbeat, Inserted, ModuleInfo, ModulePutParams, Next,
-    Rescued, StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
-    TaskHeartbeatParams, TaskId, TaskInsertParams, TaskPromoteParams, TaskPruneParams, TaskRecord,
-    TaskRescueParams, claim_sort_key, from_millis,
+    AttemptId, ClaimedTask, Completed, FairClock, Heartbeat, Inserted, ModuleInfo, ModulePutParams,
+    Next, Rescued, StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
+    TaskExpireParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskPromoteParams,
+    TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis,
 };
-use fabric_types::{Attempt, Outcome, RetryPolicy, TaskState};
+use fabric_types::{Attempt, Outcome, Priority, RetryPolicy, TaskState};
 use rusqlite::types::Value;
 use rusqlite::vtab::array::Array;
 use rusqlite::{OptionalExtension, params};
@@ -32,6 +32,15 @@ pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks (id, tenant, module, inp
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key,
         run_at, deadline, env, labels, created_at, sort_key)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+
+/// One tenant's fair-share clock at one priority (see [`fabric_store::FairClock`]).
+pub(crate) const READ_CLOCK: &str =
+    "SELECT clock FROM fair_clocks WHERE tenant = ?1 AND priority = ?2";
+
+/// Stores one tenant's fair-share clock at one priority.
+pub(crate) const WRITE_CLOCK: &str =
+    "INSERT INTO fair_clocks (tenant, priority, clock) VALUES (?1, ?2, ?3)
+     ON CONFLICT (tenant, priority) DO UPDATE SET clock = excluded.clock";
 
 /// The first queued tasks in claim order, whole.
 pub(crate) static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
@@ -125,7 +134,59 @@ pub(crate) fn module_put(
     module_info(raw)
 }
 
-/// `task_insert`: one row per task, deduplicated by idempotency key per tenant.
+/// The fair-share clocks one insert batch uses, each read once: a batch holds few tenants
+/// (usually one), so a list searched in order beats hashing every task's tenant.
+#[derive(Default)]
+struct Clocks(Vec<(String, Priority, FairClock)>);
+
+impl Clocks {
+    /// The clock of `(tenant, priority)`, read from the database the first time.
+    fn get(
+        &mut self,
+        read: &mut rusqlite::CachedStatement<'_>,
+        tenant: &str,
+        priority: Priority,
+        now: i64,
+    ) -> Result<&mut FairClock, StoreError> {
+        let found = self
+            .0
+            .iter()
+            .position(|(t, p, _)| *p == priority && t == tenant);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let stored: Option<i64> = read
+                    .query_row(params![tenant, priority.rank()], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err("read a fair-share clock"))?;
+                self.0
+                    .push((tenant.to_owned(), priority, FairClock::new(stored, now)));
+                self.0.len() - 1
+            }
+        };
+        Ok(&mut self.0[i].2)
+    }
+
+    /// Stores every clock the batch moved.
+    fn write(self, ctx: &WriteCtx<'_>) -> Result<(), StoreError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut write = ctx
+            .conn
+            .prepare_cached(WRITE_CLOCK)
+            .map_err(db_err("store a fair-share clock"))?;
+        for (tenant, priority, clock) in self.0 {
+            write
+                .execute(params![tenant, priority.rank(), clock.next()])
+                .map_err(db_err("store a fair-share clock"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `task_insert`: one row per task, deduplicated by idempotency key per tenant, keyed for
+/// fair share between tenants (see [`FairClock`]).
 pub(crate) fn task_insert(
     ctx: &mut WriteCtx<'_>,
     p: TaskInsertParams,
@@ -140,6 +201,11 @@ pub(crate) fn task_insert(
         .conn
         .prepare_cached(INSERT_TASK)
         .map_err(db_err("insert a task"))?;
+    let mut read_clock = ctx
+        .conn
+        .prepare_cached(READ_CLOCK)
+        .map_err(db_err("read a fair-share clock"))?;
+    let mut clocks = Clocks::default();
     for (i, task) in p.tasks.into_iter().enumerate() {
         if task.tenant.is_empty() {
             return Err(StoreError::InvalidArgument(format!(
@@ -161,16 +227,19 @@ pub(crate) fn task_insert(
             }
         }
         let run_at = task.run_at.map(ms);
-        let scheduled = run_at.is_some_and(|at| at > now);
-        let (state, sort_key) = if scheduled {
-            (TaskState::Scheduled, None)
+        // Queued now, it joins the line now, whatever past run_at it named; scheduled, it
+        // keeps its fair key while it waits and its promotion keeps it.
+        let ready = run_at.filter(|&at| at > now);
+        let scheduled = ready.is_some();
+        let state = if scheduled {
+            TaskState::Scheduled
         } else {
-            // Queued now: it joins the line now, whatever past run_at it named.
-            (
-                TaskState::Queued,
-                Some(claim_sort_key(now, task.priority, ctx.aging_step_ms)),
-            )
+            TaskState::Queued
         };
+        let enqueued_at = clocks
+            .get(&mut read_clock, &task.tenant, task.priority, now)?
+            .take(ready.unwrap_or(now));
+        let sort_key = claim_sort_key(enqueued_at, task.priority, ctx.aging_step_ms);
         let id = TaskId::generate(p.now);
         let limits = &task.limits;
         let priority = i64::from(task.priority.rank());
@@ -208,6 +277,8 @@ pub(crate) fn task_insert(
             deduplicated: false,
         });
     }
+    drop(read_clock);
+    clocks.write(ctx)?;
     Ok(out)
 }
 
@@ -236,18 +307,29 @@ fn finish(
     Ok(())
 }
 
-/// Makes a task claimable, joining the line at `enqueued_at`.
-fn enqueue(ctx: &mut WriteCtx<'_>, task: &TaskKey, enqueued_at: i64) -> Result<(), StoreError> {
+/// Makes a task claimable, joining the line at `enqueued_at` — unless `keep_key` and it
+/// already has a key (a task inserted as scheduled carries its fair key while it waits).
+fn enqueue(
+    ctx: &mut WriteCtx<'_>,
+    task: &TaskKey,
+    enqueued_at: i64,
+    keep_key: bool,
+) -> Result<(), StoreError> {
     let key = claim_sort_key(
         enqueued_at,
         parse_priority(task.priority)?,
         ctx.aging_step_ms,
     );
+    let sql = if keep_key {
+        "UPDATE tasks SET state = 'queued', sort_key = COALESCE(sort_key, ?2), current_attempt = NULL,
+            lease_until = NULL
+         WHERE rowid = ?1"
+    } else {
+        "UPDATE tasks SET state = 'queued', sort_key = ?2, current_attempt = NULL, lease_until = NULL
+         WHERE rowid = ?1"
+    };
     ctx.conn
-        .prepare_cached(
-            "UPDATE tasks SET state = 'queued', sort_key = ?2, current_attempt = NULL, lease_until = NULL
-             WHERE rowid = ?1",
-        )
+        .prepare_cached(sql)
         .and_then(|mut s| s.execute(params![task.rowid, key]))
         .map_err(db_err("queue a task"))?;
     ctx.counts
@@ -256,11 +338,13 @@ fn enqueue(ctx: &mut WriteCtx<'_>, task: &TaskKey, enqueued_at: i64) -> Result<(
     Ok(())
 }
 
-/// Makes a task wait until `run_at`.
+/// Makes a task wait for a retry until `run_at`, without a sort key: its promotion keys it
+/// at `run_at`.
 fn schedule(ctx: &mut WriteCtx<'_>, task: &TaskKey, run_at: i64) -> Result<(), StoreError> {
     ctx.conn
         .prepare_cached(
-            "UPDATE tasks SET state = 'scheduled', run_at = ?2, current_attempt = NULL, lease_until = NULL
+            "UPDATE tasks SET state = 'scheduled', run_at = ?2, sort_key = NULL, current_attempt = NULL,
+                lease_until = NULL
              WHERE rowid = ?1",
         )
         .and_then(|mut s| s.execute(params![task.rowid, run_at]))
@@ -580,7 +664,7 @@ pub(crate) fn task_complete(
                 record_attempt(ctx, attempt_rowid, &c.attempt)?;
                 let run_at = ms(run_at);
                 if run_at <= now {
-                    enqueue(ctx, &task.key, now)?;
+                    enqueue(ctx, &task.key, now, false)?;
                     TaskState::Queued
                 } else {
                     schedule(ctx, &task.key, run_at)?;
@@ -706,7 +790,7 @@ pub(crate) fn task_rescue(
             let delay = (p.jitter)(bound).min(bound);
             let run_at = now.saturating_add(to_i64(delay, "backoff")?);
             if run_at <= now {
-                enqueue(ctx, &e.key, now)?;
+                enqueue(ctx, &e.key, now, false)?;
                 (TaskState::Queued, Some(run_at))
             } else {
                 schedule(ctx, &e.key, run_at)?;
@@ -757,7 +841,7 @@ pub(crate) fn task_promote(
         .map_err(db_err("find due scheduled tasks"))?;
     let mut out = Vec::with_capacity(due.len());
     for (key, run_at) in due {
-        enqueue(ctx, &key, run_at)?;
+        enqueue(ctx, &key, run_at, true)?;
         out.push(TaskId::from(key.id));
     }
     Ok(out)
@@ -854,6 +938,7 @@ mod tests {
         let conn = migrated_connection(&dir);
         for sql in [
             &CANDIDATES,
+            READ_CLOCK,
             CLAIM,
             NEW_ATTEMPT,
             HOLDERS,

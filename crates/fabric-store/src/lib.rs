@@ -28,10 +28,10 @@ use time::OffsetDateTime;
 pub use error::{BoxError, Result, StoreError};
 pub use id::{AttemptId, TaskId};
 pub use model::{
-    AGING_STEP_MS, AttemptRecord, Capabilities, ClaimedTask, Completed, Completion, Heartbeat,
-    Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleKind,
-    ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, NewTask, Next, Rescued, Stats,
-    StatsParams, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
+    AGING_STEP_MS, AttemptRecord, Capabilities, ClaimedTask, Completed, Completion, FairClock,
+    Heartbeat, Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams, ModuleInfo,
+    ModuleKind, ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, NewTask, Next, Rescued,
+    Stats, StatsParams, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
     TaskGetParams, TaskHeartbeatParams, TaskInsertParams, TaskListParams, TaskPage,
     TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis,
     to_millis,

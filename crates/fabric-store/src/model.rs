@@ -23,12 +23,76 @@ pub const AGING_STEP_MS: u64 = 30_000;
 /// step, for background behind critical). After that it waits only for work that was
 /// already ahead of it, which is finite.
 ///
-/// `enqueued_at` is when the task became ready: its insert time, or its `run_at` when it
-/// was scheduled (so a late promotion does not push it back). Backends store this key in
-/// an indexed column when the task becomes queued, so a claim is an index scan.
+/// `enqueued_at` is when the task became ready — its insert time, or its `run_at` when it
+/// was scheduled (so a late promotion does not push it back) — moved later by fair share
+/// for a task's first enqueue (see [`FairClock`]); a retry joins at its ready time, and a
+/// requeued or rescued task keeps or recomputes its key as before. The bound above holds
+/// for these `enqueued_at` values. Backends store this key in an indexed column when the
+/// task becomes queued, so a claim is an index scan.
 pub fn claim_sort_key(enqueued_at_ms: i64, priority: Priority, aging_step_ms: u64) -> i64 {
     let step = i64::try_from(aging_step_ms).unwrap_or(i64::MAX / 8);
     enqueued_at_ms.saturating_add(i64::from(priority.rank()).saturating_mul(step))
+}
+
+/// Fair share between tenants: one tenant's virtual clock at one priority (start-time fair
+/// queuing), used when `task_insert` first enqueues a task.
+///
+/// **The rule.** Each `(tenant, priority)` has a clock `c`, stored by the backend (absent
+/// means "never used"). A new task ready at `ready` (the insert's `now`, or its `run_at` when
+/// it is scheduled) of that tenant and priority gets, with `base = max(now, c)`,
+/// `enqueued_at = max(ready, base)`, and the clock becomes `base + 1`: every task takes one
+/// millisecond of its tenant's virtual time. For a task queued at once this is
+/// `v = max(now, c)`, `c = v + 1`. (A task scheduled later than `base` does not move the
+/// clock to its `run_at`: one task scheduled for next week must not push the tenant's work
+/// queued meanwhile behind everyone else's until then.)
+///
+/// **What it gives.** A tenant that enqueues `n` tasks at one priority in a burst spreads them
+/// over `n` ms of virtual time, so a task another tenant enqueues at `now` goes ahead of the
+/// part of the burst keyed after `now`: it waits for at most one of the burst's tasks per
+/// millisecond since the burst began (fewer as the burst is served), not for all `n`. FIFO
+/// within one tenant and priority is unchanged (keys strictly increase), and a tenant's own
+/// higher priority still overtakes its own flood (clocks are per priority).
+///
+/// **The bound on the flooder.** A task is keyed at most `k` ms after it became ready, where
+/// `k` is the number of tasks of the same tenant and priority inserted since that clock last
+/// fell behind real time; a flood of `n` tasks pushes the tenant's own later tasks back by
+/// at most `n` ms less the time since (100,000 tasks: 100 s), and a quota on unfinished tasks
+/// bounds `n`. The aging bound of [`claim_sort_key`] holds for the keyed `enqueued_at`.
+///
+/// **Not covered.** Tasks scheduled for one future instant beyond the tenant's clock all
+/// key at that instant (spreading them would need the clock at promotion). The spreading
+/// assumes the flooding tenant is served at least one task per millisecond: when its tasks
+/// run slower than that, the part of its flood keyed before `now` still grows in front of
+/// other tenants, only more slowly than the whole flood would. Retries, requeues and
+/// rescues keep their keys as they were.
+///
+/// A backend reads each clock it needs once per insert batch, calls [`FairClock::take`]
+/// for each new task of that tenant and priority in order, and stores [`FairClock::next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FairClock {
+    next: i64,
+}
+
+impl FairClock {
+    /// The clock as stored (`None`: never used), at `now_ms`.
+    pub fn new(stored: Option<i64>, now_ms: i64) -> Self {
+        Self {
+            next: stored.map_or(now_ms, |c| c.max(now_ms)),
+        }
+    }
+
+    /// The `enqueued_at` of the next new task, ready at `ready_ms`; advances the clock one
+    /// millisecond.
+    pub fn take(&mut self, ready_ms: i64) -> i64 {
+        let enqueued_at = ready_ms.max(self.next);
+        self.next = self.next.saturating_add(1);
+        enqueued_at
+    }
+
+    /// The value to store once the batch is inserted.
+    pub fn next(self) -> i64 {
+        self.next
+    }
 }
 
 /// Milliseconds since the Unix epoch, the precision every store keeps timestamps at
@@ -466,4 +530,34 @@ pub struct Capabilities {
     pub listen_notify: bool,
     /// Several processes (fabric nodes) may share the database.
     pub multi_node: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fair_clock_spreads_a_burst_and_catches_up_with_real_time() {
+        let mut clock = FairClock::new(None, 1_000);
+        let burst: Vec<i64> = (0..3).map(|_| clock.take(1_000)).collect();
+        assert_eq!(burst, [1_000, 1_001, 1_002]);
+        assert_eq!(clock.next(), 1_003);
+        // Stored, and read back later: real time has overtaken it.
+        let mut clock = FairClock::new(Some(1_003), 5_000);
+        assert_eq!(clock.take(5_000), 5_000);
+        // Still ahead of real time: it keeps its place.
+        let mut clock = FairClock::new(Some(9_000), 5_000);
+        assert_eq!(clock.take(5_000), 9_000);
+    }
+
+    #[test]
+    fn a_scheduled_task_takes_its_run_at_without_moving_the_clock_there() {
+        let mut clock = FairClock::new(Some(1_000), 1_000);
+        assert_eq!(clock.take(100_000), 100_000);
+        assert_eq!(clock.next(), 1_001, "one millisecond, not up to the run_at");
+        // Scheduled inside the tenant's own backlog: behind it.
+        let mut clock = FairClock::new(Some(2_000), 1_000);
+        assert_eq!(clock.take(1_500), 2_000);
+        assert_eq!(clock.next(), 2_001);
+    }
 }

@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod cluster;
 mod demo;
+mod fairness;
 mod faults;
 mod load;
 mod run;
