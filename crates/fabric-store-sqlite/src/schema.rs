@@ -42,6 +42,13 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_listing_indexes_without_running.sql"),
         edits_schema_table: false,
     },
+    // 5 is another branch's migration, merged separately.
+    Migration {
+        version: 6,
+        name: "0006_task_dirs.sql",
+        sql: include_str!("../migrations/0006_task_dirs.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.
