@@ -340,10 +340,11 @@ async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value,
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-fn bounds(app: &App) -> SpecBounds {
+fn bounds(app: &App) -> SpecBounds<'_> {
     SpecBounds {
         max_input_bytes: app.config.max_input_bytes,
         max_task_memory: app.config.max_task_memory,
+        volumes: &app.config.volumes,
     }
 }
 

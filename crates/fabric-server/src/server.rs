@@ -147,12 +147,16 @@ impl Server {
                 "the address space cannot hold a pool for every worker: instances are allocated on demand (slower)"
             );
         }
+        for (name, dir) in &config.volumes {
+            tracing::info!(volume = name, dir = %dir.display(), "volume tasks may be granted read-only");
+        }
         let scheduler = Scheduler::start(
             SchedulerConfig {
                 workers: config.workers,
                 lease: config.lease,
                 heartbeat_every: config.lease / 3,
                 retention: config.retention,
+                volumes: config.volumes.clone(),
                 ..SchedulerConfig::new(config.node.clone())
             },
             store.clone(),
