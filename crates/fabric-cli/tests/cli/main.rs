@@ -10,3 +10,4 @@ mod run;
 mod scheduling;
 mod server;
 mod util;
+mod volumes;
