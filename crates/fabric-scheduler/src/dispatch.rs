@@ -177,18 +177,29 @@ async fn load_agent(
 
 /// The task's directory grants with each volume name resolved to this node's directory.
 /// A volume this node does not define (the operator removed it since the task was
-/// submitted, or another node defines it) is an error naming it; nothing runs.
+/// submitted, or another node defines it), or whose directory is gone, is an error naming
+/// the volume, never its host path; nothing runs.
 fn grants(
     volumes: &BTreeMap<String, PathBuf>,
     task: &ClaimedTask,
 ) -> Result<Vec<DirGrant>, String> {
     task.dirs
         .iter()
-        .map(|(guest, volume)| match volumes.get(volume) {
-            Some(host) => Ok(DirGrant::read_only(host, guest)),
-            None => Err(format!(
-                "volume {volume:?} (granted at {guest}) is not defined on this node"
-            )),
+        .map(|(guest, volume)| {
+            let Some(host) = volumes.get(volume) else {
+                return Err(format!(
+                    "volume {volume:?} (granted at {guest}) is not defined on this node"
+                ));
+            };
+            match std::fs::metadata(host) {
+                Ok(meta) if meta.is_dir() => Ok(DirGrant::read_only(host, guest)),
+                Ok(_) => Err(format!(
+                    "volume {volume:?} (granted at {guest}) is no longer a directory"
+                )),
+                Err(e) => Err(format!(
+                    "volume {volume:?} (granted at {guest}) is not available: {e}"
+                )),
+            }
         })
         .collect()
 }
@@ -329,21 +340,41 @@ mod tests {
 
     #[test]
     fn grants_resolve_volume_names_and_name_a_missing_one() {
+        let root = tempfile::tempdir().unwrap();
+        let (data, models) = (root.path().join("data"), root.path().join("models"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(&models).unwrap();
         let volumes = BTreeMap::from([
-            ("data".to_owned(), PathBuf::from("/srv/data")),
-            ("models".to_owned(), PathBuf::from("/srv/models")),
+            ("data".to_owned(), data.clone()),
+            ("models".to_owned(), models.clone()),
+            ("gone".to_owned(), root.path().join("gone")),
+            ("file".to_owned(), root.path().join("file")),
         ]);
+        std::fs::write(root.path().join("file"), "x").unwrap();
         assert_eq!(grants(&volumes, &claimed(&[])).unwrap(), []);
         assert_eq!(
             grants(&volumes, &claimed(&[("/data", "data"), ("/m", "models")])).unwrap(),
             [
-                DirGrant::read_only("/srv/data", "/data"),
-                DirGrant::read_only("/srv/models", "/m"),
+                DirGrant::read_only(&data, "/data"),
+                DirGrant::read_only(&models, "/m"),
             ]
         );
-        assert_eq!(
-            grants(&volumes, &claimed(&[("/data", "data"), ("/x", "gone")])).unwrap_err(),
-            "volume \"gone\" (granted at /x) is not defined on this node"
-        );
+        for (volume, expected) in [
+            (
+                "undefined",
+                "volume \"undefined\" (granted at /x) is not defined on this node",
+            ),
+            (
+                "gone",
+                "volume \"gone\" (granted at /x) is not available: No such file or directory (os error 2)",
+            ),
+            (
+                "file",
+                "volume \"file\" (granted at /x) is no longer a directory",
+            ),
+        ] {
+            let task = claimed(&[("/data", "data"), ("/x", volume)]);
+            assert_eq!(grants(&volumes, &task).unwrap_err(), expected);
+        }
     }
 }

@@ -432,6 +432,30 @@ async fn attack_volume_removed_before_the_task_runs_ends_it_invalid_naming_the_v
     assert_serves(&client).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_volume_whose_directory_vanished_ends_invalid_without_naming_the_host_path() {
+    let volume = Volume::new();
+    let fabric = volume.serve();
+    let client = fabric.client();
+    std::fs::remove_dir_all(volume.dir()).unwrap();
+    let task = run_granted(&client, fabric_agents::p1::PROBE, "probe", "list /data\n").await;
+    assert_eq!(task["state"], "failed", "{task}");
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "not retried: {task}");
+    assert_eq!(attempts[0]["outcome"], "invalid");
+    assert_eq!(
+        attempts[0]["error"],
+        "volume \"data\" (granted at /data) is not available: No such file or directory (os error 2)"
+    );
+    assert!(
+        !task
+            .to_string()
+            .contains(volume.root.path().to_str().unwrap()),
+        "the host path reached the tenant: {task}"
+    );
+    assert_serves(&client).await;
+}
+
 #[test]
 fn attack_volume_options_are_checked_at_start() {
     let volume = Volume::new();
