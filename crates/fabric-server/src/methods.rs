@@ -647,6 +647,13 @@ fn task_spec_params() -> Vec<(&'static str, bool, Value)> {
             false,
             json!({"type": "object", "additionalProperties": {"type": "string"}}),
         ),
+        (
+            "dirs",
+            false,
+            json!({"type": "object", "maxProperties": spec::MAX_DIRS,
+                   "description": "guest path (such as /data) -> the name of a volume of `fabric serve --volume`, granted read-only",
+                   "additionalProperties": {"type": "string"}}),
+        ),
     ]
 }
 
