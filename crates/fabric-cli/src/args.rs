@@ -160,6 +160,18 @@ fn parse_env_var(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `GUEST=VOLUME`, split at the last `=` (a volume name has none); the server checks both.
+fn parse_volume_grant(text: &str) -> Result<(String, String), String> {
+    match text.rsplit_once('=') {
+        Some((guest, volume)) if !guest.is_empty() && !volume.is_empty() => {
+            Ok((guest.to_string(), volume.to_string()))
+        }
+        _ => Err(format!(
+            "expected GUEST=VOLUME such as /data=shared, got {text:?}"
+        )),
+    }
+}
+
 /// Where a client command finds its server, and how it prints the answer.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -229,6 +241,10 @@ pub struct SubmitArgs {
     /// Label stored with the task, `NAME=VALUE` (repeatable).
     #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_env_var)]
     pub labels: Vec<(String, String)>,
+    /// Directory granted read-only, `GUEST=VOLUME` (repeatable): the server's volume
+    /// VOLUME (`fabric serve --volume`) seen by the agent at GUEST, such as `/data=shared`.
+    #[arg(long = "dir", value_name = "GUEST=VOLUME", value_parser = parse_volume_grant)]
+    pub dirs: Vec<(String, String)>,
     /// Do not start before this time (RFC 3339, for example 2030-01-01T00:00:00Z).
     #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
     pub run_at: Option<time::OffsetDateTime>,

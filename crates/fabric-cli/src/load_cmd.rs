@@ -1654,6 +1654,7 @@ mod tests {
             output_base64: None,
             error: None,
             labels: Default::default(),
+            dirs: Default::default(),
         };
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);

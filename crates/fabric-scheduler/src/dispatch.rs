@@ -1,12 +1,13 @@
 //! The dispatcher: waits for capacity and for ready work (signals, never polling sleeps on
 //! the hot path), claims tasks in batches, and runs each claimed attempt to its completion.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::time::Duration;
 
-use fabric_sandbox::{Agent, CancelToken, RunRequest};
+use fabric_sandbox::{Agent, CancelToken, DirGrant, RunRequest};
 use fabric_store::{
     ClaimedTask, ModuleGetParams, ModuleRef, Next, TaskClaimParams, TaskPromoteParams,
 };
@@ -174,6 +175,35 @@ async fn load_agent(
     }
 }
 
+/// The task's directory grants with each volume name resolved to this node's directory.
+/// A volume this node does not define (the operator removed it since the task was
+/// submitted, or another node defines it), or whose directory is gone, is an error naming
+/// the volume, never its host path; nothing runs.
+fn grants(
+    volumes: &BTreeMap<String, PathBuf>,
+    task: &ClaimedTask,
+) -> Result<Vec<DirGrant>, String> {
+    task.dirs
+        .iter()
+        .map(|(guest, volume)| {
+            let Some(host) = volumes.get(volume) else {
+                return Err(format!(
+                    "volume {volume:?} (granted at {guest}) is not defined on this node"
+                ));
+            };
+            match std::fs::metadata(host) {
+                Ok(meta) if meta.is_dir() => Ok(DirGrant::read_only(host, guest)),
+                Ok(_) => Err(format!(
+                    "volume {volume:?} (granted at {guest}) is no longer a directory"
+                )),
+                Err(e) => Err(format!(
+                    "volume {volume:?} (granted at {guest}) is not available: {e}"
+                )),
+            }
+        })
+        .collect()
+}
+
 async fn run_attempt(
     shared: Arc<Shared>,
     task: ClaimedTask,
@@ -197,8 +227,14 @@ async fn run_attempt(
         None,
     );
 
-    let attempt = match load_agent(&shared, &task, &loading).await {
-        Ok(agent) => {
+    let agent = match grants(&shared.config.volumes, &task) {
+        Ok(dirs) => load_agent(&shared, &task, &loading)
+            .await
+            .map(|agent| (agent, dirs)),
+        Err(why) => Err(Unloadable::Invalid(why)),
+    };
+    let attempt = match agent {
+        Ok((agent, dirs)) => {
             let request = RunRequest {
                 input: task.input.clone(),
                 limits: task.limits,
@@ -207,7 +243,7 @@ async fn run_attempt(
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                dirs: Vec::new(),
+                dirs,
             };
             Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
         }
@@ -263,4 +299,82 @@ async fn run_attempt(
     };
     shared.completions.submit(done).await;
     drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_store::{AttemptId, NewTask, TaskId, TaskRecord};
+    use time::OffsetDateTime;
+
+    fn claimed(dirs: &[(&str, &str)]) -> ClaimedTask {
+        let mut task = NewTask::new("t", ModuleId::of(b"m"), Vec::new());
+        task.dirs = dirs
+            .iter()
+            .map(|(g, v)| (g.to_string(), v.to_string()))
+            .collect();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let record = TaskRecord {
+            id: TaskId::from("T".to_owned()),
+            tenant: task.tenant,
+            module: task.module,
+            input: task.input,
+            priority: task.priority,
+            state: TaskState::Running,
+            limits: task.limits,
+            retry: task.retry,
+            idempotency_key: None,
+            run_at: None,
+            deadline: None,
+            env: task.env,
+            labels: task.labels,
+            dirs: task.dirs,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            cancel_requested: false,
+            attempts: Vec::new(),
+        };
+        ClaimedTask::from_record(record, AttemptId::from("A".to_owned()), 1, now, now)
+    }
+
+    #[test]
+    fn grants_resolve_volume_names_and_name_a_missing_one() {
+        let root = tempfile::tempdir().unwrap();
+        let (data, models) = (root.path().join("data"), root.path().join("models"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(&models).unwrap();
+        let volumes = BTreeMap::from([
+            ("data".to_owned(), data.clone()),
+            ("models".to_owned(), models.clone()),
+            ("gone".to_owned(), root.path().join("gone")),
+            ("file".to_owned(), root.path().join("file")),
+        ]);
+        std::fs::write(root.path().join("file"), "x").unwrap();
+        assert_eq!(grants(&volumes, &claimed(&[])).unwrap(), []);
+        assert_eq!(
+            grants(&volumes, &claimed(&[("/data", "data"), ("/m", "models")])).unwrap(),
+            [
+                DirGrant::read_only(&data, "/data"),
+                DirGrant::read_only(&models, "/m"),
+            ]
+        );
+        for (volume, expected) in [
+            (
+                "undefined",
+                "volume \"undefined\" (granted at /x) is not defined on this node",
+            ),
+            (
+                "gone",
+                "volume \"gone\" (granted at /x) is not available: No such file or directory (os error 2)",
+            ),
+            (
+                "file",
+                "volume \"file\" (granted at /x) is no longer a directory",
+            ),
+        ] {
+            let task = claimed(&[("/data", "data"), ("/x", volume)]);
+            assert_eq!(grants(&volumes, &task).unwrap_err(), expected);
+        }
+    }
 }

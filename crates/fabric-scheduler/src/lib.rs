@@ -8,7 +8,8 @@ mod dispatch;
 mod policy;
 mod service;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +51,9 @@ pub struct SchedulerConfig {
     /// Longest idle wait before the dispatcher looks at the store again even without a
     /// signal (other nodes' work on a store without LISTEN/NOTIFY). Default 1 s.
     pub idle_poll: Duration,
+    /// The volumes a task's `dirs` may name: volume name → host directory, granted
+    /// read-only. A task naming a volume missing here ends `invalid`. Default none.
+    pub volumes: BTreeMap<String, PathBuf>,
 }
 
 impl SchedulerConfig {
@@ -77,6 +81,7 @@ impl SchedulerConfig {
             retention: Self::DEFAULT_RETENTION,
             prune_every: Self::DEFAULT_PRUNE_EVERY,
             idle_poll: Self::DEFAULT_IDLE_POLL,
+            volumes: BTreeMap::new(),
         }
     }
 }

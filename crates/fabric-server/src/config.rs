@@ -2,6 +2,7 @@
 //! variables and a TOML file (in that order of precedence), resolved against named
 //! defaults into a validated [`ServerConfig`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,6 +98,18 @@ pub struct ServeOptions {
     /// for other nodes' work). [default: 16]
     #[arg(long, env = "FABRIC_POSTGRES_POOL")]
     pub postgres_pool: Option<usize>,
+    /// A host directory tasks may be granted read-only, `NAME=DIR` (repeatable, or
+    /// comma-separated). A task names the volume, never a path:
+    /// `"dirs": {"/data": "NAME"}`. NAME is 1-64 of `a-z 0-9 _ -`; DIR must be a directory.
+    /// In the file: `volume = ["data=/srv/data"]`. Given as a flag or in the environment,
+    /// the list replaces the file's.
+    #[arg(
+        long = "volume",
+        env = "FABRIC_VOLUMES",
+        value_name = "NAME=DIR",
+        value_delimiter = ','
+    )]
+    pub volume: Option<Vec<String>>,
 }
 
 /// SQLite's `synchronous` setting, as the options name it.
@@ -142,6 +155,8 @@ pub struct ServerConfig {
     pub retention: Duration,
     pub lease: Duration,
     pub max_wait: Duration,
+    /// Volumes tasks may be granted read-only: name → canonical host directory.
+    pub volumes: BTreeMap<String, PathBuf>,
 }
 
 impl ServerConfig {
@@ -162,6 +177,8 @@ impl ServerConfig {
     pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
     pub const DEFAULT_POSTGRES_SCHEMA: &str = "fabric";
     pub const DEFAULT_POSTGRES_POOL: usize = 16;
+    /// The longest volume name.
+    pub const MAX_VOLUME_NAME: usize = 64;
 
     /// Resolves `flags` (command line and environment) over the TOML file they name (if
     /// any) over the defaults, and validates the result.
@@ -223,6 +240,7 @@ impl ServerConfig {
             retention: pick!(retention, Self::DEFAULT_RETENTION),
             lease: pick!(lease, Self::DEFAULT_LEASE),
             max_wait: pick!(max_wait, Self::DEFAULT_MAX_WAIT),
+            volumes: volumes(&pick!(volume, Vec::new()))?,
             data_dir,
         };
         config.validate()?;
@@ -270,6 +288,47 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `name` can name a volume: 1-64 of `a-z 0-9 _ -`.
+pub fn is_volume_name(name: &str) -> bool {
+    (1..=ServerConfig::MAX_VOLUME_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Parses `NAME=DIR` entries into volumes: valid distinct names, each an existing
+/// directory, canonicalized (so a symlink swapped in later does not move the volume).
+fn volumes(entries: &[String]) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        option: "volume",
+        reason,
+    };
+    let mut out = BTreeMap::new();
+    for entry in entries {
+        let Some((name, dir)) = entry.split_once('=') else {
+            return Err(invalid(format!("{entry:?}: expected NAME=DIR")));
+        };
+        if !is_volume_name(name) {
+            return Err(invalid(format!(
+                "{entry:?}: the name {name:?} must be 1 to {} of a-z 0-9 _ -",
+                ServerConfig::MAX_VOLUME_NAME
+            )));
+        }
+        if dir.is_empty() {
+            return Err(invalid(format!("{entry:?}: the directory is missing")));
+        }
+        let host = std::fs::canonicalize(dir)
+            .map_err(|e| invalid(format!("{entry:?}: cannot use {dir}: {e}")))?;
+        if !host.is_dir() {
+            return Err(invalid(format!("{entry:?}: {dir} is not a directory")));
+        }
+        if out.insert(name.to_owned(), host).is_some() {
+            return Err(invalid(format!("the volume {name:?} is defined twice")));
+        }
+    }
+    Ok(out)
 }
 
 /// Why the configuration was refused.
@@ -453,6 +512,82 @@ mod tests {
         };
         let err = ServerConfig::merge(zero, ServeOptions::default()).unwrap_err();
         assert!(err.to_string().contains("postgres_pool"), "{err}");
+    }
+
+    #[test]
+    fn volumes_are_named_directories_canonicalized() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&data, root.path().join("link")).unwrap();
+        let plain = root.path().join("file.txt");
+        std::fs::write(&plain, "x").unwrap();
+        let flags = ServeOptions {
+            volume: Some(vec![
+                format!("data={}", data.display()),
+                format!("via_link-2={}", root.path().join("link").display()),
+            ]),
+            ..ServeOptions::default()
+        };
+        let from_file = file("volume = [\"other=/\"]").unwrap();
+        let config = ServerConfig::merge(flags, from_file.clone()).unwrap();
+        let canonical = std::fs::canonicalize(&data).unwrap();
+        assert_eq!(
+            config.volumes,
+            BTreeMap::from([
+                ("data".to_owned(), canonical.clone()),
+                ("via_link-2".to_owned(), canonical),
+            ]),
+            "the flags replace the file's list; a link is resolved"
+        );
+        let config = ServerConfig::merge(ServeOptions::default(), from_file).unwrap();
+        assert_eq!(config.volumes["other"], PathBuf::from("/"));
+        assert!(ServerConfig::defaults().volumes.is_empty());
+
+        let missing = root.path().join("missing");
+        for (entry, expected) in [
+            ("data".to_owned(), "expected NAME=DIR".to_owned()),
+            (
+                format!("Data={}", data.display()),
+                "must be 1 to 64 of".into(),
+            ),
+            (format!("={}", data.display()), "must be 1 to 64 of".into()),
+            (
+                format!("{}={}", "x".repeat(65), data.display()),
+                "must be 1 to 64".into(),
+            ),
+            ("data=".to_owned(), "the directory is missing".into()),
+            (
+                format!("data={}", missing.display()),
+                format!("cannot use {}: No such file", missing.display()),
+            ),
+            (
+                format!("data={}", plain.display()),
+                format!("{} is not a directory", plain.display()),
+            ),
+        ] {
+            let flags = ServeOptions {
+                volume: Some(vec![entry.clone()]),
+                ..ServeOptions::default()
+            };
+            let err = ServerConfig::merge(flags, ServeOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("invalid option volume: "), "{entry}: {err}");
+            assert!(err.contains(&expected), "{entry}: {err}");
+        }
+        let twice = ServeOptions {
+            volume: Some(vec![
+                format!("data={}", data.display()),
+                format!("data={}", root.path().display()),
+            ]),
+            ..ServeOptions::default()
+        };
+        let err = ServerConfig::merge(twice, ServeOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("\"data\" is defined twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -340,10 +340,11 @@ async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value,
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-fn bounds(app: &App) -> SpecBounds {
+fn bounds(app: &App) -> SpecBounds<'_> {
     SpecBounds {
         max_input_bytes: app.config.max_input_bytes,
         max_task_memory: app.config.max_task_memory,
+        volumes: &app.config.volumes,
     }
 }
 
@@ -645,6 +646,13 @@ fn task_spec_params() -> Vec<(&'static str, bool, Value)> {
             "labels",
             false,
             json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        ),
+        (
+            "dirs",
+            false,
+            json!({"type": "object", "maxProperties": spec::MAX_DIRS,
+                   "description": "guest path (such as /data) -> the name of a volume of `fabric serve --volume`, granted read-only",
+                   "additionalProperties": {"type": "string"}}),
         ),
     ]
 }

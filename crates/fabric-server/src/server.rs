@@ -163,6 +163,9 @@ impl Server {
                 "the address space cannot hold a pool for every worker: instances are allocated on demand (slower)"
             );
         }
+        for (name, dir) in &config.volumes {
+            tracing::info!(volume = name, dir = %dir.display(), "volume tasks may be granted read-only");
+        }
         let scheduler = Scheduler::start(
             SchedulerConfig {
                 workers: config.workers,
@@ -172,6 +175,7 @@ impl Server {
                 // A short retention is pruned often enough to hold the store near its size.
                 prune_every: (config.retention / 4)
                     .clamp(Duration::from_secs(1), SchedulerConfig::DEFAULT_PRUNE_EVERY),
+                volumes: config.volumes.clone(),
                 ..SchedulerConfig::new(config.node.clone())
             },
             store.clone(),

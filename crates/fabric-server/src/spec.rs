@@ -3,6 +3,7 @@
 //! the API's `Task`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -14,9 +15,11 @@ use crate::rpc::RpcError;
 
 /// The bounds a spec is checked against (from the server configuration).
 #[derive(Debug, Clone, Copy)]
-pub struct SpecBounds {
+pub struct SpecBounds<'a> {
     pub max_input_bytes: u64,
     pub max_task_memory: u64,
+    /// The volumes a task may name in `dirs` (name → host directory).
+    pub volumes: &'a BTreeMap<String, PathBuf>,
 }
 
 /// The most attempts a task may ask for.
@@ -32,6 +35,10 @@ pub const MAX_ENV_VARS: usize = 64;
 pub const MAX_ENV_VALUE_BYTES: usize = 4096;
 pub const MAX_LABELS: usize = 32;
 pub const MAX_LABEL_BYTES: usize = 256;
+/// The most directory grants one task may ask for.
+pub const MAX_DIRS: usize = 8;
+/// The longest guest path of a directory grant.
+pub const MAX_GUEST_PATH_BYTES: usize = 256;
 
 /// Checks everything in `spec` but the module (resolved by the caller into `module`).
 /// `at` prefixes field names (`"tasks[3]."` inside a batch).
@@ -90,6 +97,7 @@ pub fn new_task(
         |k| !k.is_empty() && k.len() <= 64,
         &field("labels"),
     )?;
+    check_dirs(&spec.dirs, bounds.volumes, &field("dirs"))?;
     Ok(NewTask {
         tenant: tenant.to_owned(),
         module,
@@ -102,6 +110,7 @@ pub fn new_task(
         deadline: spec.deadline,
         env: spec.env,
         labels: spec.labels,
+        dirs: spec.dirs,
     })
 }
 
@@ -220,6 +229,53 @@ fn check_map(
     Ok(())
 }
 
+/// Directory grants name a guest path and a volume of the operator's, never a host path:
+/// at most [`MAX_DIRS`], each guest path absolute and plain (`/a/b`: no `.`, `..`, empty
+/// components or trailing `/`, so one directory has one spelling), each volume defined.
+fn check_dirs(
+    dirs: &BTreeMap<String, String>,
+    volumes: &BTreeMap<String, PathBuf>,
+    field: &str,
+) -> Result<(), RpcError> {
+    if dirs.len() > MAX_DIRS {
+        return Err(RpcError::invalid_params(
+            field,
+            format!("{} grants; the limit is {MAX_DIRS}", dirs.len()),
+        ));
+    }
+    for (guest, volume) in dirs {
+        let at = format!("{field}.{guest}");
+        if !is_guest_path(guest) {
+            return Err(RpcError::invalid_params(
+                at,
+                format!(
+                    "the guest path must be absolute, at most {MAX_GUEST_PATH_BYTES} bytes, \
+                     with no empty, `.` or `..` component and no NUL, such as /data"
+                ),
+            ));
+        }
+        if !volumes.contains_key(volume) {
+            return Err(RpcError::invalid_params(
+                at,
+                format!(
+                    "{volume:?} is not a volume of this server; a task names a volume the \
+                     operator defined with --volume, never a host path"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_guest_path(path: &str) -> bool {
+    path.len() <= MAX_GUEST_PATH_BYTES
+        && !path.contains('\0')
+        && path.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
+        })
+}
+
 fn is_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
@@ -263,6 +319,7 @@ pub fn task_view(record: TaskRecord) -> Task {
         output_base64,
         error,
         labels: record.labels,
+        dirs: record.dirs,
         attempts,
     }
 }
@@ -284,14 +341,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const BOUNDS: SpecBounds = SpecBounds {
-        max_input_bytes: 16,
-        max_task_memory: 1 << 20,
-    };
-
     fn check(spec: serde_json::Value) -> Result<NewTask, RpcError> {
+        let volumes = BTreeMap::from([
+            ("data".to_owned(), PathBuf::from("/srv/data")),
+            ("models".to_owned(), PathBuf::from("/srv/models")),
+        ]);
+        let bounds = SpecBounds {
+            max_input_bytes: 16,
+            max_task_memory: 1 << 20,
+            volumes: &volumes,
+        };
         let spec: TaskSpec = serde_json::from_value(spec).unwrap();
-        new_task("t", ModuleId::of(b"m"), spec, BOUNDS, "tasks[2].")
+        new_task("t", ModuleId::of(b"m"), spec, bounds, "tasks[2].")
     }
 
     fn field_of(spec: serde_json::Value) -> String {
@@ -358,9 +419,84 @@ mod tests {
                 json!({"module": "m", "labels": {"": "x"}}),
                 "tasks[2].labels.",
             ),
+            (
+                json!({"module": "m", "dirs": {"/data": "nope"}}),
+                "tasks[2].dirs./data",
+            ),
+            (
+                json!({"module": "m", "dirs": {"/data": "/srv/data"}}),
+                "tasks[2].dirs./data",
+            ),
+            (
+                json!({"module": "m", "dirs": {"/data": "Data"}}),
+                "tasks[2].dirs./data",
+            ),
+            (
+                json!({"module": "m", "dirs": {"/data": ""}}),
+                "tasks[2].dirs./data",
+            ),
         ];
         for (spec, expected) in cases {
             assert_eq!(field_of(spec.clone()), expected, "{spec}");
         }
+    }
+
+    #[test]
+    fn dirs_name_defined_volumes_at_plain_absolute_guest_paths() {
+        let task = check(json!({"module": "m", "dirs": {"/data": "data", "/in/models": "models"}}))
+            .unwrap();
+        assert_eq!(
+            task.dirs,
+            BTreeMap::from([
+                ("/data".to_owned(), "data".to_owned()),
+                ("/in/models".to_owned(), "models".to_owned()),
+            ])
+        );
+        for guest in [
+            "data",
+            "",
+            "/",
+            "/data/",
+            "//data",
+            "/data//x",
+            "/./data",
+            "/data/.",
+            "/..",
+            "/data/..",
+            "/data/../etc",
+            "../data",
+            "/da\0ta",
+        ] {
+            let spec = json!({"module": "m", "dirs": {guest: "data"}});
+            assert_eq!(
+                field_of(spec),
+                format!("tasks[2].dirs.{guest}"),
+                "{guest:?}"
+            );
+        }
+        let long = format!("/{}", "a".repeat(MAX_GUEST_PATH_BYTES));
+        let spec = json!({"module": "m", "dirs": {long.clone(): "data"}});
+        assert_eq!(field_of(spec), format!("tasks[2].dirs.{long}"));
+        let many: BTreeMap<String, &str> =
+            (0..=MAX_DIRS).map(|i| (format!("/d{i}"), "data")).collect();
+        assert_eq!(
+            field_of(json!({"module": "m", "dirs": many})),
+            "tasks[2].dirs"
+        );
+        let eight: BTreeMap<String, &str> =
+            (0..MAX_DIRS).map(|i| (format!("/d{i}"), "data")).collect();
+        assert_eq!(
+            check(json!({"module": "m", "dirs": eight}))
+                .unwrap()
+                .dirs
+                .len(),
+            MAX_DIRS
+        );
+        let err = check(json!({"module": "m", "dirs": {"/data": "/etc"}})).unwrap_err();
+        assert!(
+            err.message.contains("\"/etc\" is not a volume"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -16,7 +16,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::corrupt;
 
 /// The task columns [`read_task`] expects, in order. JSONB columns are read as text.
-const TASK_COLUMNS: [&str; 24] = [
+const TASK_COLUMNS: [&str; 25] = [
     "id",
     "tenant",
     "module",
@@ -41,6 +41,7 @@ const TASK_COLUMNS: [&str; 24] = [
     "started_at",
     "finished_at",
     "cancel_requested",
+    "dirs",
 ];
 
 /// How many columns [`read_task`] reads.
@@ -76,7 +77,7 @@ pub(crate) fn task_columns(alias: &str) -> String {
     TASK_COLUMNS
         .iter()
         .map(|c| match *c {
-            "env" | "labels" => format!("{alias}.{c}::text AS {c}"),
+            "env" | "labels" | "dirs" => format!("{alias}.{c}::text AS {c}"),
             _ => format!("{alias}.{c}"),
         })
         .collect::<Vec<_>>()
@@ -234,6 +235,7 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
         started_at: time_opt(col(row, c(21))?),
         finished_at: time_opt(col(row, c(22))?),
         cancel_requested: col(row, c(23))?,
+        dirs: parse_map(col(row, c(24))?, "tasks.dirs")?,
         attempts: Vec::new(),
     })
 }

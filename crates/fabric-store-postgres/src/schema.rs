@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_fair_share_clocks.sql",
         include_str!("../migrations/0002_fair_share_clocks.sql"),
     ),
+    (
+        3,
+        "0003_task_dirs.sql",
+        include_str!("../migrations/0003_task_dirs.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the number of its last migration.
@@ -110,7 +115,7 @@ mod tests {
     #[test]
     fn versions_are_numbered_in_order() {
         for (i, (version, name, _)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*version, i as i64 + 1);
+            assert_eq!(*version, i as i64 + 1, "{name} is out of order or leaves a gap");
             assert!(name.starts_with(&format!("{version:04}_")), "{name}");
         }
     }

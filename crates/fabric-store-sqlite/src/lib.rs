@@ -773,6 +773,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claimed[0].task_id.as_str(), "T4");
+        assert!(
+            claimed[0].dirs.is_empty(),
+            "tasks from before 0006 grant no dirs"
+        );
         assert_eq!(store.integrity_check().await.unwrap(), ["ok"]);
         assert_counts_match(&path);
 

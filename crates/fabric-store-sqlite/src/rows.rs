@@ -15,7 +15,7 @@ use crate::db_err;
 /// The columns [`read_task`] expects, in order.
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
-     deadline, env, labels, created_at, started_at, finished_at, cancel_requested";
+     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
@@ -111,6 +111,7 @@ struct RawTask {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     cancel_requested: bool,
+    dirs: String,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -141,6 +142,7 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         started_at: row.get(21)?,
         finished_at: row.get(22)?,
         cancel_requested: row.get(23)?,
+        dirs: row.get(24)?,
     })
 }
 
@@ -179,6 +181,7 @@ impl RawTask {
             state: parse_state(&self.state)?,
             env: parse_map(&self.env, "tasks.env")?,
             labels: parse_map(&self.labels, "tasks.labels")?,
+            dirs: parse_map(&self.dirs, "tasks.dirs")?,
             id: TaskId::from(self.id),
             tenant: self.tenant,
             input: self.input,
@@ -313,7 +316,7 @@ pub(crate) fn load_tasks(
 pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
-     attempt_count, rowid";
+     dirs, attempt_count, rowid";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {
@@ -325,8 +328,8 @@ pub(crate) struct RawCandidate {
 pub(crate) fn raw_candidate(row: &Row<'_>) -> rusqlite::Result<RawCandidate> {
     Ok(RawCandidate {
         task: raw_task(row)?,
-        attempt_count: row.get(24)?,
-        rowid: row.get(25)?,
+        attempt_count: row.get(25)?,
+        rowid: row.get(26)?,
     })
 }
 
@@ -377,6 +380,7 @@ impl RawCandidate {
             deadline: task.deadline,
             env: task.env,
             labels: task.labels,
+            dirs: task.dirs,
             claimed_at,
             lease_until,
         })

@@ -48,6 +48,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0005_fair_share_clocks.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 6,
+        name: "0006_task_dirs.sql",
+        sql: include_str!("../migrations/0006_task_dirs.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

@@ -181,6 +181,9 @@ pub struct NewTask {
     pub deadline: Option<OffsetDateTime>,
     pub env: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Read-only directory grants: guest path → the name of an operator-defined volume.
+    /// The store keeps names only; the scheduler resolves them when the attempt runs.
+    pub dirs: BTreeMap<String, String>,
 }
 
 impl NewTask {
@@ -198,6 +201,7 @@ impl NewTask {
             deadline: None,
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
+            dirs: BTreeMap::new(),
         }
     }
 }
@@ -278,6 +282,8 @@ pub struct TaskRecord {
     pub deadline: Option<OffsetDateTime>,
     pub env: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Guest path → volume name, as inserted.
+    pub dirs: BTreeMap<String, String>,
     pub created_at: OffsetDateTime,
     /// When the first attempt was claimed.
     pub started_at: Option<OffsetDateTime>,
@@ -315,6 +321,8 @@ pub struct ClaimedTask {
     pub deadline: Option<OffsetDateTime>,
     pub env: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Guest path → volume name; the worker resolves each name to its host directory.
+    pub dirs: BTreeMap<String, String>,
     pub claimed_at: OffsetDateTime,
     pub lease_until: OffsetDateTime,
 }
@@ -341,6 +349,7 @@ impl ClaimedTask {
             deadline: task.deadline,
             env: task.env,
             labels: task.labels,
+            dirs: task.dirs,
             claimed_at,
             lease_until,
         }

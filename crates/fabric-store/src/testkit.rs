@@ -153,6 +153,10 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
         deadline: Some(at(3_600_000)),
         env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "two words".into())]),
         labels: BTreeMap::from([("team".into(), "infra".into())]),
+        dirs: BTreeMap::from([
+            ("/data".into(), "shared".into()),
+            ("/models/v2".into(), "models_v2-x".into()),
+        ]),
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -187,6 +191,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.deadline, task.deadline);
     assert_eq!(got.env, task.env);
     assert_eq!(got.labels, task.labels);
+    assert_eq!(got.dirs, task.dirs);
     assert_eq!(got.created_at, at(0));
     assert_eq!(got.started_at, None);
     assert_eq!(got.finished_at, None);
@@ -216,6 +221,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(c.deadline, task.deadline);
     assert_eq!(c.env, task.env);
     assert_eq!(c.labels, task.labels);
+    assert_eq!(c.dirs, task.dirs);
     assert_eq!(c.claimed_at, at(10));
     assert_eq!(c.lease_until, at(10) + LEASE);
 

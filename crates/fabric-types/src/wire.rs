@@ -84,6 +84,10 @@ pub struct TaskSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Directory grants: guest path (such as `/data`) → the name of a volume the
+    /// operator defined (`fabric serve --volume NAME=DIR`). Each is read-only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dirs: BTreeMap<String, String>,
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
@@ -138,6 +142,9 @@ pub struct Task {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The task's directory grants: guest path → volume name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dirs: BTreeMap<String, String>,
 }
 
 /// `task.get`, `task.cancel` params.
@@ -265,10 +272,11 @@ mod tests {
             "limits":{"fuel":5,"memory_bytes":65536,"timeout_ms":100,"output_bytes":10},
             "retry":{"max_attempts":2,"backoff_ms":10,"max_backoff_ms":20},
             "idempotency_key":"k","run_at":"2030-01-01T00:00:00Z","deadline":"2030-01-02T00:00:00.5Z",
-            "env":{"A":"1"},"labels":{"team":"x"}}"#;
+            "env":{"A":"1"},"labels":{"team":"x"},"dirs":{"/data":"shared"}}"#;
         let spec: TaskSpec = serde_json::from_str(text).unwrap();
         assert_eq!(spec.priority, Some(Priority::Critical));
         assert_eq!(spec.retry.as_ref().unwrap().max_attempts, Some(2));
+        assert_eq!(spec.dirs["/data"], "shared");
         let back: TaskSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
     }

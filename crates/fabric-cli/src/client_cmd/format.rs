@@ -117,6 +117,14 @@ pub fn task_detail(task: &Task) -> String {
             .collect();
         fields.push(("labels", labels.join(" ")));
     }
+    if !task.dirs.is_empty() {
+        let dirs: Vec<String> = task
+            .dirs
+            .iter()
+            .map(|(guest, volume)| format!("{guest}={volume}"))
+            .collect();
+        fields.push(("dirs", dirs.join(" ")));
+    }
     if let Some(error) = &task.error {
         fields.push(("error", error.clone()));
     }
@@ -259,6 +267,7 @@ mod tests {
             output_base64: None,
             error: None,
             labels: Default::default(),
+            dirs: Default::default(),
         }
     }
 

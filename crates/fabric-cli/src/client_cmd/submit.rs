@@ -171,6 +171,7 @@ fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
         deadline: args.deadline,
         env: args.env.iter().cloned().collect(),
         labels: args.labels.iter().cloned().collect(),
+        dirs: args.dirs.iter().cloned().collect(),
     }
 }
 
@@ -229,6 +230,10 @@ mod tests {
             "2030-01-01T00:00:00Z",
             "--idempotency-key",
             "k",
+            "--dir",
+            "/data=shared",
+            "--dir",
+            "/in/models=models",
         ]);
         let spec = task_spec(&args, b"hi");
         let json = serde_json::to_value(&spec).unwrap();
@@ -238,7 +243,8 @@ mod tests {
                 "module": "echo", "input": "hi", "priority": "high",
                 "limits": {"fuel": 1000, "timeout_ms": 2000},
                 "retry": {"max_attempts": 3}, "idempotency_key": "k",
-                "run_at": "2030-01-01T00:00:00Z", "env": {"A": "1"}, "labels": {"team": "x"}
+                "run_at": "2030-01-01T00:00:00Z", "env": {"A": "1"}, "labels": {"team": "x"},
+                "dirs": {"/data": "shared", "/in/models": "models"}
             })
         );
     }
@@ -274,6 +280,7 @@ mod tests {
             &["--max-attempts", "0"],
             &["--run-at", "tomorrow"],
             &["--label", "novalue"],
+            &["--dir", "/data"],
         ] {
             let parsed = Cli::try_parse_from(["fabric", "submit", "echo"].iter().chain(bad));
             assert!(parsed.is_err(), "{bad:?}");

@@ -11,3 +11,4 @@ mod run;
 mod scheduling;
 mod server;
 mod util;
+mod volumes;
