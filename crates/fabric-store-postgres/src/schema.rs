@@ -115,7 +115,11 @@ mod tests {
     #[test]
     fn versions_are_numbered_in_order() {
         for (i, (version, name, _)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*version, i as i64 + 1, "{name} is out of order or leaves a gap");
+            assert_eq!(
+                *version,
+                i as i64 + 1,
+                "{name} is out of order or leaves a gap"
+            );
             assert!(name.starts_with(&format!("{version:04}_")), "{name}");
         }
     }
