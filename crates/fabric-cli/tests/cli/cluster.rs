@@ -262,6 +262,22 @@ async fn nodes_reconnect_after_the_database_cuts_every_connection() {
     .expect("terminating the nodes' connections");
     assert!(cut >= 2, "only {cut} connections were cut");
 
+    // A call that lands on a pooled connection the database just cut fails once with
+    // "store: ... unavailable" (the pool then replaces the connection); the nodes must be
+    // answering again within seconds.
+    for client in [&on_a, &on_b] {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = client.call_raw("fabric.stats", json!({})).await;
+            if answer.get("result").is_some() {
+                break;
+            }
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("unavailable"), "{answer}");
+            assert!(Instant::now() < until, "still failing: {answer}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     drained(&on_a, Duration::from_secs(60)).await;
     let tasks = all_tasks(&on_b).await;
     check_each_ran_once(&tasks, &expected);
