@@ -312,6 +312,7 @@ enum Compiled {
 impl Compiled {
     fn compile(engine: &FabricEngine, kind: ModuleKind, bytes: &[u8]) -> Result<Self, LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
+        crate::complexity::check(bytes).map_err(LoadError::Invalid)?;
         Ok(match kind {
             ModuleKind::Module => {
                 Compiled::Module(Module::from_binary(&engine.engine, bytes).map_err(invalid)?)

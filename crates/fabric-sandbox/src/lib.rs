@@ -4,6 +4,7 @@
 
 mod cache;
 mod cancel;
+mod complexity;
 mod config;
 mod engine;
 mod limiter;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use cache::{Agent, CacheStats, LoadError, ModuleKind};
 pub use cancel::CancelToken;
+pub use complexity::{MAX_CONTROL_DEPTH, MAX_FUNCTION_BYTES, MAX_LOCALS, MAX_OPERAND_STACK};
 pub use config::{Pooling, SandboxConfig};
 pub use run::{DirGrant, FUEL_SLICE, RunRequest};
 

@@ -1629,6 +1629,57 @@ async fn attack_module_100k_functions_compile_in_bounded_time() {
     assert_serves(sandbox()).await;
 }
 
+/// A hostile module whose compilation would hold a core for minutes is refused by the
+/// scan before compilation, in well under a second, naming the limit.
+async fn refused_before_compiling(source: String, expect: &str) {
+    let wasm = wat::parse_str(&source).unwrap();
+    let (loaded, took) = load_bounded(wasm, Duration::from_secs(60));
+    match loaded {
+        Err(LoadError::Invalid(why)) => {
+            assert!(
+                why.contains("too complex to compile") && why.contains(expect),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "refusing took {took:?}");
+    assert_serves(sandbox()).await;
+}
+
+#[tokio::test]
+async fn attack_module_100k_values_live_across_a_call_is_refused_before_compiling() {
+    // Compiled, this takes Cranelift more than two minutes (threat model, finding 3).
+    let n = 100_000;
+    let source = format!(
+        "(module (memory (export \"memory\") 1) (func $f)
+           (func (export \"_start\") {} (call $f) {}))",
+        "(v128.const i64x2 1 2) ".repeat(n),
+        "(drop) ".repeat(n)
+    );
+    refused_before_compiling(source, "values on its operand stack").await;
+}
+
+#[tokio::test]
+async fn attack_module_50k_nested_loops_is_refused_before_compiling() {
+    let n = 50_000;
+    let source = format!(
+        "(module (memory (export \"memory\") 1) (func (export \"_start\") {} {}))",
+        "loop ".repeat(n),
+        "end ".repeat(n)
+    );
+    refused_before_compiling(source, "nested").await;
+}
+
+#[tokio::test]
+async fn attack_module_50k_locals_is_refused_before_compiling() {
+    let source = format!(
+        "(module (memory (export \"memory\") 1) (func (export \"_start\") (local {})))",
+        "i64 ".repeat(50_000)
+    );
+    refused_before_compiling(source, "locals").await;
+}
+
 #[tokio::test]
 async fn attack_module_trap_in_the_start_function_is_a_trap() {
     let attempt = run_fixture("start_trap", tight()).await;
