@@ -91,9 +91,19 @@ async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
         Err(response) => return *response,
     };
     let limit = app.config.max_request_bytes;
-    let body: Bytes = match axum::body::to_bytes(request.into_body(), limit as usize).await {
+    let body: Bytes = match read_body(request.into_body(), limit as usize).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(BodyError::Unreadable) => {
+            let error = RpcError::new(
+                code::INVALID_REQUEST,
+                "invalid request: the body could not be read",
+            );
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &rpc::error_response(Value::Null, &error),
+            );
+        }
+        Err(BodyError::TooLarge) => {
             let error = RpcError::new(
                 code::INVALID_REQUEST,
                 format!(
@@ -111,6 +121,38 @@ async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
         Some(answer) => json_response(StatusCode::OK, &answer),
         None => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+/// How many bytes of an oversized body are read and thrown away before the 413 answer, so
+/// that a client still sending it reads the answer instead of a reset connection.
+const DRAIN_OVERSIZED_BYTES: usize = 64 << 20;
+
+enum BodyError {
+    /// Over the limit (the rest was drained, up to [`DRAIN_OVERSIZED_BYTES`]).
+    TooLarge,
+    /// The client broke off the body.
+    Unreadable,
+}
+
+/// The whole body if it is at most `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            kept.extend_from_slice(&chunk);
+        } else if seen > limit.saturating_add(DRAIN_OVERSIZED_BYTES) {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
 }
 
 async fn rpc_websocket(

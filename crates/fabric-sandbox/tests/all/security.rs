@@ -511,36 +511,43 @@ async fn attack_memory_deep_recursion_overflows_the_wasm_stack_not_the_host() {
 
 #[tokio::test]
 async fn attack_memory_a_frame_larger_than_the_stack_overflows_cleanly() {
-    // On a sandbox with a 16 KiB Wasm stack: 1,900 v128 values live across a call to the
-    // host (which nothing can inline) make the caller spill them all, a 30 KB frame,
+    // On a sandbox with a 64 KiB Wasm stack: 5,000 v128 locals live across a call to the
+    // host (which nothing can inline) make the caller spill them all, an 80 KB frame,
     // more than the whole stack. The prologue must check the frame against the limit
     // rather than let it reach past the guard page.
-    // (Frames are bounded before compiling too: at most 2,000 values on a function's
-    // operand stack; see docs/threat-model.md, finding 3.)
+    // (Frames are bounded before compiling too: at most 10,000 locals and 2,000 values on
+    // a function's operand stack; see docs/threat-model.md, finding 3.)
     let small_stack = Sandbox::new(SandboxConfig {
         slots: 2,
-        max_wasm_stack: 16 << 10,
+        max_wasm_stack: 64 << 10,
         pooling: Pooling::Off,
         ..SandboxConfig::default()
     })
     .unwrap();
-    let values = 1_900;
+    let values = 5_000;
     let source = format!(
         r#"(module
   (import "wasi_snapshot_preview1" "sched_yield" (func $yield (result i32)))
   (memory (export "memory") 2)
-  (func (export "_start")
-    (i32.const 0)
+  (func (export "_start") (local {locals})
     {loads}
     (drop (call $yield))
+    (i32.const 0)
+    (local.get 0)
     {adds}
     (v128.store)))"#,
+        locals = "v128 ".repeat(values),
         // Distinct addresses, so that no two loads are the same value to the optimizer,
         // and a store at the end, so that none is dead.
         loads = (0..values)
-            .map(|i| format!("(v128.load offset={} (i32.const 0)) ", 16 * i))
+            .map(|i| format!(
+                "(local.set {i} (v128.load offset={} (i32.const 0))) ",
+                16 * i
+            ))
             .collect::<String>(),
-        adds = "(i32x4.add) ".repeat(values - 1),
+        adds = (1..values)
+            .map(|i| format!("(i32x4.add (local.get {i})) "))
+            .collect::<String>(),
     );
     let agent = small_stack.load(&wat::parse_str(&source).unwrap()).unwrap();
     let request = RunRequest {
