@@ -367,23 +367,13 @@ impl RawCandidate {
             StoreError::Corrupt(format!("task {} has {number} attempts", self.task.id))
         })?;
         let task = self.task.into_record()?;
-        Ok(ClaimedTask {
-            task_id: task.id,
+        Ok(ClaimedTask::from_record(
+            task,
             attempt_id,
             attempt_number,
-            tenant: task.tenant,
-            module: task.module,
-            input: task.input,
-            priority: task.priority,
-            limits: task.limits,
-            retry: task.retry,
-            deadline: task.deadline,
-            env: task.env,
-            labels: task.labels,
-            dirs: task.dirs,
             claimed_at,
             lease_until,
-        })
+        ))
     }
 }
 

@@ -87,25 +87,9 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let sql = format!(
-            "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {} CASCADE",
-            self.name
-        );
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
-                client.batch_execute(&sql).await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: test schema {} was not dropped", self.name);
+        let drop_schema = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        if let Err(e) = Self::execute(drop_schema) {
+            eprintln!("warning: test schema {} was not dropped: {e}", self.name);
         }
     }
 }
