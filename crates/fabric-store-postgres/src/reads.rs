@@ -179,18 +179,7 @@ pub(crate) async fn stats(db: &Db, p: StatsParams) -> Result<Stats, StoreError> 
     let mut stats = Stats::default();
     for row in rows {
         let count = row.get::<_, i64>(2).max(0) as u64;
-        match parse_state(row.get(0))? {
-            TaskState::Queued => {
-                let rank = parse_priority(row.get(1))?.rank();
-                stats.queued_by_priority[usize::from(rank)] += count;
-            }
-            TaskState::Scheduled => stats.scheduled += count,
-            TaskState::Running => stats.running += count,
-            TaskState::Succeeded => stats.succeeded += count,
-            TaskState::Failed => stats.failed += count,
-            TaskState::Cancelled => stats.cancelled += count,
-            TaskState::Expired => stats.expired += count,
-        }
+        stats.add(parse_state(row.get(0))?, parse_priority(row.get(1))?, count);
     }
     Ok(stats)
 }

@@ -11,15 +11,7 @@ use crate::db_err;
 use crate::rows::{parse_priority, parse_state};
 
 /// The states a count is kept for, in the order of [`CountChanges`]' arrays.
-const STATES: [TaskState; 7] = [
-    TaskState::Scheduled,
-    TaskState::Queued,
-    TaskState::Running,
-    TaskState::Succeeded,
-    TaskState::Failed,
-    TaskState::Cancelled,
-    TaskState::Expired,
-];
+const STATES: [TaskState; 7] = TaskState::ALL;
 
 /// Priorities are ranks 0 to 4.
 const PRIORITIES: usize = 5;
@@ -116,17 +108,7 @@ pub(crate) fn stats(conn: &Connection, tenant: Option<&str>) -> Result<Stats, St
     let mut stats = Stats::default();
     for (state, priority, count) in counts {
         let count = count.max(0) as u64;
-        match parse_state(&state)? {
-            TaskState::Queued => {
-                stats.queued_by_priority[usize::from(parse_priority(priority)?.rank())] += count
-            }
-            TaskState::Scheduled => stats.scheduled += count,
-            TaskState::Running => stats.running += count,
-            TaskState::Succeeded => stats.succeeded += count,
-            TaskState::Failed => stats.failed += count,
-            TaskState::Cancelled => stats.cancelled += count,
-            TaskState::Expired => stats.expired += count,
-        }
+        stats.add(parse_state(&state)?, parse_priority(priority)?, count);
     }
     Ok(stats)
 }

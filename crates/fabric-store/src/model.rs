@@ -527,6 +527,20 @@ impl Stats {
     pub fn queued(&self) -> u64 {
         self.queued_by_priority.iter().sum()
     }
+
+    /// Adds `count` tasks in `state` of `priority` (the priority counts only for queued
+    /// tasks): how a backend folds its per-state counts into one `Stats`.
+    pub fn add(&mut self, state: TaskState, priority: Priority, count: u64) {
+        match state {
+            TaskState::Queued => self.queued_by_priority[usize::from(priority.rank())] += count,
+            TaskState::Scheduled => self.scheduled += count,
+            TaskState::Running => self.running += count,
+            TaskState::Succeeded => self.succeeded += count,
+            TaskState::Failed => self.failed += count,
+            TaskState::Cancelled => self.cancelled += count,
+            TaskState::Expired => self.expired += count,
+        }
+    }
 }
 
 /// What a backend can do beyond the trait's guarantees, so callers branch on abilities,

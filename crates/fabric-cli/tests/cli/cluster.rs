@@ -30,16 +30,16 @@ struct Schema {
 
 impl Schema {
     fn fresh() -> Self {
-        let secs = SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .unwrap_or_default();
         Self {
-            name: format!("fabric_test_{secs}_{:08x}{nanos:08x}", std::process::id()),
+            name: format!(
+                "fabric_test_{}_{:08x}{:08x}",
+                now.as_secs(),
+                std::process::id(),
+                now.subsec_nanos()
+            ),
         }
     }
 
