@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fabric_store::{Completion, TaskCompleteParams, TaskId};
 use fabric_types::Attempt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::Shared;
 
@@ -19,8 +19,6 @@ pub(crate) struct Done {
     pub task_id: TaskId,
     pub tenant: String,
     pub attempt: Arc<Attempt>,
-    /// Told once the completion is durable (or was given up on).
-    pub written: oneshot::Sender<()>,
 }
 
 /// The sending side, shared by every attempt.
@@ -39,21 +37,11 @@ impl Completer {
         )
     }
 
-    /// Queues a completion and waits until it is written.
-    pub async fn submit(&self, done: Done) {
-        let (written_tx, written) = oneshot::channel();
-        let done = Done {
-            written: written_tx,
-            ..done
-        };
-        let sent = self
-            .tx
-            .lock()
-            .expect("completer lock")
-            .as_ref()
-            .is_some_and(|tx| tx.send(done).is_ok());
-        if sent {
-            let _ = written.await;
+    /// Queues a completion for the next batch. Once queued, it is written even if the
+    /// scheduler shuts down: shutdown closes the queue and the writer drains it.
+    pub fn submit(&self, done: Done) {
+        if let Some(tx) = self.tx.lock().expect("completer lock").as_ref() {
+            let _ = tx.send(done);
         }
     }
 
@@ -95,7 +83,6 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) {
                             tracing::info!(task = %done.task_id, "completion rejected: the attempt no longer held its task")
                         }
                     }
-                    let _ = done.written.send(());
                 }
                 return;
             }
@@ -107,9 +94,7 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) {
             Err(e) => {
                 // Not retryable (closed, corrupt): the leases will bring these tasks back.
                 tracing::error!(error = %e, completions = batch.len(), "cannot record completions; their tasks will be rescued when their leases end");
-                for done in batch.drain(..) {
-                    let _ = done.written.send(());
-                }
+                batch.clear();
                 return;
             }
         }

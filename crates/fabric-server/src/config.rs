@@ -162,7 +162,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
     pub const DEFAULT_DATA_DIR: &str = "./fabric-data";
-    pub const DEFAULT_WORKERS: u32 = 64;
+    pub const DEFAULT_WORKERS: u32 = fabric_scheduler::SchedulerConfig::DEFAULT_WORKERS;
     pub const MAX_WORKERS: u32 = 100_000;
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
     pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 48 << 20;
