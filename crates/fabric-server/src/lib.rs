@@ -6,6 +6,7 @@ mod admission;
 mod auth;
 mod config;
 mod http;
+mod memory;
 mod methods;
 mod metrics;
 mod rpc;

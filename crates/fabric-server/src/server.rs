@@ -202,6 +202,7 @@ impl Server {
             phase,
         });
         tokio::spawn(count_events(app.clone()));
+        tokio::spawn(crate::memory::trim_periodically(app.phase.subscribe()));
         Ok(Self { app, listener })
     }
 

@@ -117,9 +117,20 @@ pub(crate) fn open_write_connection(
     // that costs a copy instead of a write to a temporary file.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(db_err("set temp_store"))?;
+    conn.pragma_update(None, "soft_heap_limit", SOFT_HEAP_LIMIT_BYTES)
+        .map_err(db_err("set soft_heap_limit"))?;
     prepare_connection(&conn)?;
     Ok(conn)
 }
+
+/// SQLite's heap in this process (the page caches of every connection, statements,
+/// schemas) is held near this: past it, page caches recycle their own pages instead of
+/// growing. Without it every connection's cache grows towards its 2 MiB `cache_size` with
+/// each page it ever touched, which under a steady load took more than ten minutes and
+/// showed as a slow climb of the resident size (9 % between the second and the tenth
+/// minute of a soak, 96 % of it SQLite's page caches in a heap profile). The limit is
+/// process-wide; every store in the process sets the same one.
+const SOFT_HEAP_LIMIT_BYTES: i64 = 8 << 20;
 
 /// Settings every connection gets: plans chosen once per statement. Without the query
 /// planner stability guarantee SQLite prepares a statement again whenever a newly bound value
