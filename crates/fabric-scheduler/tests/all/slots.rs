@@ -1,0 +1,182 @@
+//! Worker slots: a slot is held while a guest runs, not while its completion waits for the
+//! store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fabric_scheduler::{Scheduler, SystemClock};
+use fabric_store::*;
+use fabric_types::TaskState;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::util::*;
+
+/// A store whose completions wait until the test lets them through; everything else
+/// passes straight to the SQLite store inside.
+#[derive(Debug)]
+struct HeldCompletions {
+    inner: Arc<dyn Store>,
+    gate: Semaphore,
+    waiting: AtomicUsize,
+}
+
+impl HeldCompletions {
+    fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            gate: Semaphore::new(0),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Lets every completion, waiting or to come, through.
+    fn release(&self) {
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+#[async_trait]
+impl Store for HeldCompletions {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn aging_step_ms(&self) -> u64 {
+        self.inner.aging_step_ms()
+    }
+
+    fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.ready_signal()
+    }
+
+    async fn module_put(&self, params: ModulePutParams) -> Result<ModuleInfo> {
+        self.inner.module_put(params).await
+    }
+
+    async fn module_get(&self, params: ModuleGetParams) -> Result<Option<ModuleRecord>> {
+        self.inner.module_get(params).await
+    }
+
+    async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>> {
+        self.inner.module_list(params).await
+    }
+
+    async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>> {
+        self.inner.task_insert(params).await
+    }
+
+    async fn task_get(&self, params: TaskGetParams) -> Result<Option<TaskRecord>> {
+        self.inner.task_get(params).await
+    }
+
+    async fn task_list(&self, params: TaskListParams) -> Result<TaskPage> {
+        self.inner.task_list(params).await
+    }
+
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
+        self.inner.task_claim(params).await
+    }
+
+    async fn task_heartbeat(&self, params: TaskHeartbeatParams) -> Result<Heartbeat> {
+        self.inner.task_heartbeat(params).await
+    }
+
+    async fn task_complete(&self, params: TaskCompleteParams) -> Result<Vec<Completed>> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _pass = self.gate.acquire().await.expect("the gate is never closed");
+        self.inner.task_complete(params).await
+    }
+
+    async fn task_cancel(&self, params: TaskCancelParams) -> Result<Option<TaskRecord>> {
+        self.inner.task_cancel(params).await
+    }
+
+    async fn task_rescue(&self, params: TaskRescueParams) -> Result<Vec<Rescued>> {
+        self.inner.task_rescue(params).await
+    }
+
+    async fn task_promote(&self, params: TaskPromoteParams) -> Result<Vec<TaskId>> {
+        self.inner.task_promote(params).await
+    }
+
+    async fn task_expire(&self, params: TaskExpireParams) -> Result<Vec<TaskId>> {
+        self.inner.task_expire(params).await
+    }
+
+    async fn task_prune(&self, params: TaskPruneParams) -> Result<u64> {
+        self.inner.task_prune(params).await
+    }
+
+    async fn leader_acquire(&self, params: LeaderAcquireParams) -> Result<bool> {
+        self.inner.leader_acquire(params).await
+    }
+
+    async fn leader_release(&self, params: LeaderReleaseParams) -> Result<bool> {
+        self.inner.leader_release(params).await
+    }
+
+    async fn stats(&self, params: StatsParams) -> Result<Stats> {
+        self.inner.stats(params).await
+    }
+
+    async fn next_wakeup(&self) -> Result<Option<OffsetDateTime>> {
+        self.inner.next_wakeup().await
+    }
+}
+
+/// One worker, two tasks, and the first task's completion held back by the store: the
+/// second task still runs, because the first's slot came free when its guest ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_is_free_while_its_completion_waits_for_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = open_store(dir.path());
+    let store = Arc::new(HeldCompletions::new(sqlite.clone()));
+    let scheduler =
+        Scheduler::start(config(1), store.clone(), sandbox(), Arc::new(SystemClock)).unwrap();
+    let mut events = scheduler.subscribe();
+    let echo = put_module(&*sqlite, fabric_agents::p1::ECHO).await;
+    let first = insert(&*sqlite, task(echo, "first")).await;
+    let second = insert(&*sqlite, task(echo, "second")).await;
+    scheduler.wake();
+
+    let mut started = HashSet::new();
+    let both_started = async {
+        while started.len() < 2 {
+            let event = events.recv().await.expect("scheduler events");
+            if event.state == TaskState::Running {
+                started.insert(event.task_id);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), both_started)
+        .await
+        .expect("the second task did not start while the first's completion was held");
+    assert!(store.waiting.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        get(&*sqlite, &first).await.state,
+        TaskState::Running,
+        "the first completion must still be unwritten"
+    );
+
+    store.release();
+    for id in [&first, &second] {
+        let done = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let task = get(&*sqlite, id).await;
+                if task.state.is_terminal() {
+                    return task;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
+            }
+        })
+        .await
+        .expect("the tasks finish once completions pass");
+        assert_eq!(done.state, TaskState::Succeeded);
+        assert_eq!(outcomes(&done), ["ok"]);
+    }
+    scheduler.shutdown(Duration::from_secs(5)).await;
+}
