@@ -126,10 +126,10 @@ pub(crate) fn open_write_connection(
 /// SQLite's heap in this process (the page caches of every connection, statements,
 /// schemas) is held near this: past it, page caches recycle their own pages instead of
 /// growing. Without it every connection's cache grows towards its 2 MiB `cache_size` with
-/// each page it ever touched, which under a steady load took more than ten minutes and
-/// showed as a slow climb of the resident size (9 % between the second and the tenth
-/// minute of a soak, 96 % of it SQLite's page caches in a heap profile). The limit is
-/// process-wide; every store in the process sets the same one.
+/// each page it ever touched, which under a steady load took more than ten minutes: a
+/// soak's resident size grew 9 % between its second and tenth minute, and a heap profile
+/// put 96 % of the growth in SQLite's page caches. The limit is process-wide; every store
+/// in the process sets the same one.
 const SOFT_HEAP_LIMIT_BYTES: i64 = 8 << 20;
 
 /// Settings every connection gets: plans chosen once per statement. Without the query
