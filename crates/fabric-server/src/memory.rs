@@ -3,8 +3,8 @@
 //! glibc's `malloc` keeps freed chunks inside its arenas (one per thread, up to eight per
 //! core) and returns only what sits at the top of a heap. After a load of short tasks the
 //! free space in the middle of the arenas stays resident: after a soak of several million
-//! tasks, glibc's `malloc_stats` counted 18 MiB in use out of 34 MiB held, and one
-//! `malloc_trim` called by hand took the server from 55.2 to 47.2 MiB. `malloc_trim`
+//! tasks, glibc's `malloc_stats` counted 17.3 MiB in use out of 32.3 MiB held, and one
+//! `malloc_trim` called by hand took the server from 53.9 to 46.1 MiB. `malloc_trim`
 //! releases the free pages of every arena, taking each arena's lock in turn, so it runs
 //! on a blocking thread rather than on an async worker.
 
