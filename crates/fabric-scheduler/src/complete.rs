@@ -23,12 +23,13 @@ pub(crate) struct Done {
 
 /// The sending side, shared by every attempt.
 pub(crate) struct Completer {
-    tx: Mutex<Option<mpsc::UnboundedSender<Done>>>,
+    tx: Mutex<Option<mpsc::Sender<Done>>>,
 }
 
 impl Completer {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Done>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// A queue that holds at most `bound` completions besides the batch being written.
+    pub fn new(bound: usize) -> (Self, mpsc::Receiver<Done>) {
+        let (tx, rx) = mpsc::channel(bound.max(1));
         (
             Self {
                 tx: Mutex::new(Some(tx)),
@@ -37,11 +38,14 @@ impl Completer {
         )
     }
 
-    /// Queues a completion for the next batch. Once queued, it is written even if the
-    /// scheduler shuts down: shutdown closes the queue and the writer drains it.
-    pub fn submit(&self, done: Done) {
-        if let Some(tx) = self.tx.lock().expect("completer lock").as_ref() {
-            let _ = tx.send(done);
+    /// Queues a completion for the next batch, waiting while the queue is full (the store
+    /// is slower than the guests: the caller keeps its worker slot, so no more attempts
+    /// start). Once queued, it is written even if the scheduler shuts down: shutdown
+    /// closes the queue and the writer drains it.
+    pub async fn submit(&self, done: Done) {
+        let tx = self.tx.lock().expect("completer lock").clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(done).await;
         }
     }
 
@@ -51,7 +55,7 @@ impl Completer {
     }
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);

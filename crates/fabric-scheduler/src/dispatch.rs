@@ -296,10 +296,10 @@ async fn run_attempt(
         tenant: task.tenant,
         attempt,
     };
-    // The guest has ended, so its worker slot is free while the completion waits for its
-    // group commit: a slot held through that commit would cap throughput at workers per
-    // commit latency. Shutdown waits for every slot, then drains the queued completions.
-    shared.completions.submit(done);
+    // The guest has ended, so its worker slot is free once the completion is queued, not
+    // once it is committed: a slot held through the group commit would cap throughput at
+    // workers per commit latency. Shutdown waits for every slot, then drains the queue.
+    shared.completions.submit(done).await;
     drop(permit);
 }
 

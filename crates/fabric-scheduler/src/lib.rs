@@ -143,6 +143,12 @@ impl Running {
     }
 }
 
+/// Completions queued for the store per worker slot. A slot is freed when its completion
+/// is queued, so this bounds the attempts' ends (and outputs) held in memory while the
+/// store lags behind the guests. A node keeping up queues only what ends during one group
+/// commit, far fewer.
+const UNWRITTEN_PER_WORKER: usize = 2;
+
 /// What every part of the scheduler shares.
 struct Shared {
     config: SchedulerConfig,
@@ -212,7 +218,8 @@ impl Scheduler {
         }
         let (events, _) = broadcast::channel(4096);
         let (stop, _) = watch::channel(false);
-        let (completions, completer_rx) = complete::Completer::new();
+        let (completions, completer_rx) =
+            complete::Completer::new(config.workers as usize * UNWRITTEN_PER_WORKER);
         let shared = Arc::new(Shared {
             permits: Arc::new(Semaphore::new(config.workers as usize)),
             config,

@@ -3,15 +3,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fabric_scheduler::{Scheduler, SystemClock};
+use fabric_scheduler::{Scheduler, SystemClock, TaskEvent};
 use fabric_store::*;
 use fabric_types::TaskState;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
 
 use crate::util::*;
 
@@ -21,7 +20,6 @@ use crate::util::*;
 struct HeldCompletions {
     inner: Arc<dyn Store>,
     gate: Semaphore,
-    waiting: AtomicUsize,
 }
 
 impl HeldCompletions {
@@ -29,7 +27,6 @@ impl HeldCompletions {
         Self {
             inner,
             gate: Semaphore::new(0),
-            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -86,7 +83,6 @@ impl Store for HeldCompletions {
     }
 
     async fn task_complete(&self, params: TaskCompleteParams) -> Result<Vec<Completed>> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
         let _pass = self.gate.acquire().await.expect("the gate is never closed");
         self.inner.task_complete(params).await
     }
@@ -128,6 +124,26 @@ impl Store for HeldCompletions {
     }
 }
 
+/// Waits (on the scheduler's events, up to 10 s) until the task is terminal.
+async fn finished(
+    store: &dyn Store,
+    events: &mut broadcast::Receiver<TaskEvent>,
+    id: &TaskId,
+) -> TaskRecord {
+    let waiting = async {
+        loop {
+            let task = get(store, id).await;
+            if task.state.is_terminal() {
+                return task;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the task finishes once completions pass")
+}
+
 /// One worker, two tasks, and the first task's completion held back by the store: the
 /// second task still runs, because the first's slot came free when its guest ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,26 +171,63 @@ async fn a_slot_is_free_while_its_completion_waits_for_the_store() {
     tokio::time::timeout(Duration::from_secs(10), both_started)
         .await
         .expect("the second task did not start while the first's completion was held");
-    assert!(store.waiting.load(Ordering::SeqCst) >= 1);
     assert_eq!(
         get(&*sqlite, &first).await.state,
         TaskState::Running,
-        "the first completion must still be unwritten"
+        "the first task's completion cannot have been written yet"
     );
 
     store.release();
     for id in [&first, &second] {
-        let done = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let task = get(&*sqlite, id).await;
-                if task.state.is_terminal() {
-                    return task;
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
-            }
-        })
-        .await
-        .expect("the tasks finish once completions pass");
+        let done = finished(&*sqlite, &mut events, id).await;
+        assert_eq!(done.state, TaskState::Succeeded);
+        assert_eq!(outcomes(&done), ["ok"]);
+    }
+    scheduler.shutdown(Duration::from_secs(5)).await;
+}
+
+/// One worker, eight tasks, every completion held back: the queue of unwritten
+/// completions is bounded (two per worker slot), so the slot stops coming free and the
+/// rest wait in the store instead of running and piling up their results in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritten_completions_are_bounded_while_the_store_lags() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = open_store(dir.path());
+    let store = Arc::new(HeldCompletions::new(sqlite.clone()));
+    let scheduler =
+        Scheduler::start(config(1), store.clone(), sandbox(), Arc::new(SystemClock)).unwrap();
+    let mut events = scheduler.subscribe();
+    let echo = put_module(&*sqlite, fabric_agents::p1::ECHO).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(insert(&*sqlite, task(echo, &format!("task {i}"))).await);
+    }
+    scheduler.wake();
+
+    // Count starts: at least two (the slot comes free while the first completion is
+    // held), then until none has come for 300 ms.
+    let mut started = HashSet::new();
+    let mut quiet_for = Duration::from_secs(10);
+    while let Ok(event) = tokio::time::timeout(quiet_for, events.recv()).await {
+        let event = event.expect("scheduler events");
+        if event.state == TaskState::Running {
+            started.insert(event.task_id);
+        }
+        if started.len() >= 2 {
+            quiet_for = Duration::from_millis(300);
+        }
+    }
+    // The batch being written (1), the queue (2), and the attempt waiting for room with
+    // its slot (1); one more if a second completion joined the first batch.
+    assert!(
+        (2..=5).contains(&started.len()),
+        "{} of 8 tasks started while every completion was held",
+        started.len()
+    );
+
+    store.release();
+    for id in &ids {
+        let done = finished(&*sqlite, &mut events, id).await;
         assert_eq!(done.state, TaskState::Succeeded);
         assert_eq!(outcomes(&done), ["ok"]);
     }
