@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fabric_scheduler::{Scheduler, SystemClock, TaskEvent};
+use fabric_scheduler::{Scheduler, SystemClock};
 use fabric_store::*;
 use fabric_types::TaskState;
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 
 use crate::util::*;
 
@@ -124,26 +124,6 @@ impl Store for HeldCompletions {
     }
 }
 
-/// Waits (on the scheduler's events, up to 10 s) until the task is terminal.
-async fn finished(
-    store: &dyn Store,
-    events: &mut broadcast::Receiver<TaskEvent>,
-    id: &TaskId,
-) -> TaskRecord {
-    let waiting = async {
-        loop {
-            let task = get(store, id).await;
-            if task.state.is_terminal() {
-                return task;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("the task finishes once completions pass")
-}
-
 /// One worker, two tasks, and the first task's completion held back by the store: the
 /// second task still runs, because the first's slot came free when its guest ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +159,7 @@ async fn a_slot_is_free_while_its_completion_waits_for_the_store() {
 
     store.release();
     for id in [&first, &second] {
-        let done = finished(&*sqlite, &mut events, id).await;
+        let done = wait_finished(&*sqlite, &scheduler, id).await;
         assert_eq!(done.state, TaskState::Succeeded);
         assert_eq!(outcomes(&done), ["ok"]);
     }
@@ -227,7 +207,7 @@ async fn unwritten_completions_are_bounded_while_the_store_lags() {
 
     store.release();
     for id in &ids {
-        let done = finished(&*sqlite, &mut events, id).await;
+        let done = wait_finished(&*sqlite, &scheduler, id).await;
         assert_eq!(done.state, TaskState::Succeeded);
         assert_eq!(outcomes(&done), ["ok"]);
     }

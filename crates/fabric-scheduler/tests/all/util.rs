@@ -78,21 +78,27 @@ impl Fabric {
 
     /// Waits (on the scheduler's events, with a generous cap) until the task is terminal.
     pub async fn wait(&self, id: &TaskId) -> TaskRecord {
-        let mut events = self.scheduler.subscribe();
-        let waiting = async {
-            loop {
-                let task = self.get(id).await;
-                if task.state.is_terminal() {
-                    return task;
-                }
-                // Any event may be the one; a lagged receiver just looks again.
-                let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), waiting)
-            .await
-            .expect("the task did not finish within 30 s")
+        wait_finished(&*self.store, &self.scheduler, id).await
     }
+}
+
+/// Waits (on `scheduler`'s events, with a generous cap) until the task is terminal in
+/// `store`.
+pub async fn wait_finished(store: &dyn Store, scheduler: &Scheduler, id: &TaskId) -> TaskRecord {
+    let mut events = scheduler.subscribe();
+    let waiting = async {
+        loop {
+            let task = get(store, id).await;
+            if task.state.is_terminal() {
+                return task;
+            }
+            // Any event may be the one; a lagged receiver just looks again.
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the task did not finish within 30 s")
 }
 
 pub async fn put_module(store: &dyn Store, wasm: &[u8]) -> ModuleId {
