@@ -14,6 +14,8 @@
 //!   twice. Several nodes may claim from one database at once.
 //! - Timestamps are kept with millisecond precision.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod error;
 mod id;
 mod model;
