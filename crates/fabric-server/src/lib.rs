@@ -13,6 +13,7 @@ mod rpc;
 mod server;
 mod spec;
 mod timed_store;
+mod waiters;
 mod ws;
 
 pub use auth::{ADMIN_TENANT, Auth, DEFAULT_TENANT, Principal, token_digest};

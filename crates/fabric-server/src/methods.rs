@@ -461,27 +461,19 @@ async fn task_wait(app: &App, who: &Principal, params: Value) -> Result<Value, R
         .unwrap_or(DEFAULT_WAIT)
         .min(app.config.max_wait);
     let until = Instant::now() + timeout;
-    let mut events = app.scheduler.subscribe();
+    let task_id = TaskId::from(id.as_str());
     let mut phase = app.phase();
     loop {
+        let registration = app.waiters.register(&task_id);
         let task = get(app, who, &id).await?;
         if task.state.is_terminal() || Instant::now() >= until || app.is_draining() {
             return encode(task);
         }
-        let poll =
-            tokio::time::sleep(WAIT_POLL.min(until.saturating_duration_since(Instant::now())));
-        tokio::pin!(poll);
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Ok(event) if event.task_id.as_str() == id && event.state.is_terminal() => break,
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => { (&mut poll).await; break }
-                },
-                () = &mut poll => break,
-                _ = phase.changed() => break,
-            }
+        let poll = WAIT_POLL.min(until.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            () = registration.woken() => {}
+            () = tokio::time::sleep(poll) => {}
+            _ = phase.changed() => {}
         }
     }
 }

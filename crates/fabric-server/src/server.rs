@@ -19,6 +19,7 @@ use crate::auth::{Auth, AuthFileError};
 use crate::config::{ServerConfig, StoreUrl, SyncMode};
 use crate::metrics::Metrics;
 use crate::timed_store::TimedStore;
+use crate::waiters::Waiters;
 
 /// Where the server is in its life; `/readyz` answers 200 only when `Ready`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct App {
     pub auth: Auth,
     pub modules: ModuleResolver,
     pub quota: TaskQuota,
+    /// Calls waiting for a task's end (`task.wait`), woken by the event router.
+    pub(crate) waiters: Arc<Waiters>,
     phase: watch::Sender<Phase>,
 }
 
@@ -193,6 +196,7 @@ impl Server {
         let app = Arc::new(App {
             quota: TaskQuota::new(config.tenant_max_tasks),
             modules: ModuleResolver::default(),
+            waiters: Arc::default(),
             config,
             store,
             scheduler,
@@ -201,7 +205,7 @@ impl Server {
             auth,
             phase,
         });
-        tokio::spawn(count_events(app.clone()));
+        tokio::spawn(route_events(app.clone()));
         tokio::spawn(crate::memory::trim_periodically(app.phase.subscribe()));
         Ok(Self { app, listener })
     }
@@ -254,8 +258,8 @@ impl Server {
     }
 }
 
-/// Feeds task events into the metrics.
-async fn count_events(app: Arc<App>) {
+/// Feeds task events into the metrics and wakes the calls waiting for a task's end.
+async fn route_events(app: Arc<App>) {
     let mut events = app.scheduler.subscribe();
     loop {
         match events.recv().await {
@@ -265,10 +269,17 @@ async fn count_events(app: Arc<App>) {
                 }
                 if event.state.is_terminal() {
                     app.metrics.task_finished(event.state);
+                    app.waiters.ended(&event.task_id);
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => app.metrics.events_dropped(missed),
-            Err(broadcast::error::RecvError::Closed) => return,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                app.metrics.events_dropped(missed);
+                app.waiters.wake_all();
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                app.waiters.wake_all();
+                return;
+            }
         }
     }
 }
