@@ -59,6 +59,40 @@ async fn complete(store: &dyn Store, claimed: Vec<ClaimedTask>) {
     store.task_complete(params).await.unwrap();
 }
 
+/// One of the three writes a task's life takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Insert,
+    Claim,
+    Complete,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Insert => "insert",
+            Step::Claim => "claim",
+            Step::Complete => "complete",
+        }
+    }
+}
+
+/// Inserts, claims and completes `n` tasks, leaving the queue empty as it found it; the
+/// time `timed` took.
+async fn round(store: &dyn Store, n: usize, timed: Step) -> Duration {
+    let start = Instant::now();
+    insert(store, n).await;
+    let inserted = Instant::now();
+    let claimed = claim(store, n).await;
+    let claimed_at = Instant::now();
+    complete(store, claimed).await;
+    match timed {
+        Step::Insert => inserted - start,
+        Step::Claim => claimed_at - inserted,
+        Step::Complete => claimed_at.elapsed(),
+    }
+}
+
 /// Benchmarks `store` (empty, and used by nothing else) in the group `store`: insert, claim
 /// and complete per batch size, each timed alone while the others keep the queue empty so
 /// every iteration sees the same database; then `n` callers each inserting one task at once
@@ -70,51 +104,19 @@ pub fn store_ops(c: &mut Criterion, runtime: &Runtime, store: Arc<dyn Store>) {
     let mut group = c.benchmark_group("store");
     for n in BATCHES {
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("insert", n), &n, |b, &n| {
-            b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut spent = Duration::ZERO;
-                    for _ in 0..iters {
-                        let start = Instant::now();
-                        insert(store, n).await;
-                        spent += start.elapsed();
-                        let claimed = claim(store, n).await;
-                        complete(store, claimed).await;
-                    }
-                    spent
+        for step in [Step::Insert, Step::Claim, Step::Complete] {
+            group.bench_with_input(BenchmarkId::new(step.name(), n), &n, |b, &n| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            spent += round(store, n, step).await;
+                        }
+                        spent
+                    })
                 })
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("claim", n), &n, |b, &n| {
-            b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut spent = Duration::ZERO;
-                    for _ in 0..iters {
-                        insert(store, n).await;
-                        let start = Instant::now();
-                        let claimed = claim(store, n).await;
-                        spent += start.elapsed();
-                        complete(store, claimed).await;
-                    }
-                    spent
-                })
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("complete", n), &n, |b, &n| {
-            b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut spent = Duration::ZERO;
-                    for _ in 0..iters {
-                        insert(store, n).await;
-                        let claimed = claim(store, n).await;
-                        let start = Instant::now();
-                        complete(store, claimed).await;
-                        spent += start.elapsed();
-                    }
-                    spent
-                })
-            })
-        });
+            });
+        }
     }
     // `n` callers each insert one task at once.
     for n in [10usize, 100] {
