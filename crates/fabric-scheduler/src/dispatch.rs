@@ -16,8 +16,9 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::complete::Done;
-use crate::policy::{full_jitter, next_after};
+use crate::policy::full_jitter;
 use crate::{Interruption, Running, Shared};
+use fabric_store::rules::next_after;
 
 /// Most scheduled tasks promoted in one store call.
 const PROMOTE_BATCH: usize = 4096;

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use policy::next_after;
+pub use fabric_store::rules::next_after;
 
 /// How the scheduler runs, each field with a documented default.
 #[derive(Debug, Clone)]

@@ -11,9 +11,10 @@ use fabric_store::{
     AttemptId, ClaimedTask, Completed, FairClock, Heartbeat, Inserted, ModuleInfo, ModulePutParams,
     NewTask, Next, Rescued, StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
     TaskExpireParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskPromoteParams,
-    TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis,
+    TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis, rules,
 };
-use fabric_types::{Attempt, Outcome, TaskState};
+use fabric_types::{Attempt, TaskState};
+use time::OffsetDateTime;
 
 use crate::db::{Db, execute, query};
 use crate::error::{corrupt, db_err};
@@ -673,32 +674,28 @@ impl Transition {
         }
     }
 
-    /// Another attempt at `run_at`: queued now (joining the line at `now`) or scheduled.
+    /// Another attempt at `run_at`: queued now (joining the line at `now`) or scheduled
+    /// (see [`rules::waiting_state`]).
     fn retry(
         task_id: String,
         priority: i16,
-        run_at: i64,
-        now: i64,
+        run_at: OffsetDateTime,
+        now: OffsetDateTime,
         step: u64,
     ) -> Result<Self, StoreError> {
-        Ok(if run_at <= now {
-            Self {
-                task_id,
-                state: TaskState::Queued,
-                finished_at: None,
-                run_at: None,
-                sort_key: Some(claim_sort_key(now, parse_priority(priority)?, step)),
-                requeue: false,
-            }
-        } else {
-            Self {
-                task_id,
-                state: TaskState::Scheduled,
-                finished_at: None,
-                run_at: Some(run_at),
-                sort_key: None,
-                requeue: false,
-            }
+        let state = rules::waiting_state(run_at, now);
+        let queued = state == TaskState::Queued;
+        Ok(Self {
+            task_id,
+            state,
+            finished_at: None,
+            run_at: (!queued).then(|| ms(run_at)),
+            sort_key: if queued {
+                Some(claim_sort_key(ms(now), parse_priority(priority)?, step))
+            } else {
+                None
+            },
+            requeue: false,
         })
     }
 }
@@ -815,18 +812,7 @@ pub(crate) async fn task_complete(
     db: &Db,
     p: TaskCompleteParams,
 ) -> Result<Vec<Completed>, StoreError> {
-    for (i, c) in p.completions.iter().enumerate() {
-        if let Next::Finish(state) = c.next
-            && !matches!(
-                state,
-                TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
-            )
-        {
-            return Err(StoreError::InvalidArgument(format!(
-                "completions[{i}].next: Finish({state}) must be succeeded, failed or cancelled"
-            )));
-        }
-    }
+    rules::check_completions(&p.completions)?;
     if p.completions.is_empty() {
         return Ok(Vec::new());
     }
@@ -862,13 +848,7 @@ pub(crate) async fn task_complete(
             fates.push(None);
             continue;
         };
-        let next = match c.next {
-            Next::Retry { .. } | Next::Requeue if cancel_requested => {
-                Next::Finish(TaskState::Cancelled)
-            }
-            next => next,
-        };
-        let transition = match next {
+        let transition = match rules::honour_cancel(c.next, cancel_requested) {
             Next::Requeue => {
                 requeued.push(c.attempt_id.as_str().to_string());
                 Transition {
@@ -886,7 +866,7 @@ pub(crate) async fn task_complete(
             }
             Next::Retry { run_at } => {
                 ended.push((c.attempt_id.as_str().to_string(), c.attempt.clone()));
-                Transition::retry(task_id.clone(), priority, ms(run_at), now, db.aging_step_ms)?
+                Transition::retry(task_id.clone(), priority, run_at, p.now, db.aging_step_ms)?
             }
         };
         made_ready |= transition.state == TaskState::Queued;
@@ -1030,41 +1010,29 @@ pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Resc
         let node: String = r.get(10);
         let lease: Option<i64> = r.get(11);
 
-        let mut lost = Attempt::new(Outcome::Lost);
-        lost.error = Some(format!(
-            "node {node:?} stopped renewing its lease, which ended at {}",
-            fabric_types::format_timestamp(from_millis(lease.unwrap_or(now)))
+        ended.push((
+            attempt_id.clone(),
+            rules::lost_attempt(&node, lease.map(from_millis), p.now),
         ));
-        lost.finished_at = Some(p.now);
-        ended.push((attempt_id.clone(), lost));
-
-        let attempts = u32::try_from(attempt_count).unwrap_or(u32::MAX);
-        let (transition, run_at) = if cancel_requested {
-            (
-                Transition::finish(task_id.clone(), TaskState::Cancelled, now),
-                None,
-            )
-        } else if retry.retries(Outcome::Lost) && attempts < retry.max_attempts {
-            let bound = retry.backoff_bound_ms(attempts.saturating_add(1));
-            let delay = (p.jitter)(bound).min(bound);
-            let run_at = now.saturating_add(to_i64(delay, "backoff")?);
-            (
-                Transition::retry(task_id.clone(), priority, run_at, now, db.aging_step_ms)?,
-                Some(run_at),
-            )
-        } else {
-            (
-                Transition::finish(task_id.clone(), TaskState::Failed, now),
-                None,
-            )
-        };
+        let attempt_number = u32::try_from(attempt_count).unwrap_or(u32::MAX);
+        let (transition, run_at) =
+            match rules::next_after_lost(attempt_number, cancel_requested, &retry, p.now, p.jitter)
+            {
+                Next::Retry { run_at } => (
+                    Transition::retry(task_id.clone(), priority, run_at, p.now, db.aging_step_ms)?,
+                    Some(run_at),
+                ),
+                Next::Finish(state) => (Transition::finish(task_id.clone(), state, now), None),
+                Next::Requeue => unreachable!("a lost lease is never requeued"),
+            };
         made_ready |= transition.state == TaskState::Queued;
         out.push(Rescued {
             task_id: TaskId::from(task_id),
             tenant: r.get(1),
             attempt_id: AttemptId::from(attempt_id),
             state: transition.state,
-            run_at: run_at.map(from_millis),
+            // As stored: to the millisecond.
+            run_at: run_at.map(|t| from_millis(ms(t))),
         });
         transitions.push(transition);
     }

@@ -13,12 +13,13 @@ use fabric_store::{
     AttemptId, ClaimedTask, Completed, FairClock, Heartbeat, Inserted, ModuleInfo, ModulePutParams,
     Next, Rescued, StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
     TaskExpireParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskPromoteParams,
-    TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis,
+    TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis, rules,
 };
-use fabric_types::{Attempt, Outcome, Priority, RetryPolicy, TaskState};
+use fabric_types::{Attempt, Priority, RetryPolicy, TaskState};
 use rusqlite::types::Value;
 use rusqlite::vtab::array::Array;
 use rusqlite::{OptionalExtension, params};
+use time::OffsetDateTime;
 
 use crate::db_err;
 use crate::rows::{
@@ -359,6 +360,22 @@ fn schedule(ctx: &mut WriteCtx<'_>, task: &TaskKey, run_at: i64) -> Result<(), S
     Ok(())
 }
 
+/// Puts a task whose attempt ended back in line for another attempt at `run_at`: queued
+/// now, or scheduled until then (see [`rules::waiting_state`]).
+fn wait_for_retry(
+    ctx: &mut WriteCtx<'_>,
+    task: &TaskKey,
+    run_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<TaskState, StoreError> {
+    let state = rules::waiting_state(run_at, now);
+    match state {
+        TaskState::Queued => enqueue(ctx, task, ms(now), false)?,
+        _ => schedule(ctx, task, ms(run_at))?,
+    }
+    Ok(state)
+}
+
 /// `task_claim`: the first `max` queued tasks by sort key, each under a new attempt.
 pub(crate) fn task_claim(
     ctx: &mut WriteCtx<'_>,
@@ -525,18 +542,7 @@ pub(crate) fn task_complete(
     ctx: &mut WriteCtx<'_>,
     p: TaskCompleteParams,
 ) -> Result<Vec<Completed>, StoreError> {
-    for (i, c) in p.completions.iter().enumerate() {
-        if let Next::Finish(state) = c.next
-            && !matches!(
-                state,
-                TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
-            )
-        {
-            return Err(StoreError::InvalidArgument(format!(
-                "completions[{i}].next: Finish({state}) must be succeeded, failed or cancelled"
-            )));
-        }
-    }
+    rules::check_completions(&p.completions)?;
     let now = ms(p.now);
     // Where each completion's task stands, found through the attempt's primary key: for each
     // completion, its attempt's rowid and its task's id.
@@ -625,13 +631,7 @@ pub(crate) fn task_complete(
             });
             continue;
         }
-        let next = match c.next {
-            Next::Retry { .. } | Next::Requeue if task.cancel_requested => {
-                Next::Finish(TaskState::Cancelled)
-            }
-            next => next,
-        };
-        let state = match next {
+        let state = match rules::honour_cancel(c.next, task.cancel_requested) {
             Next::Requeue => {
                 ctx.conn
                     .prepare_cached("DELETE FROM attempts WHERE rowid = ?1")
@@ -663,14 +663,7 @@ pub(crate) fn task_complete(
             }
             Next::Retry { run_at } => {
                 record_attempt(ctx, attempt_rowid, &c.attempt)?;
-                let run_at = ms(run_at);
-                if run_at <= now {
-                    enqueue(ctx, &task.key, now, false)?;
-                    TaskState::Queued
-                } else {
-                    schedule(ctx, &task.key, run_at)?;
-                    TaskState::Scheduled
-                }
+                wait_for_retry(ctx, &task.key, run_at, p.now)?
             }
         };
         task.key.state = state;
@@ -775,38 +768,31 @@ pub(crate) fn task_rescue(
             .prepare_cached("SELECT node, lease_until, rowid FROM attempts WHERE id = ?1")
             .and_then(|mut s| s.query_row([&e.attempt], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
             .map_err(db_err("read a lost attempt"))?;
-        let mut lost = Attempt::new(Outcome::Lost);
-        lost.error = Some(format!(
-            "node {node:?} stopped renewing its lease, which ended at {}",
-            fabric_types::format_timestamp(from_millis(lease.unwrap_or(now)))
-        ));
-        lost.finished_at = Some(p.now);
+        let lost = rules::lost_attempt(&node, lease.map(from_millis), p.now);
         record_attempt(ctx, attempt_rowid, &lost)?;
-        let attempts = u32::try_from(e.attempt_count).unwrap_or(u32::MAX);
-        let (state, run_at) = if e.cancel_requested {
-            finish(ctx, &e.key, TaskState::Cancelled, now)?;
-            (TaskState::Cancelled, None)
-        } else if e.retry.retries(Outcome::Lost) && attempts < e.retry.max_attempts {
-            let bound = e.retry.backoff_bound_ms(attempts.saturating_add(1));
-            let delay = (p.jitter)(bound).min(bound);
-            let run_at = now.saturating_add(to_i64(delay, "backoff")?);
-            if run_at <= now {
-                enqueue(ctx, &e.key, now, false)?;
-                (TaskState::Queued, Some(run_at))
-            } else {
-                schedule(ctx, &e.key, run_at)?;
-                (TaskState::Scheduled, Some(run_at))
+        let attempt_number = u32::try_from(e.attempt_count).unwrap_or(u32::MAX);
+        let next = rules::next_after_lost(
+            attempt_number,
+            e.cancel_requested,
+            &e.retry,
+            p.now,
+            p.jitter,
+        );
+        let (state, run_at) = match next {
+            Next::Retry { run_at } => (wait_for_retry(ctx, &e.key, run_at, p.now)?, Some(run_at)),
+            Next::Finish(state) => {
+                finish(ctx, &e.key, state, now)?;
+                (state, None)
             }
-        } else {
-            finish(ctx, &e.key, TaskState::Failed, now)?;
-            (TaskState::Failed, None)
+            Next::Requeue => unreachable!("a lost lease is never requeued"),
         };
         out.push(Rescued {
             task_id: TaskId::from(e.key.id),
             tenant: e.key.tenant,
             attempt_id: AttemptId::from(e.attempt),
             state,
-            run_at: run_at.map(from_millis),
+            // As stored: to the millisecond.
+            run_at: run_at.map(|t| from_millis(ms(t))),
         });
     }
     Ok(out)

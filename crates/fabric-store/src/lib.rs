@@ -19,6 +19,7 @@ pub mod bench;
 mod error;
 mod id;
 mod model;
+pub mod rules;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
