@@ -1,0 +1,141 @@
+//! Writes of a running attempt: its claim and its heartbeats.
+
+use std::collections::HashMap;
+
+use fabric_store::{
+    AttemptId, ClaimedTask, Heartbeat, StoreError, TaskClaimParams, TaskHeartbeatParams,
+    from_millis,
+};
+use fabric_types::TaskState;
+use rusqlite::params;
+
+use super::{CANDIDATES, CLAIM, NEW_ATTEMPT, RENEW_ATTEMPTS, RENEW_TASKS, TaskKey, array, finish};
+use crate::db_err;
+use crate::rows::{RawCandidate, ms, raw_candidate};
+use crate::writer::WriteCtx;
+
+/// `task_claim`: the first `max` queued tasks by sort key, each under a new attempt.
+pub(crate) fn task_claim(
+    ctx: &mut WriteCtx<'_>,
+    p: TaskClaimParams,
+) -> Result<Vec<ClaimedTask>, StoreError> {
+    let now = ms(p.now);
+    let lease_ms = i64::try_from(p.lease.as_millis())
+        .map_err(|_| StoreError::InvalidArgument(format!("lease {:?} is too long", p.lease)))?;
+    if lease_ms <= 0 {
+        return Err(StoreError::InvalidArgument(format!(
+            "lease {:?} must be at least a millisecond",
+            p.lease
+        )));
+    }
+    let lease_until = now.saturating_add(lease_ms);
+    let lease = from_millis(lease_until);
+    let mut claimed = Vec::with_capacity(p.max.min(1024));
+    while claimed.len() < p.max {
+        let want = i64::try_from(p.max - claimed.len()).unwrap_or(i64::MAX);
+        let candidates: Vec<RawCandidate> = ctx
+            .conn
+            .prepare_cached(&CANDIDATES)
+            .and_then(|mut s| s.query_map([want], raw_candidate)?.collect())
+            .map_err(db_err("find queued tasks"))?;
+        if candidates.is_empty() {
+            break;
+        }
+        let conn = ctx.conn;
+        let mut claim = conn.prepare_cached(CLAIM).map_err(db_err("claim a task"))?;
+        let mut record = conn
+            .prepare_cached(NEW_ATTEMPT)
+            .map_err(db_err("record an attempt"))?;
+        for task in candidates {
+            if task.deadline().is_some_and(|d| d < now) {
+                let key = TaskKey {
+                    rowid: task.rowid,
+                    id: task.id().to_owned(),
+                    tenant: task.tenant().to_owned(),
+                    priority: task.priority(),
+                    state: TaskState::Queued,
+                };
+                finish(ctx, &key, TaskState::Expired, now)?;
+                continue;
+            }
+            let attempt = AttemptId::generate(p.now);
+            let number = task.next_attempt();
+            claim
+                .execute(params![
+                    task.rowid,
+                    number,
+                    attempt.as_str(),
+                    lease_until,
+                    now
+                ])
+                .map_err(db_err("claim a task"))?;
+            record
+                .execute(params![
+                    attempt.as_str(),
+                    task.id(),
+                    number,
+                    p.node,
+                    now,
+                    lease_until
+                ])
+                .map_err(db_err("record an attempt"))?;
+            ctx.counts.moved(
+                task.tenant(),
+                task.priority(),
+                TaskState::Queued,
+                TaskState::Running,
+            );
+            claimed.push(task.into_claimed(attempt, p.now, lease)?);
+        }
+    }
+    Ok(claimed)
+}
+
+/// `task_heartbeat`: renew the leases still held.
+pub(crate) fn task_heartbeat(
+    ctx: &mut WriteCtx<'_>,
+    p: TaskHeartbeatParams,
+) -> Result<Heartbeat, StoreError> {
+    let (now, lease_until) = (ms(p.now), ms(p.lease_until));
+    if lease_until <= now {
+        return Err(StoreError::InvalidArgument(format!(
+            "lease_until ({}) must be after now ({})",
+            p.lease_until, p.now
+        )));
+    }
+    let mut out = Heartbeat::default();
+    if p.attempt_ids.is_empty() {
+        return Ok(out);
+    }
+    let held: HashMap<String, bool> = ctx
+        .conn
+        .prepare_cached(RENEW_TASKS)
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    array(p.attempt_ids.iter().map(AttemptId::as_str)),
+                    lease_until
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect()
+        })
+        .map_err(db_err("renew leases"))?;
+    if held.is_empty() {
+        return Ok(out);
+    }
+    ctx.conn
+        .prepare_cached(RENEW_ATTEMPTS)
+        .and_then(|mut s| s.execute(params![array(held.keys().map(String::as_str)), lease_until]))
+        .map_err(db_err("renew leases"))?;
+    for attempt in p.attempt_ids {
+        let Some(&cancel) = held.get(attempt.as_str()) else {
+            continue;
+        };
+        if cancel {
+            out.cancel_requested.push(attempt.clone());
+        }
+        out.held.push(attempt);
+    }
+    Ok(out)
+}
