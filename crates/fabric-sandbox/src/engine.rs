@@ -13,12 +13,6 @@ use wasmtime_wasi::I32Exit;
 use crate::run::{P1Guest, P2Guest};
 use crate::{Pooling, SandboxConfig, SandboxError};
 
-/// Each slot is sized for this many memories on average (a component may hold a few).
-const MEMORIES_PER_SLOT: u32 = 2;
-/// Each slot is sized for this many tables on average.
-const TABLES_PER_SLOT: u32 = 4;
-/// Each slot is sized for this many core instances on average (components have several).
-const CORE_INSTANCES_PER_SLOT: u32 = 6;
 /// Virtual address space one pooled memory slot reserves on x86-64: Wasmtime's 4 GiB
 /// reservation plus its 32 MiB guard region.
 const MEMORY_SLOT_RESERVATION: u64 = (4 << 30) + (32 << 20);
@@ -103,13 +97,18 @@ fn base_config(config: &SandboxConfig) -> Config {
     wasm
 }
 
+/// The pool holds, for every slot, the most memories, tables and core instances one
+/// attempt may create: an attempt then never finds the pool exhausted by others, however
+/// many of them take the per-attempt maxima (with averages, a few dozen attempts holding
+/// the maxima failed every other attempt as `invalid`). Unused slots cost address space,
+/// not memory.
 fn pooling_config(config: &SandboxConfig) -> PoolingAllocationConfig {
     let slots = config.slots;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
-        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_SLOT))
-        .total_memories(slots.saturating_mul(MEMORIES_PER_SLOT))
-        .total_tables(slots.saturating_mul(TABLES_PER_SLOT))
+        .total_core_instances(slots.saturating_mul(config.max_instances))
+        .total_memories(slots.saturating_mul(config.max_memories))
+        .total_tables(slots.saturating_mul(config.max_tables))
         .total_stacks(slots)
         .max_memory_size(config.max_memory_bytes as usize)
         .table_elements(config.max_table_elements as usize)
@@ -126,7 +125,7 @@ fn pooling_config(config: &SandboxConfig) -> PoolingAllocationConfig {
 
 /// The address space the pool would reserve for memories, in bytes.
 pub(crate) fn pool_reservation(config: &SandboxConfig) -> u64 {
-    u64::from(config.slots) * u64::from(MEMORIES_PER_SLOT) * MEMORY_SLOT_RESERVATION
+    u64::from(config.slots) * u64::from(config.max_memories) * MEMORY_SLOT_RESERVATION
 }
 
 fn build_engine(config: &SandboxConfig) -> Result<(Engine, bool), SandboxError> {

@@ -5,5 +5,6 @@ mod cache;
 mod isolation;
 mod limits;
 mod outcomes;
+mod pool;
 mod security;
 mod util;
