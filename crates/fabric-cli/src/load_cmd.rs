@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args};
 use fabric_client::{Client, ClientError, TaskEventNotice};
-use fabric_server::{ServeOptions, Server, ServerConfig, StoreUrl};
+use fabric_server::{Server, ServerConfig, StoreUrl};
 use fabric_types::wire::{Task, TaskSpec};
 use fabric_types::{Outcome, Priority, TaskState};
 use futures_util::StreamExt as _;
@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::EXIT_USAGE;
+use crate::args::ServeFlags;
 use crate::client_cmd::format;
 
 /// Tasks submitted when neither --tasks nor --duration is given.
@@ -115,7 +116,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten, next_help_heading = "Embedded server (with --embedded)")]
-    pub serve: ServeOptions,
+    pub serve: ServeFlags,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {
@@ -191,7 +192,7 @@ impl Embedded {
     /// Starts a server on `options`, listening on 127.0.0.1:0 and keeping its data in a
     /// fresh temporary directory unless they say otherwise. Returns it, its URL and its
     /// SQLite database.
-    async fn start(mut options: ServeOptions) -> Result<(Self, String, Option<PathBuf>), Failure> {
+    async fn start(mut options: ServeFlags) -> Result<(Self, String, Option<PathBuf>), Failure> {
         let data_dir = match options.data_dir {
             Some(_) => None,
             None => {
@@ -210,7 +211,7 @@ impl Embedded {
         options
             .listen
             .get_or_insert_with(|| "127.0.0.1:0".parse().expect("a valid address"));
-        let config = ServerConfig::resolve(options).map_err(|e| Failure::Usage(e.into()))?;
+        let config = ServerConfig::resolve(options.into()).map_err(|e| Failure::Usage(e.into()))?;
         let db = match &config.store {
             StoreUrl::Sqlite(path) => Some(path.clone()),
             StoreUrl::Postgres { .. } => None,
