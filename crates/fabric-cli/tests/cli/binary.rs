@@ -1,5 +1,5 @@
-//! What the `fabric` executable carries: the example agents the demo loads, and none of
-//! the attack fixtures or attack agents.
+//! What the `fabric` executable carries: the example agents the demo loads, none of the
+//! attack fixtures or attack agents, and under 64 MiB.
 //!
 //! The executable checked is `FABRIC_CHECK_BIN` when set, else the one Cargo built for
 //! these tests. The test build turns on `fabric-agents/attack-fixtures` (a dev-dependency
@@ -8,6 +8,9 @@
 //! it) and name the copy in `FABRIC_CHECK_BIN`, as `.ci/run` does.
 
 use std::path::PathBuf;
+
+/// The largest executable accepted.
+const MAX_BYTES: u64 = 64 << 20;
 
 fn executable() -> (PathBuf, Vec<u8>) {
     let path = std::env::var_os("FABRIC_CHECK_BIN")
@@ -52,4 +55,16 @@ fn the_executable_embeds_the_example_agents_and_no_attack_fixture() {
             "{path} embeds the compiled WAT fixture {name}"
         );
     }
+}
+
+#[test]
+fn the_executable_is_under_64_mib() {
+    let (path, bytes) = executable();
+    let size = bytes.len() as u64;
+    assert!(
+        size < MAX_BYTES,
+        "{} is {size} bytes ({:.1} MiB), more than 64 MiB",
+        path.display(),
+        size as f64 / f64::from(1 << 20)
+    );
 }
