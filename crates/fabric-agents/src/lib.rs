@@ -1,5 +1,6 @@
 //! The example agents (Rust WASI commands built as preview 1 modules and preview 2
-//! components) and the WAT attack fixtures, embedded as bytes for tests and benches.
+//! components), embedded as bytes for the demo, tests and benches; with the
+//! `attack-fixtures` feature also the WAT attack fixtures and the attack agents, for tests.
 //!
 //! Every agent reads its input on stdin and writes its output on stdout:
 //!
@@ -16,7 +17,9 @@
 //!   `agents/probe/src/main.rs`.
 //!
 //! The fixtures in `agents/wat/` each try one attack or edge case; the header of each
-//! file says what it tries and which outcome the fabric must give.
+//! file says what it tries and which outcome the fabric must give. They and `attack`
+//! exist only with the `attack-fixtures` feature, which only dev-dependencies enable: the
+//! shipped `fabric` binary is built without it, so it cannot embed them.
 
 /// Declares the agents of one target as constants, and `AGENTS` listing them by name.
 macro_rules! agents {
@@ -60,6 +63,7 @@ pub mod p2 {
     agents!("wasm32-wasip2");
 }
 
+#[cfg(any(test, feature = "attack-fixtures"))]
 pub mod attack {
     //! Agents that exist only to attack the sandbox, kept apart from the examples in
     //! `AGENTS`.
@@ -80,6 +84,7 @@ pub mod attack {
 }
 
 /// Declares `FIXTURES` and the embedded source of each fixture.
+#[cfg(any(test, feature = "attack-fixtures"))]
 macro_rules! fixtures {
     ($($name:literal,)*) => {
         /// The name of every WAT fixture in `agents/wat/`, for [`fixture`].
@@ -92,6 +97,7 @@ macro_rules! fixtures {
     };
 }
 
+#[cfg(any(test, feature = "attack-fixtures"))]
 fixtures! {
     "busy_host_calls",
     "deep_recursion",
@@ -132,6 +138,7 @@ fixtures! {
 ///
 /// When `name` is not in [`FIXTURES`]; a fixture that does not parse fails this
 /// crate's own tests.
+#[cfg(any(test, feature = "attack-fixtures"))]
 pub fn fixture(name: &str) -> Vec<u8> {
     let Some((_, source)) = SOURCES.iter().find(|(known, _)| *known == name) else {
         panic!("unknown WAT fixture {name:?}; the fixtures are {FIXTURES:?}");

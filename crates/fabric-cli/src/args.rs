@@ -67,13 +67,167 @@ pub struct DemoArgs {
     #[arg(long)]
     pub once: bool,
     #[command(flatten)]
-    pub options: fabric_server::ServeOptions,
+    pub options: ServeFlags,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub options: fabric_server::ServeOptions,
+    pub options: ServeFlags,
+}
+
+/// Every option of `fabric serve` as flags and `FABRIC_*` environment variables, one for
+/// each key of the TOML file ([`fabric_server::ServeOptions`]): the conversion below names
+/// every field of both, so an option cannot be added to one and not the other, and
+/// `fabric serve --help` lists every key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeFlags {
+    /// TOML file with any of these options (keys are the long flag names with `_`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "FABRIC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API. Without --auth only loopback addresses are accepted.
+    /// [default: 127.0.0.1:7070]
+    #[arg(long, env = "FABRIC_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Directory for the embedded database and the precompiled module cache.
+    /// [default: ./fabric-data]
+    #[arg(long, env = "FABRIC_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where tasks are stored: `sqlite://PATH` or `postgres://...`.
+    /// [default: sqlite://<data-dir>/fabric.db]
+    #[arg(long, env = "FABRIC_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// The most attempts running at once on this node. [default: 64]
+    #[arg(long, env = "FABRIC_WORKERS")]
+    pub workers: Option<u32>,
+    /// Turns on authentication: a TOML file of `[[token]]` tables (see `fabric token new`).
+    #[arg(long, env = "FABRIC_AUTH", value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+    /// How long SIGTERM waits for running attempts before interrupting them. [default: 30s]
+    #[arg(long, env = "FABRIC_GRACE", value_parser = fabric_types::parse_duration)]
+    pub grace: Option<Duration>,
+    /// This node's name in the store. [default: <hostname>-<pid>]
+    #[arg(long, env = "FABRIC_NODE")]
+    pub node: Option<String>,
+    /// SQLite durability: `normal` survives a process crash, `full` also power loss.
+    /// [default: normal]
+    #[arg(long, env = "FABRIC_SYNCHRONOUS", value_enum)]
+    pub synchronous: Option<SyncMode>,
+    /// Largest HTTP request body. [default: 48MiB]
+    #[arg(long, env = "FABRIC_MAX_REQUEST_BYTES", value_parser = fabric_types::parse_size, value_name = "SIZE")]
+    pub max_request_bytes: Option<u64>,
+    /// Most requests in one JSON-RPC batch, and most tasks in one `task.submit_batch`.
+    /// [default: 10000]
+    #[arg(long, env = "FABRIC_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Largest task input. [default: 1MiB]
+    #[arg(long, env = "FABRIC_MAX_INPUT_BYTES", value_parser = fabric_types::parse_size, value_name = "SIZE")]
+    pub max_input_bytes: Option<u64>,
+    /// Largest module or component. [default: 32MiB]
+    #[arg(long, env = "FABRIC_MAX_MODULE_BYTES", value_parser = fabric_types::parse_size, value_name = "SIZE")]
+    pub max_module_bytes: Option<u64>,
+    /// Largest memory limit a task may ask for. [default: 256MiB]
+    #[arg(long, env = "FABRIC_MAX_TASK_MEMORY", value_parser = fabric_types::parse_size, value_name = "SIZE")]
+    pub max_task_memory: Option<u64>,
+    /// Most unfinished (queued, scheduled, running) tasks one tenant may have. [default: 1000000]
+    #[arg(long, env = "FABRIC_TENANT_MAX_TASKS")]
+    pub tenant_max_tasks: Option<u64>,
+    /// Most module bytes one tenant may store. [default: 1GiB]
+    #[arg(long, env = "FABRIC_TENANT_MAX_MODULE_BYTES", value_parser = fabric_types::parse_size, value_name = "SIZE")]
+    pub tenant_max_module_bytes: Option<u64>,
+    /// How long finished tasks are kept before they are pruned. [default: 7 days]
+    #[arg(long, env = "FABRIC_RETENTION", value_parser = fabric_types::parse_duration)]
+    pub retention: Option<Duration>,
+    /// How long a claimed task stays with this node without a heartbeat. [default: 10s]
+    #[arg(long, env = "FABRIC_LEASE", value_parser = fabric_types::parse_duration)]
+    pub lease: Option<Duration>,
+    /// Longest `task.wait`. [default: 5m]
+    #[arg(long, env = "FABRIC_MAX_WAIT", value_parser = fabric_types::parse_duration)]
+    pub max_wait: Option<Duration>,
+    /// With a postgres:// store: the schema that holds the fabric's tables (created at
+    /// start when missing); nodes that share work use the same one. [default: fabric]
+    #[arg(long, env = "FABRIC_POSTGRES_SCHEMA", value_name = "NAME")]
+    pub postgres_schema: Option<String>,
+    /// With a postgres:// store: the most connections this node opens (one more listens
+    /// for other nodes' work). [default: 16]
+    #[arg(long, env = "FABRIC_POSTGRES_POOL")]
+    pub postgres_pool: Option<usize>,
+    /// A host directory tasks may be granted read-only, `NAME=DIR` (repeatable, or
+    /// comma-separated). A task names the volume, never a path:
+    /// `"dirs": {"/data": "NAME"}`. NAME is 1-64 of `a-z 0-9 _ -`; DIR must be a directory.
+    /// In the file: `volume = ["data=/srv/data"]`. Given as a flag or in the environment,
+    /// the list replaces the file's.
+    #[arg(
+        long = "volume",
+        env = "FABRIC_VOLUMES",
+        value_name = "NAME=DIR",
+        value_delimiter = ','
+    )]
+    pub volume: Option<Vec<String>>,
+}
+
+/// SQLite's `synchronous` setting, as the flag names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    Normal,
+    Full,
+}
+
+impl From<ServeFlags> for fabric_server::ServeOptions {
+    fn from(flags: ServeFlags) -> Self {
+        let ServeFlags {
+            config,
+            listen,
+            data_dir,
+            store,
+            workers,
+            auth,
+            grace,
+            node,
+            synchronous,
+            max_request_bytes,
+            max_batch,
+            max_input_bytes,
+            max_module_bytes,
+            max_task_memory,
+            tenant_max_tasks,
+            tenant_max_module_bytes,
+            retention,
+            lease,
+            max_wait,
+            postgres_schema,
+            postgres_pool,
+            volume,
+        } = flags;
+        Self {
+            config,
+            listen,
+            data_dir,
+            store,
+            workers,
+            auth,
+            grace,
+            node,
+            synchronous: synchronous.map(|mode| match mode {
+                SyncMode::Normal => fabric_server::SyncMode::Normal,
+                SyncMode::Full => fabric_server::SyncMode::Full,
+            }),
+            max_request_bytes,
+            max_batch,
+            max_input_bytes,
+            max_module_bytes,
+            max_task_memory,
+            tenant_max_tasks,
+            tenant_max_module_bytes,
+            retention,
+            lease,
+            max_wait,
+            postgres_schema,
+            postgres_pool,
+            volume,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

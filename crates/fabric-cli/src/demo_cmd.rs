@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use fabric_client::Client;
-use fabric_server::{Server, ServerConfig};
+use fabric_server::{ServeError, Server, ServerConfig};
 use fabric_types::wire::{LimitsSpec, RetrySpec, Task, TaskSpec};
 use fabric_types::{Priority, TaskState};
 use futures_util::StreamExt as _;
@@ -23,7 +23,7 @@ const CRITICAL_TASKS: usize = 50;
 const WAITERS: usize = 64;
 
 pub fn main(args: DemoArgs) -> ExitCode {
-    let config = match ServerConfig::resolve(args.options) {
+    let config = match ServerConfig::resolve(args.options.into()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -42,6 +42,17 @@ pub fn main(args: DemoArgs) -> ExitCode {
     };
     match runtime.block_on(demo(config, args.once)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err)
+            if matches!(
+                err.downcast_ref::<ServeError>(),
+                Some(ServeError::Interrupted)
+            ) =>
+        {
+            eprintln!("{err}");
+            // Whatever still runs (the workload, a compilation) is abandoned, not awaited.
+            runtime.shutdown_background();
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -55,7 +66,7 @@ async fn demo(config: ServerConfig, once: bool) -> anyhow::Result<()> {
     server.announce();
     let url = format!("http://{}", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = if once {
+    let mut serving = if once {
         tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
         }))
@@ -67,7 +78,11 @@ async fn demo(config: ServerConfig, once: bool) -> anyhow::Result<()> {
         "Execution Fabric demo: serving {url}, data in {}",
         data_dir.display()
     );
-    workload(&client).await?;
+    tokio::select! {
+        worked = workload(&client) => worked?,
+        // Only a signal stops the server before the workload is done: stop with it.
+        served = &mut serving => return served.context("the server task")?.map_err(Into::into),
+    }
     if once {
         let _ = stop_tx.send(());
     } else {

@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use fabric_server::ServerConfig;
+use fabric_server::{ServeError, ServerConfig};
 
 use crate::EXIT_USAGE;
 use crate::args::ServeArgs;
 
 pub fn main(args: ServeArgs) -> ExitCode {
-    let config = match ServerConfig::resolve(args.options) {
+    let config = match ServerConfig::resolve(args.options.into()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -28,6 +28,12 @@ pub fn main(args: ServeArgs) -> ExitCode {
     };
     match runtime.block_on(fabric_server::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ ServeError::Interrupted) => {
+            eprintln!("{err}");
+            // Whatever still runs (a compilation, a store call) is abandoned, not awaited.
+            runtime.shutdown_background();
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE

@@ -94,6 +94,9 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// A second SIGTERM or SIGINT came while draining: stop now.
+    #[error("second signal: exiting now")]
+    Interrupted,
 }
 
 /// A server that has opened everything and bound its address, ready to [`Server::run`].
@@ -349,23 +352,30 @@ impl Server {
         eprintln!("listening on http://{addr}");
     }
 
-    /// [`Server::run`] until SIGTERM or SIGINT. A second signal exits at once
-    /// (acknowledged work is already committed, so nothing is lost; attempts that were
-    /// running are rescued at the next start).
+    /// [`Server::run`] until SIGTERM or SIGINT. A second signal ends it at once with
+    /// [`ServeError::Interrupted`], without waiting for the drain; the caller exits then,
+    /// without waiting for the tasks still running on its runtime (acknowledged work is
+    /// already committed, so nothing is lost; attempts that were running are rescued at
+    /// the next start).
     pub async fn run_until_signalled(self) -> Result<(), ServeError> {
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let (second_tx, second_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             signal().await;
             let _ = first_tx.send(());
             signal().await;
-            tracing::warn!("second signal: exiting now");
-            eprintln!("second signal: exiting now");
-            std::process::exit(1);
+            let _ = second_tx.send(());
         });
-        self.run(async move {
+        let run = self.run(async move {
             let _ = first_rx.await;
-        })
-        .await
+        });
+        tokio::select! {
+            result = run => result,
+            Ok(()) = second_rx => {
+                tracing::warn!("second signal: exiting now");
+                Err(ServeError::Interrupted)
+            }
+        }
     }
 }
 #[cfg(test)]

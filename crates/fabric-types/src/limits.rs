@@ -64,7 +64,7 @@ impl RetryPolicy {
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
     pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
     pub const DEFAULT_MAX_BACKOFF_MS: u64 = 60_000;
-    /// DESIGN.md: retried by default are `exit`, `trap`, `timeout`, `lost`.
+    /// Retried by default: `exit`, `trap`, `timeout`, `lost`.
     pub const DEFAULT_RETRY_ON: [Outcome; 4] = [
         Outcome::Exit,
         Outcome::Trap,

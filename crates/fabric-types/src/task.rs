@@ -1,4 +1,4 @@
-//! Task priorities and the task state machine of DESIGN.md.
+//! Task priorities and the task state machine.
 
 use std::fmt;
 use std::str::FromStr;
@@ -73,7 +73,7 @@ impl FromStr for Priority {
     }
 }
 
-/// Where a task is in its life. See DESIGN.md, "Task states".
+/// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args};
-use fabric_server::ServeOptions;
 use fabric_types::Priority;
+
+use crate::args::ServeFlags;
 
 /// Arguments of `fabric load`.
 #[derive(Debug, Args)]
@@ -72,7 +73,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten, next_help_heading = "Embedded server (with --embedded)")]
-    pub serve: ServeOptions,
+    pub serve: ServeFlags,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

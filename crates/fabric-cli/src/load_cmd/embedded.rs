@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use fabric_server::{ServeOptions, Server, ServerConfig, StoreUrl};
+use fabric_server::{Server, ServerConfig, StoreUrl};
 use tokio::sync::oneshot;
 
 use super::Failure;
+use crate::args::ServeFlags;
 
 /// A server started in this process, stopped when the run is over.
 pub(super) struct Embedded {
@@ -19,7 +20,7 @@ impl Embedded {
     /// fresh temporary directory unless they say otherwise. Returns it, its URL and its
     /// SQLite database.
     pub(super) async fn start(
-        mut options: ServeOptions,
+        mut options: ServeFlags,
     ) -> Result<(Self, String, Option<PathBuf>), Failure> {
         let data_dir = match options.data_dir {
             Some(_) => None,
@@ -39,7 +40,7 @@ impl Embedded {
         options
             .listen
             .get_or_insert_with(|| "127.0.0.1:0".parse().expect("a valid address"));
-        let config = ServerConfig::resolve(options).map_err(|e| Failure::Usage(e.into()))?;
+        let config = ServerConfig::resolve(options.into()).map_err(|e| Failure::Usage(e.into()))?;
         let db = match &config.store {
             StoreUrl::Sqlite(path) => Some(path.clone()),
             StoreUrl::Postgres { .. } => None,

@@ -1,6 +1,6 @@
-//! The server under faults: `kill -9` in the middle of a drain and SIGTERM with hundreds
-//! of attempts running; after a restart on the same data directory nothing acknowledged
-//! is lost.
+//! The server under faults: `kill -9` in the middle of a drain, SIGTERM with hundreds
+//! of attempts running and a second SIGTERM while draining; after a restart on the same
+//! data directory nothing acknowledged is lost.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -200,4 +200,36 @@ async fn sigterm_with_hundreds_running_exits_0_in_the_grace_and_nothing_is_charg
             "the interrupted attempt is not charged: {task}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_while_draining_exits_1_at_once() {
+    let mut fabric = Fabric::start(&["--grace", "60s"]);
+    let client = fabric.client();
+    client.put_module(fabric_agents::p1::SLEEP, "sleep").await;
+    client
+        .submit(json!({"module": "sleep", "input": "60000"}))
+        .await;
+    let until = Instant::now() + Duration::from_secs(30);
+    while client.call("fabric.stats", json!({})).await["running"] != 1 {
+        assert!(Instant::now() < until, "the task never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    fabric.signal("TERM");
+    // Draining: the running attempt has a minute of grace.
+    while client.get("/readyz").await.0 != 503 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fabric.signal("TERM");
+    let signalled = Instant::now();
+    let status = fabric
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after the second signal");
+    assert_eq!(status.code(), Some(1), "exit status after a second SIGTERM");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "took {:?} to exit",
+        signalled.elapsed()
+    );
 }

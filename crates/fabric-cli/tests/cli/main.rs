@@ -1,6 +1,7 @@
 //! End-to-end tests of the `fabric` binary: each starts the real executable.
 
 mod api;
+mod binary;
 mod client;
 mod cluster;
 mod demo;

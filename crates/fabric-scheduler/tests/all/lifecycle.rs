@@ -1,8 +1,10 @@
 //! Tasks through their whole life: success, retries, limits, priorities, cancellation,
 //! delayed and bounded work, shutdown and recovery.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use fabric_scheduler::ManualClock;
 use fabric_store::TaskClaimParams;
 use fabric_types::{Limits, Priority, RetryPolicy, TaskState};
 use time::OffsetDateTime;
@@ -205,12 +207,16 @@ async fn run_at_is_honoured_to_the_millisecond() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_deadline_expires_the_task_without_running_it() {
-    let fabric = Fabric::start(config(1));
+    let start = OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(start));
+    let fabric = Fabric::start_with_clock(config(1), clock.clone());
     let echo = fabric.module(fabric_agents::p1::ECHO).await;
     let mut t = task(echo, "too late");
-    t.run_at = Some(OffsetDateTime::now_utc() + Duration::from_millis(300));
-    t.deadline = Some(OffsetDateTime::now_utc() + Duration::from_millis(100));
+    t.run_at = Some(start + Duration::from_millis(300));
+    t.deadline = Some(start + Duration::from_millis(100));
     let id = fabric.submit(t).await;
+    // Past the deadline, before `run_at`: the scheduler's clock never reaches `run_at`.
+    clock.advance(Duration::from_millis(200));
     let done = fabric.wait(&id).await;
     assert_eq!(done.state, TaskState::Expired);
     assert!(done.attempts.is_empty());
@@ -248,7 +254,7 @@ async fn shutdown_requeues_running_work_uncharged_and_a_restart_finishes_it() {
         config(8),
         fabric.store.clone(),
         sandbox(),
-        std::sync::Arc::new(fabric_scheduler::SystemClock),
+        Arc::new(fabric_scheduler::SystemClock),
     )
     .unwrap();
     let fabric = Fabric {
@@ -274,27 +280,28 @@ async fn a_task_held_by_a_dead_node_is_rescued_and_retried() {
         ..RetryPolicy::default()
     };
     let id = insert(&*fabric.store, rescued).await;
+    let claimed_at = OffsetDateTime::now_utc();
+    let lease = Duration::from_millis(300);
     let claim = TaskClaimParams {
         node: "dead-node".into(),
         max: 1,
-        lease: Duration::from_millis(300),
-        now: OffsetDateTime::now_utc(),
+        lease,
+        now: claimed_at,
     };
     assert_eq!(fabric.store.task_claim(claim).await.unwrap().len(), 1);
 
     let mut cfg = config(2);
     cfg.node = "live-node".into();
-    let live = fabric_scheduler::Scheduler::start(
-        cfg,
-        fabric.store.clone(),
-        sandbox(),
-        std::sync::Arc::new(fabric_scheduler::SystemClock),
-    )
-    .unwrap();
+    let clock = Arc::new(ManualClock::new(claimed_at));
+    let live =
+        fabric_scheduler::Scheduler::start(cfg, fabric.store.clone(), sandbox(), clock.clone())
+            .unwrap();
     let fabric = Fabric {
         scheduler: live,
         ..fabric
     };
+    // The live node's clock passes the end of the dead node's lease.
+    clock.advance(lease + Duration::from_millis(1));
     let done = fabric.wait(&id).await;
     assert_eq!(done.state, TaskState::Succeeded);
     assert_eq!(outcomes(&done), ["lost", "ok"]);

@@ -1,11 +1,11 @@
-//! A scheduler on a fresh SQLite store in a temporary directory, and ways to wait for tasks
-//! by their events rather than by sleeping.
+//! A scheduler on a fresh SQLite store in a temporary directory (on the system clock or
+//! an injected one), and ways to wait for tasks by their events rather than by sleeping.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fabric_sandbox::{Sandbox, SandboxConfig};
-use fabric_scheduler::{Scheduler, SchedulerConfig, SystemClock};
+use fabric_scheduler::{Clock, Scheduler, SchedulerConfig, SystemClock};
 use fabric_store::{
     ModuleKind, ModulePutParams, NewTask, Store, TaskGetParams, TaskId, TaskInsertParams,
     TaskRecord,
@@ -51,10 +51,14 @@ pub fn open_store(dir: &std::path::Path) -> Arc<dyn Store> {
 
 impl Fabric {
     pub fn start(config: SchedulerConfig) -> Self {
+        Self::start_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A scheduler that takes "now" from `clock`.
+    pub fn start_with_clock(config: SchedulerConfig, clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path());
-        let scheduler =
-            Scheduler::start(config, store.clone(), sandbox(), Arc::new(SystemClock)).unwrap();
+        let scheduler = Scheduler::start(config, store.clone(), sandbox(), clock).unwrap();
         Self {
             store,
             scheduler,
