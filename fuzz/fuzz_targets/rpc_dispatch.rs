@@ -1,7 +1,7 @@
 //! Fuzz target: arbitrary bytes as the body of `POST /rpc`, decoded and dispatched by the
 //! server's own `handle_body` against one real server (SQLite store, sandbox, scheduler)
 //! per process. Never a panic; the answer is nothing for notifications only, else one
-//! well-formed JSON-RPC 2.0 response per answered call, with its id and an API.md error
+//! well-formed JSON-RPC 2.0 response per answered call, with its id and a docs/api.md error
 //! code; and the server still answers `fabric.stats` afterwards.
 #![no_main]
 
@@ -24,7 +24,7 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How long one body may take before it counts as a hang (libFuzzer's -timeout is 20 s).
 const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The codes of API.md. -32603 (internal) is one, but no request may cause it while the
+/// The codes of docs/api.md. -32603 (internal) is one, but no request may cause it while the
 /// store is healthy, so it is checked apart.
 const CODES: &[i64] = &[
     code::PARSE_ERROR,
@@ -179,7 +179,7 @@ fn check_error(error: &Value, response: &Value) -> i64 {
         .get("code")
         .and_then(Value::as_i64)
         .unwrap_or_else(|| panic!("an error without an integer code: {response}"));
-    assert!(CODES.contains(&code), "a code not in API.md: {response}");
+    assert!(CODES.contains(&code), "a code not in docs/api.md: {response}");
     assert_ne!(
         code,
         code::INTERNAL,

@@ -1,4 +1,4 @@
-//! Command-line arguments of every `fabric` command, as API.md lists them.
+//! Command-line arguments of every `fabric` command, as docs/api.md lists them.
 
 use std::path::PathBuf;
 use std::time::Duration;

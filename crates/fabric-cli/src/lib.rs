@@ -14,7 +14,7 @@ use clap::Parser;
 
 pub use args::{Cli, Command};
 
-/// Exit status for bad usage or an unreadable module (API.md).
+/// Exit status for bad usage or an unreadable module (docs/api.md).
 pub const EXIT_USAGE: u8 = 2;
 
 /// Parses the process arguments, runs the command and returns its exit status.

@@ -1,4 +1,4 @@
-//! A typed async client for the fabric's JSON-RPC 2.0 API (API.md): one method per API
+//! A typed async client for the fabric's JSON-RPC 2.0 API (docs/api.md): one method per API
 //! method over `POST /rpc`, and task events over the WebSocket at `GET /rpc`.
 
 mod endpoint;
@@ -33,7 +33,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long past its own timeout a `task.wait` request may take to come back.
 pub const WAIT_MARGIN: Duration = Duration::from_secs(10);
-/// The server's wait when `task.wait` names no timeout (API.md leaves it to the server;
+/// The server's wait when `task.wait` names no timeout (docs/api.md leaves it to the server;
 /// the reference server waits 30 s). The request may take this plus [`WAIT_MARGIN`].
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 

@@ -1,4 +1,4 @@
-//! `fabric serve`: the JSON-RPC 2.0 API of API.md over HTTP and WebSocket in front of the
+//! `fabric serve`: the JSON-RPC 2.0 API of docs/api.md over HTTP and WebSocket in front of the
 //! store, the scheduler and the sandbox, with tenants, request limits, health, Prometheus
 //! metrics and graceful shutdown.
 

@@ -1,4 +1,4 @@
-//! The JSON-RPC methods of API.md: one table that the dispatcher looks names up in and
+//! The JSON-RPC methods of docs/api.md: one table that the dispatcher looks names up in and
 //! that `rpc.discover` describes, so the two cannot drift.
 
 use std::future::Future;

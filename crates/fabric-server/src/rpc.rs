@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::methods::{self, Transport};
 use crate::server::App;
 
-/// A JSON-RPC error: one of the codes of API.md, a message for people and, for invalid
+/// A JSON-RPC error: one of the codes of docs/api.md, a message for people and, for invalid
 /// params, `data` naming the offending field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {

@@ -1,4 +1,4 @@
-//! How an attempt ended, what it used, and the attempt record of API.md.
+//! How an attempt ended, what it used, and the attempt record of docs/api.md.
 
 use std::fmt;
 use std::str::FromStr;
@@ -91,7 +91,7 @@ pub struct Usage {
     pub wall_ms: u64,
 }
 
-/// One attempt at a task, as API.md's `Attempt` (and what `fabric run --json` prints).
+/// One attempt at a task, as docs/api.md's `Attempt` (and what `fabric run --json` prints).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub outcome: Outcome,

@@ -1,4 +1,4 @@
-//! The JSON shapes of API.md shared by the server and the client: `TaskSpec`, `Task`,
+//! The JSON shapes of docs/api.md shared by the server and the client: `TaskSpec`, `Task`,
 //! results of every method, and the JSON-RPC error codes.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::{Attempt, ModuleKind, Priority, TaskState};
 
-/// JSON-RPC 2.0 and application error codes (API.md, "Errors").
+/// JSON-RPC 2.0 and application error codes (docs/api.md, "Errors").
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
     pub const INVALID_REQUEST: i64 = -32600;
@@ -50,7 +50,7 @@ pub struct RetrySpec {
     pub max_backoff_ms: Option<u64>,
 }
 
-/// What a client submits (API.md `TaskSpec`).
+/// What a client submits (docs/api.md `TaskSpec`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
@@ -110,7 +110,7 @@ pub struct SubmittedBatch {
     pub tasks: Vec<Submitted>,
 }
 
-/// A task as the API shows it (API.md `Task`). `output`/`output_base64` and `error` come
+/// A task as the API shows it (docs/api.md `Task`). `output`/`output_base64` and `error` come
 /// from the last attempt of a finished task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {

@@ -1,4 +1,4 @@
-//! A real `fabric serve` process on a free port, spoken to only as API.md describes
+//! A real `fabric serve` process on a free port, spoken to only as docs/api.md describes
 //! (raw JSON-RPC over HTTP), and stopped the ways an operator stops it.
 
 use std::io::{BufRead, BufReader};
@@ -150,7 +150,7 @@ fn spawn(data_dir: &Path, args: &[String]) -> (Child, String) {
     }
 }
 
-/// Raw JSON-RPC over HTTP, as an outside client that knows only API.md would speak it.
+/// Raw JSON-RPC over HTTP, as an outside client that knows only docs/api.md would speak it.
 #[derive(Clone)]
 pub struct Client {
     pub url: String,

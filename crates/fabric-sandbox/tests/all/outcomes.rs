@@ -1,4 +1,4 @@
-//! Every outcome of API.md, produced by a guest that really ends that way.
+//! Every outcome of docs/api.md, produced by a guest that really ends that way.
 
 use fabric_sandbox::{CancelToken, RunRequest};
 use fabric_types::{Limits, Outcome};
