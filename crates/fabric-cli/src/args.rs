@@ -98,7 +98,7 @@ pub struct ServeFlags {
     /// [default: sqlite://<data-dir>/fabric.db]
     #[arg(long, env = "FABRIC_STORE", value_name = "URL")]
     pub store: Option<String>,
-    /// The most attempts running at once on this node. [default: 64]
+    /// The most attempts running at once on this node. [default: 128]
     #[arg(long, env = "FABRIC_WORKERS")]
     pub workers: Option<u32>,
     /// Turns on authentication: a TOML file of `[[token]]` tables (see `fabric token new`).
