@@ -2,7 +2,7 @@
 //! (cached, since modules never change), and room in its tenant's task quota.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fabric_store::{ModuleGetParams, ModuleRef, StatsParams};
@@ -87,11 +87,79 @@ const COUNT_TTL_NEAR_LIMIT: Duration = Duration::from_millis(100);
 /// The per-tenant limit on unfinished tasks. Counts come from the store (so they include
 /// other nodes' work) and are refreshed at most every [`COUNT_TTL`] (every
 /// [`COUNT_TTL_NEAR_LIMIT`] above 90% of the limit); this node's own admissions are added
-/// in between, so a flood cannot outrun the limit.
+/// in between, so a flood cannot outrun the limit. The check and the admission are one step
+/// under the lock, and admissions not yet committed are kept apart from the stored count, so
+/// concurrent requests cannot pass the limit together and a refresh cannot forget them.
 #[derive(Debug)]
 pub struct TaskQuota {
     max: u64,
-    counts: Mutex<HashMap<String, (Instant, u64)>>,
+    counts: Mutex<HashMap<String, Count>>,
+}
+
+/// One tenant's count of unfinished tasks.
+#[derive(Debug)]
+struct Count {
+    read_at: Instant,
+    /// As the store last counted them, plus this node's admissions committed since.
+    stored: u64,
+    /// Admitted by this node and not yet committed (or given back).
+    pending: u64,
+    /// Every admission ever committed here: what a refresh adds for those that committed
+    /// while it read the store (perhaps counting them twice, never missing one).
+    settled: u64,
+}
+
+impl Count {
+    fn fresh(&self, max: u64) -> bool {
+        let near = (self.stored + self.pending).saturating_mul(10) >= max.saturating_mul(9);
+        self.read_at.elapsed()
+            < if near {
+                COUNT_TTL_NEAR_LIMIT
+            } else {
+                COUNT_TTL
+            }
+    }
+}
+
+/// Room taken in a tenant's quota. [`Admitted::settle`] says how many tasks the store
+/// really added; dropped unsettled (the insert failed), the room is given back.
+#[derive(Debug)]
+pub struct Admitted<'q> {
+    quota: &'q TaskQuota,
+    tenant: String,
+    adding: u64,
+}
+
+impl Admitted<'_> {
+    /// `added` of the admitted tasks were stored (the rest were deduplicated).
+    pub fn settle(self, added: u64) {
+        if let Some(count) = self
+            .quota
+            .counts
+            .lock()
+            .expect("quota lock")
+            .get_mut(&self.tenant)
+        {
+            let added = added.min(self.adding);
+            count.stored += added;
+            count.settled += added;
+        }
+        // Dropping gives back the pending room.
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self
+            .quota
+            .counts
+            .lock()
+            .expect("quota lock")
+            .get_mut(&self.tenant)
+        {
+            count.pending = count.pending.saturating_sub(self.adding);
+        }
+    }
 }
 
 impl TaskQuota {
@@ -103,40 +171,52 @@ impl TaskQuota {
     }
 
     /// Admits `adding` more tasks for `tenant`, or answers -32003.
-    pub async fn admit(&self, app: &App, tenant: &str, adding: u64) -> Result<(), RpcError> {
-        let fresh = self
-            .counts
-            .lock()
-            .expect("quota lock")
-            .get(tenant)
-            .filter(|(at, count)| {
-                let near = count.saturating_mul(10) >= self.max.saturating_mul(9);
-                at.elapsed()
-                    < if near {
-                        COUNT_TTL_NEAR_LIMIT
-                    } else {
-                        COUNT_TTL
-                    }
-            })
-            .map(|(_, count)| *count);
-        let current = match fresh {
-            Some(count) => count,
-            None => {
-                let stats = app
-                    .store
-                    .stats(StatsParams {
-                        tenant: Some(tenant.to_owned()),
-                    })
-                    .await
-                    .map_err(|err| RpcError::internal(format!("store: {err}")))?;
-                let count = stats.queued() + stats.scheduled + stats.running;
-                self.counts
-                    .lock()
-                    .expect("quota lock")
-                    .insert(tenant.to_owned(), (Instant::now(), count));
-                count
+    pub async fn admit<'q>(
+        &'q self,
+        app: &App,
+        tenant: &str,
+        adding: u64,
+    ) -> Result<Admitted<'q>, RpcError> {
+        let settled_before = {
+            let mut counts = self.counts.lock().expect("quota lock");
+            match counts.get_mut(tenant) {
+                Some(count) if count.fresh(self.max) => {
+                    return self.take(count, tenant, adding);
+                }
+                Some(count) => Some(count.settled),
+                None => None,
             }
         };
+        let stats = app
+            .store
+            .stats(StatsParams {
+                tenant: Some(tenant.to_owned()),
+            })
+            .await
+            .map_err(|err| RpcError::internal(format!("store: {err}")))?;
+        let unfinished = stats.queued() + stats.scheduled + stats.running;
+        let mut counts = self.counts.lock().expect("quota lock");
+        let count = counts.entry(tenant.to_owned()).or_insert(Count {
+            read_at: Instant::now(),
+            stored: 0,
+            pending: 0,
+            settled: 0,
+        });
+        // A count created while this one read the store started at 0 settled.
+        let settled_during_read = count.settled - settled_before.unwrap_or(0);
+        count.read_at = Instant::now();
+        count.stored = unfinished + settled_during_read;
+        self.take(count, tenant, adding)
+    }
+
+    /// Takes room for `adding` tasks in `count`, or answers -32003 naming the limit.
+    fn take<'q>(
+        &'q self,
+        count: &mut Count,
+        tenant: &str,
+        adding: u64,
+    ) -> Result<Admitted<'q>, RpcError> {
+        let current = count.stored + count.pending;
         if current + adding > self.max {
             return Err(RpcError::new(
                 code::QUOTA,
@@ -147,16 +227,30 @@ impl TaskQuota {
             )
             .with_data(json!({"limit": "tenant_max_tasks", "max": self.max, "current": current})));
         }
-        if let Some((_, count)) = self.counts.lock().expect("quota lock").get_mut(tenant) {
-            *count += adding;
-        }
-        Ok(())
+        count.pending += adding;
+        Ok(Admitted {
+            quota: self,
+            tenant: tenant.to_owned(),
+            adding,
+        })
     }
+}
 
-    /// Gives back admissions that did not add a task (deduplicated submissions).
-    pub fn forget(&self, tenant: &str, count: u64) {
-        if let Some((_, current)) = self.counts.lock().expect("quota lock").get_mut(tenant) {
-            *current = current.saturating_sub(count);
-        }
+/// One async lock per tenant: a tenant's module uploads run one at a time, so two cannot
+/// each find room under the module quota and pass it together (and one tenant compiles one
+/// module at a time).
+#[derive(Debug, Default)]
+pub struct TenantLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl TenantLocks {
+    pub async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .0
+            .lock()
+            .expect("tenant locks")
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 }

@@ -263,6 +263,8 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
         ));
     }
     let id = ModuleId::of(&bytes);
+    // Held until the module is stored: the quota's check and the write are one step.
+    let _one_at_a_time = app.module_puts.lock(&who.tenant).await;
     let existing = app
         .store
         .module_list(ModuleListParams {
@@ -379,7 +381,8 @@ async fn submit(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    app.quota
+    let admitted = app
+        .quota
         .admit(app, &who.tenant, tasks.len() as u64)
         .await?;
     let priorities: Vec<Priority> = tasks.iter().map(|t| t.priority).collect();
@@ -399,7 +402,7 @@ async fn submit(
             fresh += 1;
         }
     }
-    app.quota.forget(&who.tenant, inserted.len() as u64 - fresh);
+    admitted.settle(fresh);
     Ok(inserted
         .into_iter()
         .map(|i| Submitted {

@@ -14,7 +14,7 @@ use fabric_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
-use crate::admission::{ModuleResolver, TaskQuota};
+use crate::admission::{ModuleResolver, TaskQuota, TenantLocks};
 use crate::auth::{Auth, AuthFileError};
 use crate::config::{ServerConfig, StoreUrl, SyncMode};
 use crate::metrics::Metrics;
@@ -40,6 +40,8 @@ pub struct App {
     pub auth: Auth,
     pub modules: ModuleResolver,
     pub quota: TaskQuota,
+    /// Serializes each tenant's `module.put` (the module quota's check and write).
+    pub module_puts: TenantLocks,
     /// Calls waiting for a task's end (`task.wait`), woken by the event router.
     pub(crate) waiters: Arc<Waiters>,
     phase: watch::Sender<Phase>,
@@ -198,6 +200,7 @@ impl Server {
         let (phase, _) = watch::channel(Phase::Starting);
         let app = Arc::new(App {
             quota: TaskQuota::new(config.tenant_max_tasks),
+            module_puts: TenantLocks::default(),
             modules: ModuleResolver::default(),
             waiters: Arc::default(),
             config,

@@ -437,6 +437,85 @@ async fn a_tenant_over_its_task_quota_gets_32003() {
     assert_eq!(code(&batch), -32003);
 }
 
+/// 40 submissions at once against a quota of 10: the check and the admission are one step,
+/// so together they cannot pass the limit (before, every one of them read the same count).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_submissions_cannot_pass_the_task_quota_together() {
+    let fabric = Fabric::start(&["--tenant-max-tasks", "10"]);
+    let client = fabric.client();
+    client.put_module(fabric_agents::p1::ECHO, "echo").await;
+    // 40 open connections first, so that the submissions arrive together.
+    let warm = (0..40).map(|_| client.call_raw("fabric.stats", json!({})));
+    futures_util::future::join_all(warm).await;
+    let later = json!({"module": "echo", "run_at": "2099-01-01T00:00:00Z"});
+    let calls = (0..40).map(|_| client.call_raw("task.submit", later.clone()));
+    let answers = futures_util::future::join_all(calls).await;
+    let accepted = answers.iter().filter(|a| a.get("result").is_some()).count();
+    for refused in answers.iter().filter(|a| a.get("error").is_some()) {
+        assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    }
+    assert!(
+        (1..=10).contains(&accepted),
+        "{accepted} of 40 concurrent submissions accepted under a quota of 10"
+    );
+    let stats = client.call("fabric.stats", json!({})).await;
+    assert_eq!(
+        stats["scheduled"],
+        json!(accepted),
+        "every accepted task is stored: {stats}"
+    );
+}
+
+/// `wasm` with a custom section of `len` bytes of `tag` appended: a different module (and
+/// id) of known size that loads like `wasm`.
+fn with_custom_section(wasm: &[u8], tag: u8, len: usize) -> Vec<u8> {
+    let name = b"pad";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend(std::iter::repeat_n(tag, len));
+    let mut out = wasm.to_vec();
+    out.push(0); // a custom section
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Three different modules uploaded at once, where any two fit the module quota and three
+/// do not: at most two are stored, whatever the interleaving.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_uploads_cannot_pass_the_module_quota_together() {
+    let modules: Vec<Vec<u8>> = (1..=3)
+        .map(|tag| with_custom_section(fabric_agents::p1::ECHO, tag, 4096))
+        .collect();
+    let quota = (2 * modules[0].len() + 100).to_string();
+    let fabric = Fabric::start(&["--tenant-max-module-bytes", &quota]);
+    let client = fabric.client();
+    let calls = modules
+        .iter()
+        .map(|wasm| client.call_raw("module.put", json!({"wasm_base64": BASE64.encode(wasm)})));
+    let answers = futures_util::future::join_all(calls).await;
+    let stored = answers.iter().filter(|a| a.get("result").is_some()).count();
+    for refused in answers.iter().filter(|a| a.get("error").is_some()) {
+        assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    }
+    assert_eq!(stored, 2, "{answers:?}");
+    let listed = client.call("module.list", json!({})).await;
+    assert_eq!(
+        listed["modules"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
