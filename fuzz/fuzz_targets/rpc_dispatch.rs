@@ -37,6 +37,7 @@ const CODES: &[i64] = &[
     code::QUOTA,
     code::DRAINING,
     code::MODULE_INVALID,
+    code::STORE_FULL,
 ];
 
 const HEALTH: &[u8] = br#"{"jsonrpc":"2.0","method":"fabric.stats","id":"health"}"#;

@@ -65,7 +65,7 @@ impl ModuleResolver {
                 module,
             })
             .await
-            .map_err(|err| RpcError::internal(format!("store: {err}")))?
+            .map_err(RpcError::store)?
             .ok_or_else(|| {
                 RpcError::not_found(format!("module {reference:?}"))
                     .with_data(json!({ "field": format!("{at}module") }))
@@ -193,7 +193,7 @@ impl TaskQuota {
                 tenant: Some(tenant.to_owned()),
             })
             .await
-            .map_err(|err| RpcError::internal(format!("store: {err}")))?;
+            .map_err(RpcError::store)?;
         let unfinished = stats.queued() + stats.scheduled + stats.running;
         let mut counts = self.counts.lock().expect("quota lock");
         let count = counts.entry(tenant.to_owned()).or_insert(Count {

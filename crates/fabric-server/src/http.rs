@@ -178,6 +178,11 @@ async fn healthz() -> &'static str {
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let phase = *app.phase().borrow();
     match phase {
+        crate::server::Phase::Ready if app.store_full.load(Ordering::Relaxed) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store full: the disk holding the store is full\n",
+        )
+            .into_response(),
         crate::server::Phase::Ready => (StatusCode::OK, "ready\n").into_response(),
         crate::server::Phase::Starting => {
             (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()

@@ -220,7 +220,7 @@ fn encode(value: impl Serialize) -> Result<Value, RpcError> {
 }
 
 fn store_error(err: fabric_store::StoreError) -> RpcError {
-    RpcError::internal(format!("store: {err}"))
+    RpcError::store(err)
 }
 
 fn refuse_if_draining(app: &App) -> Result<(), RpcError> {

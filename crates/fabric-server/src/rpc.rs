@@ -60,6 +60,18 @@ impl RpcError {
         Self::new(code::INTERNAL, format!("internal error: {message}"))
     }
 
+    /// A store failure: -32006 when its disk is full (nothing was written, a retry after
+    /// space is freed succeeds), otherwise internal.
+    pub fn store(err: fabric_store::StoreError) -> Self {
+        match err {
+            fabric_store::StoreError::Full { .. } => Self::new(
+                code::STORE_FULL,
+                format!("{err}; the server's data volume needs free space, then retry"),
+            ),
+            err => Self::internal(format!("store: {err}")),
+        }
+    }
+
     pub fn draining() -> Self {
         Self::new(
             code::DRAINING,

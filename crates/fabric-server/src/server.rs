@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use fabric_sandbox::{Sandbox, SandboxConfig};
@@ -40,6 +41,8 @@ pub struct App {
     pub auth: Auth,
     pub modules: ModuleResolver,
     pub quota: TaskQuota,
+    /// Set while the store's disk is full (see `TimedStore`): `/readyz` answers 503.
+    pub store_full: Arc<AtomicBool>,
     /// Serializes each tenant's `module.put` (the module quota's check and write).
     pub module_puts: TenantLocks,
     /// Calls waiting for a task's end (`task.wait`), woken by the event router.
@@ -152,7 +155,9 @@ impl Server {
                 Arc::new(PostgresStore::connect(url, options).await?)
             }
         };
-        let store: Arc<dyn Store> = Arc::new(TimedStore::new(store, metrics.clone()));
+        let store_full = Arc::new(AtomicBool::new(false));
+        let store: Arc<dyn Store> =
+            Arc::new(TimedStore::new(store, metrics.clone(), store_full.clone()));
         let sandbox = Arc::new(Sandbox::new(SandboxConfig {
             slots: config.workers,
             max_memory_bytes: config.max_task_memory,
@@ -201,6 +206,7 @@ impl Server {
         let app = Arc::new(App {
             quota: TaskQuota::new(config.tenant_max_tasks),
             module_puts: TenantLocks::default(),
+            store_full,
             modules: ModuleResolver::default(),
             waiters: Arc::default(),
             config,

@@ -1,7 +1,9 @@
 //! A `Store` decorator that measures the latency of every write (each one a committed
-//! transaction, or a share of a group commit) for `fabric_store_commit_duration_seconds`.
+//! transaction, or a share of a group commit) for `fabric_store_commit_duration_seconds`,
+//! and keeps whether the store's disk is full for `/readyz`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -15,17 +17,32 @@ use crate::metrics::{Metrics, StoreOp};
 pub struct TimedStore {
     inner: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    full: Arc<AtomicBool>,
 }
 
 impl TimedStore {
-    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+    /// `full` is set when a write finds the disk full, and cleared when a write that
+    /// stores rows (a module, tasks, completions) succeeds again.
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>, full: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            metrics,
+            full,
+        }
     }
 
-    async fn timed<T>(&self, op: StoreOp, write: impl Future<Output = T>) -> T {
+    async fn timed<T>(&self, op: StoreOp, write: impl Future<Output = Result<T>>) -> Result<T> {
         let started = Instant::now();
         let result = write.await;
         self.metrics.store_op(op, started.elapsed());
+        match &result {
+            Err(StoreError::Full { .. }) => self.full.store(true, Ordering::Relaxed),
+            // Maintenance and empty claims can succeed on a full disk: they write nothing.
+            Ok(_) if matches!(op, StoreOp::ModulePut | StoreOp::Insert | StoreOp::Complete) => {
+                self.full.store(false, Ordering::Relaxed)
+            }
+            _ => {}
+        }
         result
     }
 }

@@ -22,6 +22,13 @@ pub(crate) fn classify(context: &str, e: tokio_postgres::Error) -> StoreError {
         .as_db_error()
         .map(|d| d.to_string())
         .unwrap_or_else(|| e.to_string());
+    if code == "53100" {
+        // disk_full
+        return StoreError::Full {
+            context: context.to_owned(),
+            source: e.into(),
+        };
+    }
     match &code[..2] {
         "23" => StoreError::Conflict(format!("{context}: {message}")),
         "22" => StoreError::InvalidArgument(format!("{context}: {message}")),

@@ -79,6 +79,10 @@ pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error)
             Some(rusqlite::ErrorCode::ConstraintViolation) => {
                 StoreError::Conflict(format!("{context}: {e}"))
             }
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full {
+                context,
+                source: e.into(),
+            },
             Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
                 StoreError::Corrupt(format!("{context}: {e}"))
             }

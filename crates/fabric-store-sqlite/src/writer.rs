@@ -109,19 +109,13 @@ impl Writer {
                     ctx.counts.clear();
                     op(ctx).and_then(|out| ctx.counts.apply(ctx.conn).map(|()| out))
                 }
-                Err(e) => Err(StoreError::unavailable(
-                    format!("begin a transaction for {what}"),
-                    Arc::clone(e),
-                )),
+                Err(e) => Err(group_failed(format!("begin a transaction for {what}"), e)),
             };
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit_error| {
                 let result = match commit_error {
                     None => result,
-                    Some(e) => Err(StoreError::unavailable(
-                        format!("commit {what}"),
-                        Arc::clone(e),
-                    )),
+                    Some(e) => Err(group_failed(format!("commit {what}"), e)),
                 };
                 // The caller may have stopped waiting; the write stands either way.
                 let _ = tx.send(result);
@@ -262,6 +256,19 @@ fn run(
         } else if pages >= CHECKPOINT_PAGES {
             checkpointer.request();
         }
+    }
+}
+
+/// Why a group's `BEGIN` or `COMMIT` failed, for each of its callers: `Full` when the disk
+/// is (nothing of the group was written), otherwise `Unavailable`.
+fn group_failed(context: String, e: &Arc<rusqlite::Error>) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        StoreError::Full {
+            context,
+            source: Arc::clone(e).into(),
+        }
+    } else {
+        StoreError::unavailable(context, Arc::clone(e))
     }
 }
 

@@ -5,8 +5,8 @@ use std::error::Error as StdError;
 /// A boxed error from the backend's driver, kept as the source of a [`StoreError`].
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// What went wrong in a store operation. Callers match on the variant: `Unavailable` is
-/// worth retrying later, `InvalidArgument` and `Conflict` are the caller's to fix, `Corrupt`
+/// What went wrong in a store operation. Callers match on the variant: `Unavailable` and
+/// `Full` are worth retrying later, `InvalidArgument` and `Conflict` are the caller's to fix, `Corrupt`
 /// and `SchemaTooNew` need an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -14,6 +14,15 @@ pub enum StoreError {
     /// connection lost). The operation may be retried.
     #[error("store unavailable while trying to {context}")]
     Unavailable {
+        /// What the store was doing.
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The disk (or the database's space) is full: nothing of the operation was written.
+    /// Retrying after space is freed succeeds.
+    #[error("the store's disk is full while trying to {context}; nothing was written")]
+    Full {
         /// What the store was doing.
         context: String,
         #[source]
@@ -55,7 +64,7 @@ impl StoreError {
 
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(self, Self::Unavailable { .. } | Self::Full { .. })
     }
 }
 

@@ -20,6 +20,8 @@ pub mod code {
     pub const QUOTA: i64 = -32003;
     pub const DRAINING: i64 = -32004;
     pub const MODULE_INVALID: i64 = -32005;
+    /// The store's disk is full: nothing was written; retry once space is freed.
+    pub const STORE_FULL: i64 = -32006;
 }
 
 /// Optional per-task limits; absent fields take the server's defaults.

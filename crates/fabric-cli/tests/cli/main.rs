@@ -5,6 +5,7 @@ mod binary;
 mod client;
 mod cluster;
 mod demo;
+mod disk;
 mod fairness;
 mod faults;
 mod load;

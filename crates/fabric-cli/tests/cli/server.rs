@@ -15,6 +15,8 @@ pub struct Fabric {
     pub url: String,
     data_dir: PathBuf,
     args: Vec<String>,
+    /// A command that runs the server (the server's command line is appended).
+    wrapper: Vec<String>,
     http: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
 }
@@ -33,16 +35,29 @@ impl Fabric {
 
     /// Starts a server on an existing data directory.
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_wrapped(&[], data_dir, args)
+    }
+
+    /// Starts `<wrapper...> fabric serve ...`: the server runs under another command (one
+    /// that sets up its namespace, say), which must end by executing its arguments.
+    pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str]) -> Self {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, url) = spawn(data_dir, &args);
+        let wrapper: Vec<String> = wrapper.iter().map(|a| a.to_string()).collect();
+        let (child, url) = spawn(&wrapper, data_dir, &args);
         Self {
             child,
             url,
             data_dir: data_dir.to_owned(),
             args,
+            wrapper,
             http: reqwest::Client::new(),
             _dir: None,
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The same server as another tenant.
@@ -97,7 +112,7 @@ impl Fabric {
 
     /// Starts a new process on the same data directory (the old one must have exited).
     pub fn restart(&mut self) {
-        let (child, url) = spawn(&self.data_dir, &self.args);
+        let (child, url) = spawn(&self.wrapper, &self.data_dir, &self.args);
         self.child = child;
         self.url = url;
     }
@@ -110,8 +125,17 @@ impl Drop for Fabric {
     }
 }
 
-fn spawn(data_dir: &Path, args: &[String]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
+fn spawn(wrapper: &[String], data_dir: &Path, args: &[String]) -> (Child, String) {
+    let fabric = env!("CARGO_BIN_EXE_fabric");
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(fabric);
+            command
+        }
+        None => Command::new(fabric),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(args)
