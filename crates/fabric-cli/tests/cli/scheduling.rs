@@ -188,6 +188,22 @@ async fn maintenance_expiry_ends_task_wait_and_is_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn more_declared_memory_than_the_servers_cap_is_a_memory_limit_not_an_invalid_module() {
+    // The fixture declares 128 MiB of initial memory; the server allows tasks 64 MiB.
+    let fabric = Fabric::start(&["--workers", "1", "--max-task-memory", "64MiB"]);
+    let client = fabric.client();
+    client
+        .put_module(&fabric_agents::fixture("initial_memory_huge"), "huge")
+        .await;
+    let id = client.submit(json!({"module": "huge"})).await;
+    let task = client.wait(&id, WAIT).await;
+    assert_eq!(task["state"], "failed", "{task}");
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "memory_limit is not retried: {task}");
+    assert_eq!(attempts[0]["outcome"], "memory_limit", "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn out_of_fuel_is_not_retried_but_a_trap_is() {
     let (_fabric, client) = one_worker().await;
     let id = client
