@@ -1,10 +1,13 @@
 //! What the PostgreSQL tests share: the database URL, a fresh schema per test with a guard
-//! that drops it (also when the test panics), and a raw connection for looking inside.
+//! that drops it (also when the test panics), a raw connection for looking inside, and
+//! one clear failure when no database answers.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::error::Error as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fabric_store_postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::{OnceCell, mpsc};
@@ -19,13 +22,65 @@ pub const SCHEMA_PREFIX: &str = "fabric_test_";
 /// Test schemas older than this are taken for leftovers of a killed run and dropped.
 const STALE_AFTER_SECS: u64 = 3_600;
 
-/// The test database URL.
+/// How long the probe of the test database waits for it to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The test database URL; fails the test first unless the database answers (see
+/// [`require_database`]).
 pub fn url() -> String {
+    require_database();
+    configured_url()
+}
+
+/// The URL [`URL_ENV`] names, unchecked.
+fn configured_url() -> String {
     std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
+/// Whether the test database answered when first asked, once per test binary.
+fn probe() -> &'static Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let url = configured_url();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                match tokio::time::timeout(PROBE_TIMEOUT, raw(&url)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(chain(&e)),
+                    Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+                }
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+    })
+}
+
+/// Fails the test unless the test database answers. The first test to find it missing
+/// fails with what to set or install; every other one with a single short line.
+pub fn require_database() {
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    let Err(why) = probe() else { return };
+    if TOLD.swap(true, Ordering::SeqCst) {
+        panic!("no PostgreSQL for the tests (the first failing test says what to do)");
+    }
+    panic!(
+        "no PostgreSQL answers at {url} ({why}).\n\
+         These tests need a PostgreSQL server where they may create schemas: set {URL_ENV} \
+         to its URL (default {DEFAULT_URL}), or install PostgreSQL (initdb and pg_ctl) and run \
+         .ci/run, which starts a throwaway server when none answers.",
+        url = configured_url()
+    );
+}
+
 /// A schema name no other test or run uses: `fabric_test_<unix seconds>_<random>`.
+/// Fails the test first unless the database answers.
 pub fn fresh_schema() -> String {
+    require_database();
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -93,7 +148,10 @@ impl SchemaGuard {
 
 impl Drop for SchemaGuard {
     fn drop(&mut self) {
-        if let Err(e) = drop_schema_blocking(&url(), &self.schema) {
+        if probe().is_err() {
+            return; // the test already failed for the missing database; nothing was made
+        }
+        if let Err(e) = drop_schema_blocking(&configured_url(), &self.schema) {
             eprintln!("warning: test schema {} was not dropped: {e}", self.schema);
         }
     }
