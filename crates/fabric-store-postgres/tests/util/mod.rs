@@ -42,21 +42,13 @@ fn probe() -> &'static Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
     PROBE.get_or_init(|| {
         let url = configured_url();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                match tokio::time::timeout(PROBE_TIMEOUT, raw(&url)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(chain(&e)),
-                    Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
-                }
-            })
+        on_own_runtime(async move {
+            match tokio::time::timeout(PROBE_TIMEOUT, raw(&url)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(chain(&e)),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            }
         })
-        .join()
-        .unwrap_or_else(|_| Err("the probe thread panicked".into()))
     })
 }
 
@@ -161,23 +153,31 @@ impl Drop for SchemaGuard {
 /// whether or not a runtime is running on this thread.
 pub fn drop_schema_blocking(url: &str, schema: &str) -> Result<(), String> {
     let (url, schema) = (url.to_string(), schema.to_string());
+    on_own_runtime(async move {
+        let client = raw(&url).await.map_err(|e| chain(&e))?;
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+            ))
+            .await
+            .map_err(|e| chain(&e))
+    })
+}
+
+/// Runs `work` on a thread with a runtime of its own, so it works from `Drop` and whether
+/// or not a runtime is running on this thread.
+fn on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let client = raw(&url).await.map_err(|e| chain(&e))?;
-            client
-                .batch_execute(&format!(
-                    "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
-                ))
-                .await
-                .map_err(|e| chain(&e))
-        })
+        runtime.block_on(work)
     })
     .join()
-    .map_err(|_| "the drop thread panicked".to_string())?
+    .map_err(|_| "the thread panicked".to_string())?
 }
 
 /// Drops test schemas left behind by runs that were killed, once per test binary.
