@@ -16,6 +16,13 @@ use crate::{Pooling, SandboxConfig, SandboxError};
 /// Virtual address space one pooled memory slot reserves on x86-64: Wasmtime's 4 GiB
 /// reservation plus its 32 MiB guard region.
 const MEMORY_SLOT_RESERVATION: u64 = (4 << 30) + (32 << 20);
+/// The largest memory a pooled slot may hold: all a 32-bit memory can address, which the
+/// slot's reservation ([`MEMORY_SLOT_RESERVATION`]) covers anyway. The pool does not cap
+/// memory at `max_memory_bytes`: were it to, a valid module declaring more initial memory
+/// would fail to load, as if it were broken. Each attempt's memory limit (at most
+/// `max_memory_bytes`) is held by its limiter, so such a module loads and its attempts end
+/// `memory_limit`.
+const POOL_MAX_MEMORY_BYTES: usize = 4 << 30;
 /// The most address space the pool may reserve before `Pooling::Auto` falls back to
 /// on-demand allocation: half of the 128 TiB a 47-bit user address space has.
 const POOL_ADDRESS_SPACE_BUDGET: u64 = 64 << 40;
@@ -110,7 +117,7 @@ fn pooling_config(config: &SandboxConfig) -> PoolingAllocationConfig {
         .total_memories(slots.saturating_mul(config.max_memories))
         .total_tables(slots.saturating_mul(config.max_tables))
         .total_stacks(slots)
-        .max_memory_size(config.max_memory_bytes as usize)
+        .max_memory_size(POOL_MAX_MEMORY_BYTES)
         .table_elements(config.max_table_elements as usize)
         .max_memories_per_module(config.max_memories)
         .max_tables_per_module(config.max_tables)

@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fabric_store::{
-    LeaderAcquireParams, LeaderReleaseParams, TaskExpireParams, TaskHeartbeatParams,
-    TaskPruneParams, TaskRescueParams,
+    LeaderAcquireParams, LeaderReleaseParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
+    TaskId, TaskPruneParams, TaskRescueParams,
 };
+use fabric_types::TaskState;
 
 use crate::policy::full_jitter;
 use crate::{Interruption, Shared};
@@ -124,12 +125,34 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
             Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
         }
         match shared.store.task_expire(TaskExpireParams { now, max: MAINTENANCE_BATCH }).await {
-            Ok(expired) if !expired.is_empty() => tracing::info!(count = expired.len(), "expired tasks past their deadline"),
+            Ok(expired) if !expired.is_empty() => {
+                tracing::info!(count = expired.len(), "expired tasks past their deadline");
+                emit_expired(&shared, expired).await;
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiring tasks failed"),
         }
     })
     .await;
+}
+
+/// Emits an `expired` event for each task maintenance just expired, so that subscribers,
+/// waiters and metrics see it at once. The store answers with ids only; each task is read
+/// for its tenant (a task pruned meanwhile is skipped).
+async fn emit_expired(shared: &Shared, expired: Vec<TaskId>) {
+    for id in expired {
+        let params = TaskGetParams {
+            tenant: None,
+            id: id.clone(),
+        };
+        match shared.store.task_get(params).await {
+            Ok(Some(task)) => shared.emit(id, task.tenant, TaskState::Expired, None),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "reading an expired task for its event failed")
+            }
+        }
+    }
 }
 
 /// On the leader: deletes finished tasks older than the retention period, in batches of

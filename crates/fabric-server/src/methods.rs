@@ -14,7 +14,7 @@ use fabric_store::{
 };
 use fabric_types::wire::{
     self, FabricStats, ModuleEntry, ModuleListResult, ModulePut, ModulePutResult, QueuedByPriority,
-    SubmitBatch, Submitted, SubmittedBatch, TaskList, TaskPage, TaskRef, TaskSpec, TaskWait, code,
+    SubmitBatch, Submitted, SubmittedBatch, TaskList, TaskRef, TaskSpec, TaskWait, code,
 };
 use fabric_types::{ModuleId, Priority};
 use serde::Serialize;
@@ -127,7 +127,7 @@ pub static METHODS: &[Method] = &[
     },
     Method {
         name: "task.list",
-        summary: "A page of the caller's tasks, newest first.",
+        summary: "A page of the caller's tasks, newest first, of at most `limit` tasks and 4 MiB of task JSON.",
         params: || {
             vec![
                 ("state", false, json!({"type": "string"})),
@@ -509,10 +509,11 @@ async fn task_list(app: &App, who: &Principal, params: Value) -> Result<Value, R
             }
             other => store_error(other),
         })?;
-    encode(TaskPage {
-        tasks: page.tasks.into_iter().map(spec::task_view).collect(),
-        next_cursor: page.next_cursor,
-    })
+    encode(spec::bounded_page(
+        page.tasks.into_iter().map(spec::task_view),
+        page.next_cursor,
+        spec::MAX_LIST_BYTES,
+    ))
 }
 
 async fn task_cancel(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {

@@ -1,6 +1,6 @@
 //! The edges of the task model: a client's `TaskSpec` checked field by field into a
 //! store's `NewTask` (each refusal names the field), and a stored `TaskRecord` shown as
-//! the API's `Task`.
+//! the API's `Task` (and a page of them bounded in bytes).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fabric_store::{NewTask, TaskRecord};
-use fabric_types::wire::{LimitsSpec, RetrySpec, Task, TaskSpec};
+use fabric_types::wire::{LimitsSpec, RetrySpec, Task, TaskPage, TaskSpec};
 use fabric_types::{Limits, ModuleId, Outcome, RetryPolicy, TaskState, text_or_base64};
 
 use crate::rpc::RpcError;
@@ -324,6 +324,39 @@ pub fn task_view(record: TaskRecord) -> Task {
     }
 }
 
+/// The most bytes of task JSON one `task.list` page carries: 4 MiB.
+pub const MAX_LIST_BYTES: usize = 4 << 20;
+
+/// A `task.list` page of the store's page (`tasks`, continued at `more`) whose tasks' JSON
+/// stays within `max_bytes`: it stops before the task that would pass the limit (a page
+/// always holds its first task, however large), and then continues after the last task it
+/// holds (a store's cursor is the id of the last task of its page).
+pub fn bounded_page(
+    tasks: impl IntoIterator<Item = Task>,
+    more: Option<String>,
+    max_bytes: usize,
+) -> TaskPage {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for task in tasks {
+        // The task's JSON and the comma after it.
+        let size = serde_json::to_vec(&task).map_or(0, |json| json.len()) + 1;
+        if !page.is_empty() && bytes + size > max_bytes {
+            let next_cursor = page.last().map(|last: &Task| last.id.clone());
+            return TaskPage {
+                tasks: page,
+                next_cursor,
+            };
+        }
+        bytes += size;
+        page.push(task);
+    }
+    TaskPage {
+        tasks: page,
+        next_cursor: more,
+    }
+}
+
 fn describe_failure(last: &fabric_types::Attempt, attempts: usize) -> String {
     let what = match last.outcome {
         Outcome::Exit => format!("exit code {}", last.exit_code.unwrap_or_default()),
@@ -498,5 +531,45 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    fn listed(id: &str, output: &str) -> Task {
+        serde_json::from_value(json!({
+            "id": id, "module": "sha256:00", "state": "succeeded", "priority": "normal",
+            "created_at": "2026-01-01T00:00:00Z", "output": output,
+        }))
+        .unwrap()
+    }
+
+    fn ids(page: &TaskPage) -> Vec<&str> {
+        page.tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_list_page_stops_before_passing_its_byte_limit_and_continues_after_its_last_task() {
+        let tasks: Vec<Task> = (0..10)
+            .map(|i| listed(&format!("t{i}"), &"x".repeat(300)))
+            .collect();
+        let one = serde_json::to_vec(&tasks[0]).unwrap().len() + 1;
+        let page = bounded_page(tasks.clone(), Some("t9".into()), 3 * one + one / 2);
+        assert_eq!(ids(&page), ["t0", "t1", "t2"]);
+        assert_eq!(page.next_cursor.as_deref(), Some("t2"));
+        let json = serde_json::to_vec(&page.tasks).unwrap();
+        assert!(json.len() <= 3 * one + one / 2, "{} bytes", json.len());
+
+        // Everything fits: the store's own cursor stands, whatever it is.
+        let page = bounded_page(tasks.clone(), None, 10 * one);
+        assert_eq!(page.tasks.len(), 10);
+        assert_eq!(page.next_cursor, None);
+        let page = bounded_page(tasks, Some("t9".into()), 10 * one);
+        assert_eq!(page.next_cursor.as_deref(), Some("t9"));
+    }
+
+    #[test]
+    fn a_task_larger_than_the_byte_limit_comes_alone_on_its_page() {
+        let tasks = vec![listed("big", &"x".repeat(5000)), listed("small", "")];
+        let page = bounded_page(tasks, None, 1000);
+        assert_eq!(ids(&page), ["big"]);
+        assert_eq!(page.next_cursor.as_deref(), Some("big"));
     }
 }

@@ -1,11 +1,13 @@
 //! JSON-RPC over one WebSocket: every text (or binary) message is a request or a batch,
 //! answered on the same socket; `task.subscribe` adds a stream of `task.event`
-//! notifications that ends with the connection.
+//! notifications (and `task.events_dropped` when it falls behind) that ends with the
+//! connection.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
+use fabric_scheduler::TaskEvent;
 use fabric_store::{TaskGetParams, TaskId};
 use fabric_types::TaskState;
 use fabric_types::wire::TaskEventNotice;
@@ -40,51 +42,34 @@ impl Session {
         let app = self.app.clone();
         let mut events = app.scheduler.subscribe();
         let outbox = self.outbox.clone();
-        let who = who.clone();
         let poll_store = app.store.capabilities().multi_node && id.is_some();
+        let mut follow = Follow {
+            who: who.clone(),
+            id,
+            last: None,
+        };
         let forward = tokio::spawn(
             async move {
                 let mut poll = tokio::time::interval(CLUSTER_POLL);
                 poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                // The last state sent, so a change seen both ways is sent once.
-                let mut last: Option<TaskState> = None;
                 loop {
-                    let notice = tokio::select! {
-                        event = events.recv() => match event {
-                            Ok(event) => {
-                                let visible = who.admin || event.tenant == who.tenant;
-                                let wanted = id.as_deref().is_none_or(|id| event.task_id.as_str() == id);
-                                if !(visible && wanted) {
-                                    continue;
-                                }
-                                TaskEventNotice {
-                                    id: event.task_id.into_string(),
-                                    state: event.state,
-                                    attempt: event.attempt.as_deref().cloned(),
-                                }
-                            }
-                            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                                tracing::warn!(missed, "a subscriber fell behind; events were skipped");
-                                continue;
-                            }
-                            Err(broadcast::error::RecvError::Closed) => return,
+                    let message = tokio::select! {
+                        event = events.recv() => match follow.event(event) {
+                            Step::Send(message) => message,
+                            Step::Skip => continue,
+                            Step::Stop => return,
                         },
                         _ = poll.tick(), if poll_store => {
-                            let Some(id) = &id else { continue };
-                            match stored_change(&app, &who, id, last).await {
-                                Some(notice) => notice,
+                            let Some(id) = &follow.id else { continue };
+                            let Some(notice) = stored_change(&app, &follow.who, id, follow.last).await else {
+                                continue;
+                            };
+                            match follow.notice(notice) {
+                                Some(message) => message,
                                 None => continue,
                             }
                         }
                     };
-                    if id.is_some() && last == Some(notice.state) && notice.attempt.is_none() {
-                        continue;
-                    }
-                    last = Some(notice.state);
-                    let Ok(params) = serde_json::to_value(&notice) else {
-                        continue;
-                    };
-                    let message = rpc::notification("task.event", params).to_string();
                     if outbox.send(message).await.is_err() {
                         return;
                     }
@@ -96,6 +81,73 @@ impl Session {
             .lock()
             .expect("subscriptions lock")
             .push(forward.abort_handle());
+    }
+}
+
+/// The notification telling a subscriber that it fell behind and `dropped` task events
+/// were never sent to it.
+const EVENTS_DROPPED: &str = "task.events_dropped";
+
+/// What one subscription forwards: `who`'s events (every tenant's for the admin), only
+/// task `id`'s when given.
+#[derive(Debug)]
+struct Follow {
+    who: Principal,
+    id: Option<String>,
+    /// The last state sent, so a change seen both from events and from the store is sent once.
+    last: Option<TaskState>,
+}
+
+/// What to do with one received event.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Send(String),
+    Skip,
+    Stop,
+}
+
+impl Follow {
+    /// The message for one receipt from the scheduler's events: a `task.event` for a
+    /// wanted event, a [`EVENTS_DROPPED`] notification when the subscription fell behind.
+    fn event(&mut self, event: Result<TaskEvent, broadcast::error::RecvError>) -> Step {
+        match event {
+            Ok(event) => {
+                let visible = self.who.admin || event.tenant == self.who.tenant;
+                let wanted = self
+                    .id
+                    .as_deref()
+                    .is_none_or(|id| event.task_id.as_str() == id);
+                if !(visible && wanted) {
+                    return Step::Skip;
+                }
+                let notice = TaskEventNotice {
+                    id: event.task_id.into_string(),
+                    state: event.state,
+                    attempt: event.attempt.as_deref().cloned(),
+                };
+                self.notice(notice).map_or(Step::Skip, Step::Send)
+            }
+            Err(broadcast::error::RecvError::Lagged(dropped)) => {
+                tracing::warn!(
+                    dropped,
+                    "a subscriber fell behind; telling it events were dropped"
+                );
+                let params = serde_json::json!({ "dropped": dropped });
+                Step::Send(rpc::notification(EVENTS_DROPPED, params).to_string())
+            }
+            Err(broadcast::error::RecvError::Closed) => Step::Stop,
+        }
+    }
+
+    /// The `task.event` message for `notice`, unless it repeats the last state sent for a
+    /// followed task.
+    fn notice(&mut self, notice: TaskEventNotice) -> Option<String> {
+        if self.id.is_some() && self.last == Some(notice.state) && notice.attempt.is_none() {
+            return None;
+        }
+        self.last = Some(notice.state);
+        let params = serde_json::to_value(&notice).ok()?;
+        Some(rpc::notification("task.event", params).to_string())
     }
 }
 
@@ -184,4 +236,91 @@ pub async fn session(app: Arc<App>, who: Principal, socket: WebSocket) {
     tracing::debug!("websocket closed");
     drop(session);
     writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use fabric_store::TaskId;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn event(id: &str, state: TaskState) -> TaskEvent {
+        TaskEvent {
+            task_id: TaskId::from(id),
+            tenant: "acme".into(),
+            state,
+            attempt: None,
+        }
+    }
+
+    fn json(step: Step) -> Value {
+        match step {
+            Step::Send(message) => serde_json::from_str(&message).unwrap(),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told_how_many_events_it_lost() {
+        let (sender, mut events) = broadcast::channel(4);
+        let mut follow = Follow {
+            who: Principal::tenant("acme"),
+            id: None,
+            last: None,
+        };
+        for i in 0..10 {
+            sender
+                .send(event(&format!("t{i}"), TaskState::Succeeded))
+                .unwrap();
+        }
+        let told = json(follow.event(events.try_recv().map_err(|e| match e {
+            broadcast::error::TryRecvError::Lagged(n) => broadcast::error::RecvError::Lagged(n),
+            other => panic!("{other:?}"),
+        })));
+        assert_eq!(told["jsonrpc"], "2.0");
+        assert_eq!(told["method"], EVENTS_DROPPED);
+        assert_eq!(told["params"]["dropped"], 6);
+        assert!(told.get("id").is_none(), "a notification has no id");
+        // The subscription goes on with the events it still holds.
+        for i in 6..10 {
+            let next = json(follow.event(Ok(events.try_recv().unwrap())));
+            assert_eq!(next["method"], "task.event");
+            assert_eq!(next["params"]["id"], format!("t{i}"));
+        }
+    }
+
+    #[test]
+    fn other_tenants_events_and_repeated_states_of_a_followed_task_are_not_sent() {
+        let mut follow = Follow {
+            who: Principal::tenant("other"),
+            id: None,
+            last: None,
+        };
+        assert_eq!(
+            follow.event(Ok(event("t1", TaskState::Running))),
+            Step::Skip
+        );
+        let mut follow = Follow {
+            who: Principal::tenant("acme"),
+            id: Some("t1".into()),
+            last: None,
+        };
+        assert_eq!(
+            follow.event(Ok(event("t2", TaskState::Running))),
+            Step::Skip
+        );
+        assert!(matches!(
+            follow.event(Ok(event("t1", TaskState::Running))),
+            Step::Send(_)
+        ));
+        assert_eq!(
+            follow.event(Ok(event("t1", TaskState::Running))),
+            Step::Skip
+        );
+        assert_eq!(
+            follow.event(Err(broadcast::error::RecvError::Closed)),
+            Step::Stop
+        );
+    }
 }

@@ -239,7 +239,8 @@ pub struct TaskListParams {
     pub state: Option<TaskState>,
     /// At most this many tasks (a store may cap it; zero returns an empty page).
     pub limit: usize,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page, which is the id of that page's last task:
+    /// the page continues after it (the server cuts pages at a byte limit this way).
     pub cursor: Option<String>,
 }
 

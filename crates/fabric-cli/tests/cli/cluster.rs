@@ -7,6 +7,8 @@
 //! each test works in a schema of its own and drops it at the end, also when it fails.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -22,6 +24,24 @@ fn database_url() -> String {
     std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
+/// Fails the test unless the database answers (probed once per run): the first test to
+/// find it missing says what to set or install, every other one fails with a short line.
+fn require_database() {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    let probe = PROBE.get_or_init(|| Schema::execute("SELECT 1::bigint".into()).map(drop));
+    let Err(why) = probe else { return };
+    if TOLD.swap(true, Ordering::SeqCst) {
+        panic!("no PostgreSQL for the cluster tests (the first failing test says what to do)");
+    }
+    panic!(
+        "no PostgreSQL answers ({why}).\n\
+         The cluster tests need a PostgreSQL server where they may create schemas: set \
+         {URL_ENV} to its URL (default {DEFAULT_URL}), or install PostgreSQL (initdb and \
+         pg_ctl) and run .ci/run, which starts a throwaway server when none answers."
+    );
+}
+
 /// A schema of this test's own, dropped (with everything in it) when the guard drops.
 /// Named like the store crate's test schemas, so its sweep of leftovers also finds it.
 struct Schema {
@@ -29,7 +49,9 @@ struct Schema {
 }
 
 impl Schema {
+    /// A fresh name; fails the test first unless the database answers.
     fn fresh() -> Self {
+        require_database();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -74,7 +96,12 @@ impl Schema {
                 let (client, connection) =
                     tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
                         .await
-                        .map_err(|e| format!("connecting to {}: {e}", database_url()))?;
+                        .map_err(|e| {
+                            let cause = std::error::Error::source(&e)
+                                .map(|cause| format!(": {cause}"))
+                                .unwrap_or_default();
+                            format!("connecting to {}: {e}{cause}", database_url())
+                        })?;
                 tokio::spawn(connection);
                 let rows = client.query(&sql, &[]).await.map_err(|e| e.to_string())?;
                 Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))

@@ -188,6 +188,25 @@ fn a_memory_bomb_never_grows_past_its_cap() {
 }
 
 #[test]
+fn more_declared_memory_than_the_limit_is_a_memory_limit_attempt() {
+    let dir = Workdir::new();
+    // Declares 128 MiB of initial memory.
+    let huge = dir.file("huge.wasm", &fabric_agents::fixture("initial_memory_huge"));
+    let huge = huge.to_str().unwrap();
+    let out = fabric(&["run", huge, "--memory", "64MiB", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let attempt = attempt_json(&out);
+    assert_eq!(attempt["outcome"], "memory_limit", "{attempt}");
+    assert!(
+        attempt["error"].as_str().unwrap().contains("memory limit"),
+        "{attempt}"
+    );
+    let out = fabric(&["run", huge, "--memory", "64MiB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("memory_limit"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_hostile_guest_sees_no_host_file_variable_or_socket() {
     let dir = Workdir::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -166,6 +166,44 @@ async fn a_passed_deadline_expires_the_task_without_running_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn maintenance_expiry_ends_task_wait_and_is_counted() {
+    let (_fabric, client) = one_worker().await;
+    let now = OffsetDateTime::now_utc();
+    let id = client
+        .submit(json!({"module": "echo",
+                        "run_at": rfc3339(now + time::Duration::hours(1)),
+                        "deadline": rfc3339(now + time::Duration::milliseconds(200))}))
+        .await;
+    // One task.wait call: the expiry's event ends it, it does not wait out its timeout.
+    let task = client
+        .call("task.wait", json!({"id": id, "timeout_ms": 20_000}))
+        .await;
+    assert_eq!(task["state"], "expired", "{task}");
+    let (status, metrics) = client.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("fabric_tasks_finished_total{state=\"expired\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_declared_memory_than_the_servers_cap_is_a_memory_limit_not_an_invalid_module() {
+    // The fixture declares 128 MiB of initial memory; the server allows tasks 64 MiB.
+    let fabric = Fabric::start(&["--workers", "1", "--max-task-memory", "64MiB"]);
+    let client = fabric.client();
+    client
+        .put_module(&fabric_agents::fixture("initial_memory_huge"), "huge")
+        .await;
+    let id = client.submit(json!({"module": "huge"})).await;
+    let task = client.wait(&id, WAIT).await;
+    assert_eq!(task["state"], "failed", "{task}");
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "memory_limit is not retried: {task}");
+    assert_eq!(attempts[0]["outcome"], "memory_limit", "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn out_of_fuel_is_not_retried_but_a_trap_is() {
     let (_fabric, client) = one_worker().await;
     let id = client

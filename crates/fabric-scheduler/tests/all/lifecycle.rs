@@ -223,6 +223,32 @@ async fn a_passed_deadline_expires_the_task_without_running_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_task_is_announced_by_an_event() {
+    let fabric = Fabric::start(config(1));
+    let echo = fabric.module(fabric_agents::p1::ECHO).await;
+    let mut events = fabric.scheduler.subscribe();
+    let mut t = task(echo, "never runs");
+    t.run_at = Some(OffsetDateTime::now_utc() + Duration::from_secs(3600));
+    t.deadline = Some(OffsetDateTime::now_utc() + Duration::from_millis(100));
+    let id = fabric.submit(t).await;
+    // Maintenance runs every 50 ms: the event comes well within two seconds.
+    let event = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let event = events.recv().await.expect("events");
+            if event.task_id == id {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("no event for the expired task");
+    assert_eq!(event.state, TaskState::Expired);
+    assert_eq!(event.tenant, TENANT);
+    assert!(event.attempt.is_none());
+    assert_eq!(fabric.get(&id).await.state, TaskState::Expired);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_requeues_running_work_uncharged_and_a_restart_finishes_it() {
     let fabric = Fabric::start(config(8));
     let sleep = fabric.module(fabric_agents::p1::SLEEP).await;

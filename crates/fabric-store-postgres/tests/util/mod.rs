@@ -1,10 +1,13 @@
 //! What the PostgreSQL tests share: the database URL, a fresh schema per test with a guard
-//! that drops it (also when the test panics), and a raw connection for looking inside.
+//! that drops it (also when the test panics), a raw connection for looking inside, and
+//! one clear failure when no database answers.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::error::Error as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fabric_store_postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::{OnceCell, mpsc};
@@ -19,13 +22,57 @@ pub const SCHEMA_PREFIX: &str = "fabric_test_";
 /// Test schemas older than this are taken for leftovers of a killed run and dropped.
 const STALE_AFTER_SECS: u64 = 3_600;
 
-/// The test database URL.
+/// How long the probe of the test database waits for it to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The test database URL; fails the test first unless the database answers (see
+/// [`require_database`]).
 pub fn url() -> String {
+    require_database();
+    configured_url()
+}
+
+/// The URL [`URL_ENV`] names, unchecked.
+fn configured_url() -> String {
     std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
+/// Whether the test database answered when first asked, once per test binary.
+fn probe() -> &'static Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let url = configured_url();
+        on_own_runtime(async move {
+            match tokio::time::timeout(PROBE_TIMEOUT, raw(&url)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(chain(&e)),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            }
+        })
+    })
+}
+
+/// Fails the test unless the test database answers. The first test to find it missing
+/// fails with what to set or install; every other one with a single short line.
+pub fn require_database() {
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    let Err(why) = probe() else { return };
+    if TOLD.swap(true, Ordering::SeqCst) {
+        panic!("no PostgreSQL for the tests (the first failing test says what to do)");
+    }
+    panic!(
+        "no PostgreSQL answers at {url} ({why}).\n\
+         These tests need a PostgreSQL server where they may create schemas: set {URL_ENV} \
+         to its URL (default {DEFAULT_URL}), or install PostgreSQL (initdb and pg_ctl) and run \
+         .ci/run, which starts a throwaway server when none answers.",
+        url = configured_url()
+    );
+}
+
 /// A schema name no other test or run uses: `fabric_test_<unix seconds>_<random>`.
+/// Fails the test first unless the database answers.
 pub fn fresh_schema() -> String {
+    require_database();
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -93,7 +140,10 @@ impl SchemaGuard {
 
 impl Drop for SchemaGuard {
     fn drop(&mut self) {
-        if let Err(e) = drop_schema_blocking(&url(), &self.schema) {
+        if probe().is_err() {
+            return; // the test already failed for the missing database; nothing was made
+        }
+        if let Err(e) = drop_schema_blocking(&configured_url(), &self.schema) {
             eprintln!("warning: test schema {} was not dropped: {e}", self.schema);
         }
     }
@@ -103,23 +153,31 @@ impl Drop for SchemaGuard {
 /// whether or not a runtime is running on this thread.
 pub fn drop_schema_blocking(url: &str, schema: &str) -> Result<(), String> {
     let (url, schema) = (url.to_string(), schema.to_string());
+    on_own_runtime(async move {
+        let client = raw(&url).await.map_err(|e| chain(&e))?;
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+            ))
+            .await
+            .map_err(|e| chain(&e))
+    })
+}
+
+/// Runs `work` on a thread with a runtime of its own, so it works from `Drop` and whether
+/// or not a runtime is running on this thread.
+fn on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let client = raw(&url).await.map_err(|e| chain(&e))?;
-            client
-                .batch_execute(&format!(
-                    "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
-                ))
-                .await
-                .map_err(|e| chain(&e))
-        })
+        runtime.block_on(work)
     })
     .join()
-    .map_err(|_| "the drop thread panicked".to_string())?
+    .map_err(|_| "the thread panicked".to_string())?
 }
 
 /// Drops test schemas left behind by runs that were killed, once per test binary.
