@@ -15,7 +15,10 @@ use std::sync::Arc;
 
 pub use cache::{Agent, CacheStats, LoadError, ModuleKind};
 pub use cancel::CancelToken;
-pub use complexity::{MAX_CONTROL_DEPTH, MAX_FUNCTION_BYTES, MAX_LOCALS, MAX_OPERAND_STACK};
+pub use complexity::{
+    MAX_CONTROL_DEPTH, MAX_FUNCTION_BYTES, MAX_LOCALS, MAX_MODULE_COST, MAX_OPERAND_STACK,
+    compile_cost,
+};
 pub use config::{Pooling, SandboxConfig};
 pub use run::{DirGrant, FUEL_SLICE, RunRequest};
 
