@@ -76,6 +76,10 @@ impl Sandbox {
     /// Validates and compiles `bytes` (or finds them already compiled, in memory or on
     /// disk) and links them against WASI. Linking problems (an unknown import, no entry
     /// point) are not errors here: the agent loads and every attempt ends `invalid`.
+    /// Modules over a per-function limit or the compile budget ([`MAX_MODULE_COST`]) are
+    /// refused as [`LoadError::Invalid`] before compiling. Compiling runs on the compile
+    /// threads and blocks the caller until one is free and it is done: call this from a
+    /// blocking thread, never from an async worker.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
         self.cache.load(&self.engine, bytes)
     }
