@@ -19,7 +19,7 @@ use wasmtime::{ExternType, InstancePre, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::SandboxError;
-use crate::engine::FabricEngine;
+use crate::engine::{CompilePool, FabricEngine};
 use crate::run::{P1Guest, P2Guest};
 
 /// First bytes of every artifact file this cache writes.
@@ -91,6 +91,8 @@ pub struct CacheStats {
     pub disk_loads: u64,
     /// Misses that compiled the bytes.
     pub compiles: u64,
+    /// Compilations in progress now (at most `compile_threads`).
+    pub compiling: u64,
     /// Approximate bytes of compiled code held in memory.
     pub bytes: u64,
     /// Agents held in memory.
@@ -119,6 +121,7 @@ pub(crate) struct ModuleCache {
     misses: AtomicU64,
     disk_loads: AtomicU64,
     compiles: AtomicU64,
+    compiler: CompilePool,
 }
 
 impl ModuleCache {
@@ -143,6 +146,7 @@ impl ModuleCache {
             misses: AtomicU64::new(0),
             disk_loads: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
+            compiler: CompilePool::new(config.compile_threads)?,
         })
     }
 
@@ -164,7 +168,10 @@ impl ModuleCache {
         let compiled = match self.read_artifact(engine, &id, kind) {
             Some(compiled) => compiled,
             None => {
-                let compiled = Compiled::compile(engine, kind, bytes)?;
+                crate::complexity::check(bytes).map_err(LoadError::Invalid)?;
+                let compiled = self
+                    .compiler
+                    .run(|| Compiled::compile(engine, kind, bytes))?;
                 self.compiles.fetch_add(1, Ordering::Relaxed);
                 self.write_artifact(&id, &compiled);
                 compiled
@@ -191,6 +198,7 @@ impl ModuleCache {
             misses: self.misses.load(Ordering::Relaxed),
             disk_loads: self.disk_loads.load(Ordering::Relaxed),
             compiles: self.compiles.load(Ordering::Relaxed),
+            compiling: self.compiler.running() as u64,
             bytes: resident.bytes,
             entries: resident.entries.len() as u64,
         }
@@ -312,7 +320,6 @@ enum Compiled {
 impl Compiled {
     fn compile(engine: &FabricEngine, kind: ModuleKind, bytes: &[u8]) -> Result<Self, LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
-        crate::complexity::check(bytes).map_err(LoadError::Invalid)?;
         Ok(match kind {
             ModuleKind::Module => {
                 Compiled::Module(Module::from_binary(&engine.engine, bytes).map_err(invalid)?)

@@ -50,6 +50,10 @@ pub struct SandboxConfig {
     pub cache_dir: Option<PathBuf>,
     /// Compiled modules kept in memory, in (approximate) bytes of machine code.
     pub cache_memory_bytes: u64,
+    /// Threads that compile modules, shared by every load; also the most compilations in
+    /// progress at once (later loads wait their turn). The other cores stay free for
+    /// running attempts and the API whatever is being compiled.
+    pub compile_threads: usize,
     pub pooling: Pooling,
 }
 
@@ -73,6 +77,13 @@ impl SandboxConfig {
     pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
     /// 256 MiB.
     pub const DEFAULT_CACHE_MEMORY_BYTES: u64 = 256 << 20;
+    /// The most [`SandboxConfig::compile_threads`] accepted.
+    pub const MAX_COMPILE_THREADS: usize = 256;
+
+    /// Half the cores this process may use, at least 1: the default `compile_threads`.
+    pub fn default_compile_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    }
 
     pub(crate) fn validate(&self) -> Result<(), SandboxError> {
         let err = |m: &str| Err(SandboxError::Config(m.to_string()));
@@ -97,6 +108,9 @@ impl SandboxConfig {
         if self.max_module_bytes == 0 {
             return err("max_module_bytes must be at least 1");
         }
+        if self.compile_threads == 0 || self.compile_threads > Self::MAX_COMPILE_THREADS {
+            return err("compile_threads must be between 1 and 256");
+        }
         Ok(())
     }
 }
@@ -116,6 +130,7 @@ impl Default for SandboxConfig {
             epoch_tick: Self::DEFAULT_EPOCH_TICK,
             cache_dir: None,
             cache_memory_bytes: Self::DEFAULT_CACHE_MEMORY_BYTES,
+            compile_threads: Self::default_compile_threads(),
             pooling: Pooling::Auto,
         }
     }

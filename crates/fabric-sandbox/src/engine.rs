@@ -1,7 +1,8 @@
 //! The one place every Wasmtime setting is made: the engine (Cranelift, fuel, epochs,
-//! pooling or on-demand allocation), the WASI linkers, and the epoch ticker thread.
+//! pooling or on-demand allocation), the WASI linkers, the epoch ticker thread, and the
+//! bounded pool of threads that compiles.
 
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, mpsc};
 use std::thread;
 
 use wasmtime::{
@@ -88,6 +89,64 @@ impl FabricEngine {
             p2_linker,
             _ticker: ticker,
         })
+    }
+}
+
+/// A thread pool of `compile_threads` threads (Wasmtime's parallel compilation runs on
+/// the rayon pool it is called from), and a gate that lets that many compilations in at
+/// once, so that waiting compilations hold no memory.
+pub(crate) struct CompilePool {
+    pool: rayon::ThreadPool,
+    limit: usize,
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl CompilePool {
+    pub fn new(threads: usize) -> Result<Self, SandboxError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fabric-compile-{i}"))
+            .build()
+            .map_err(|e| SandboxError::Engine(format!("cannot start the compile threads: {e}")))?;
+        Ok(Self {
+            pool,
+            limit: threads,
+            running: Mutex::new(0),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Runs `compile` on the pool once fewer than `compile_threads` compilations are in
+    /// progress, blocking the calling thread (call it from a blocking thread, never from an
+    /// async worker) until it is done. Wasmtime's parallel compilation of the functions
+    /// then uses the pool's threads, never the others.
+    pub fn run<T: Send>(&self, compile: impl FnOnce() -> T + Send) -> T {
+        {
+            let mut running = self.running.lock().expect("compile gate poisoned");
+            while *running >= self.limit {
+                running = self.freed.wait(running).expect("compile gate poisoned");
+            }
+            *running += 1;
+        }
+        let _leave = Leave(self);
+        self.pool.install(compile)
+    }
+
+    /// Compilations in progress now.
+    pub fn running(&self) -> usize {
+        *self.running.lock().expect("compile gate poisoned")
+    }
+}
+
+/// Lets the next compilation in when one ends, even by a panic.
+struct Leave<'a>(&'a CompilePool);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().expect("compile gate poisoned");
+        *running -= 1;
+        self.0.freed.notify_one();
     }
 }
 

@@ -15,7 +15,10 @@ use std::sync::Arc;
 
 pub use cache::{Agent, CacheStats, LoadError, ModuleKind};
 pub use cancel::CancelToken;
-pub use complexity::{MAX_CONTROL_DEPTH, MAX_FUNCTION_BYTES, MAX_LOCALS, MAX_OPERAND_STACK};
+pub use complexity::{
+    MAX_CONTROL_DEPTH, MAX_FUNCTION_BYTES, MAX_LOCALS, MAX_MODULE_COST, MAX_OPERAND_STACK,
+    compile_cost,
+};
 pub use config::{Pooling, SandboxConfig};
 pub use run::{DirGrant, FUEL_SLICE, RunRequest};
 
@@ -73,6 +76,10 @@ impl Sandbox {
     /// Validates and compiles `bytes` (or finds them already compiled, in memory or on
     /// disk) and links them against WASI. Linking problems (an unknown import, no entry
     /// point) are not errors here: the agent loads and every attempt ends `invalid`.
+    /// Modules over a per-function limit or the compile budget ([`MAX_MODULE_COST`]) are
+    /// refused as [`LoadError::Invalid`] before compiling. Compiling runs on the compile
+    /// threads and blocks the caller until one is free and it is done: call this from a
+    /// blocking thread, never from an async worker.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
         self.cache.load(&self.engine, bytes)
     }

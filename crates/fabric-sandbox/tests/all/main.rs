@@ -2,6 +2,7 @@
 //! really does the thing, on WASI preview 1 modules and preview 2 components.
 
 mod cache;
+mod compile;
 mod isolation;
 mod limits;
 mod outcomes;
