@@ -287,6 +287,7 @@ async fn a_task_held_by_a_dead_node_is_rescued_and_retried() {
         max: 1,
         lease,
         now: claimed_at,
+        tenant_cap: None,
     };
     assert_eq!(fabric.store.task_claim(claim).await.unwrap().len(), 1);
 
