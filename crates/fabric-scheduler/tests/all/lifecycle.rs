@@ -224,7 +224,12 @@ async fn a_passed_deadline_expires_the_task_without_running_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_requeues_running_work_uncharged_and_a_restart_finishes_it() {
-    let fabric = Fabric::start(config(8));
+    // One tenant's eight tasks all running at once: no tenant cap below the workers.
+    let config = || fabric_scheduler::SchedulerConfig {
+        tenant_max_running: Some(8),
+        ..config(8)
+    };
+    let fabric = Fabric::start(config());
     let sleep = fabric.module(fabric_agents::p1::SLEEP).await;
     let mut ids = Vec::new();
     for _ in 0..8 {
@@ -251,7 +256,7 @@ async fn shutdown_requeues_running_work_uncharged_and_a_restart_finishes_it() {
     }
 
     let restarted = fabric_scheduler::Scheduler::start(
-        config(8),
+        config(),
         fabric.store.clone(),
         sandbox(),
         Arc::new(fabric_scheduler::SystemClock),
