@@ -309,8 +309,9 @@ pub struct TaskClaimParams {
 /// Bounds how many tasks of each tenant one claim takes: tenant `t` gets at most
 /// `max - running[t]` (saturating), so a claimer that tracks what each tenant runs keeps every
 /// tenant at or below `max`. A task passed over for this stays `queued` in its place in line
-/// and is not touched at all (no attempt, no expiry); the claim goes on with the tasks behind
-/// it, so a tenant at its cap never holds back the others.
+/// and gets no attempt (a claim may still expire one whose deadline passed, as it may any
+/// queued task it reaches); the claim goes on with the tasks behind it, so a tenant at its
+/// cap never holds back the others. A `max` of 0 claims nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TenantCap {
     /// The most tasks any one tenant may hold.
