@@ -133,6 +133,11 @@ pub struct ServeFlags {
     /// Most unfinished (queued, scheduled, running) tasks one tenant may have. [default: 1000000]
     #[arg(long, env = "FABRIC_TENANT_MAX_TASKS")]
     pub tenant_max_tasks: Option<u64>,
+    /// Most attempts of one tenant running at once on this node, so that one tenant's
+    /// long-running attempts cannot hold every worker while other tenants' tasks queue.
+    /// At or above --workers it never binds. [default: half the workers, at least 1]
+    #[arg(long, env = "FABRIC_TENANT_MAX_RUNNING", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenant_max_running: Option<u32>,
     /// Most module bytes one tenant may store. [default: 1GiB]
     #[arg(long, env = "FABRIC_TENANT_MAX_MODULE_BYTES", value_parser = fabric_types::parse_size, value_name = "SIZE")]
     pub tenant_max_module_bytes: Option<u64>,
@@ -192,6 +197,7 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             max_module_bytes,
             max_task_memory,
             tenant_max_tasks,
+            tenant_max_running,
             tenant_max_module_bytes,
             retention,
             lease,
@@ -219,6 +225,7 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             max_module_bytes,
             max_task_memory,
             tenant_max_tasks,
+            tenant_max_running,
             tenant_max_module_bytes,
             retention,
             lease,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fabric_sandbox::{Agent, CancelToken, DirGrant, RunRequest};
 use fabric_store::{
-    ClaimedTask, ModuleGetParams, ModuleRef, Next, TaskClaimParams, TaskPromoteParams,
+    ClaimedTask, ModuleGetParams, ModuleRef, Next, TaskClaimParams, TaskPromoteParams, TenantCap,
 };
 use fabric_types::{Attempt, ModuleId, Outcome, TaskState};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
@@ -56,9 +56,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             max: permits.len(),
             lease: shared.config.lease,
             now,
+            tenant_cap: tenant_cap(&shared),
         };
         let claimed = match shared.store.task_claim(claim).await {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                let mut held = shared.held.lock().expect("held lock");
+                for task in &claimed {
+                    *held.entry(task.tenant.clone()).or_insert(0) += 1;
+                }
+                claimed
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming tasks failed; trying again shortly");
                 drop(permits);
@@ -88,9 +95,49 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let wake_at = due.map_or(wake_at, |due| due.min(wake_at));
         tokio::select! {
             _ = ready.changed() => {}
+            () = shared.room.notified() => {}
             () = shared.wake.notified() => next_due = None,
             () = tokio::time::sleep_until(wake_at) => next_due = None,
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The tenant cap for a claim: what each tenant holds on this node now. `None` when the
+/// cap cannot bind (it is at least the workers), so the claim takes the plain path.
+fn tenant_cap(shared: &Shared) -> Option<TenantCap> {
+    let max = shared.config.tenant_cap();
+    if max >= shared.config.workers {
+        return None;
+    }
+    Some(TenantCap {
+        max: max as usize,
+        running: shared.held.lock().expect("held lock").clone(),
+    })
+}
+
+/// One claimed attempt counted against its tenant's cap (counted at the claim); dropping it
+/// frees the count, however the attempt ends, and wakes the dispatcher when the tenant was
+/// at its cap.
+struct TenantSlot {
+    shared: Arc<Shared>,
+    tenant: String,
+}
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        let mut held = self.shared.held.lock().expect("held lock");
+        let Some(count) = held.get_mut(&self.tenant) else {
+            return;
+        };
+        let was_full = *count >= self.shared.config.tenant_cap() as usize;
+        *count -= 1;
+        if *count == 0 {
+            held.remove(&self.tenant);
+        }
+        drop(held);
+        if was_full {
+            self.shared.room.notify_one();
         }
     }
 }
@@ -211,6 +258,10 @@ async fn run_attempt(
     permit: OwnedSemaphorePermit,
     loading: Arc<std::sync::Mutex<HashMap<ModuleId, Arc<AsyncMutex<()>>>>>,
 ) {
+    let slot = TenantSlot {
+        shared: shared.clone(),
+        tenant: task.tenant.clone(),
+    };
     let running = Arc::new(Running {
         task_id: task.task_id.clone(),
         cancel: CancelToken::new(),
@@ -301,6 +352,7 @@ async fn run_attempt(
     // once it is committed: a slot held through the group commit would cap throughput at
     // workers per commit latency. Shutdown waits for every slot, then drains the queue.
     shared.completions.submit(done).await;
+    drop(slot);
     drop(permit);
 }
 

@@ -30,6 +30,11 @@ pub struct SchedulerConfig {
     pub node: String,
     /// Attempts running at once on this node. Default 128.
     pub workers: u32,
+    /// Attempts of one tenant running at once on this node; `None` means the default,
+    /// [`SchedulerConfig::fair_share`] of `workers` (see [`SchedulerConfig::tenant_cap`]).
+    /// A tenant at its cap gets no more attempts started: its queued tasks keep their place
+    /// in line while the dispatcher claims other tenants' tasks behind them.
+    pub tenant_max_running: Option<u32>,
     /// How long a claim holds before another node may rescue the task. Default 10 s.
     pub lease: Duration,
     /// How often running attempts renew their leases. Default lease / 3.
@@ -71,11 +76,28 @@ impl SchedulerConfig {
     pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
     pub const DEFAULT_IDLE_POLL: Duration = Duration::from_secs(1);
 
+    /// The default cap on one tenant's running attempts: half the workers (at least one).
+    /// Half, so that while one tenant's attempts spin to their timeouts the other half of
+    /// the node stays free for everyone else's work; not less, so that a node serving one
+    /// tenant still uses half its workers. With one worker the cap is that worker: a single
+    /// slot cannot be shared.
+    pub fn fair_share(workers: u32) -> u32 {
+        (workers / 2).max(1)
+    }
+
+    /// The cap in force: `tenant_max_running`, or [`SchedulerConfig::fair_share`] of the
+    /// workers. At or above `workers` it never binds.
+    pub fn tenant_cap(&self) -> u32 {
+        self.tenant_max_running
+            .unwrap_or_else(|| Self::fair_share(self.workers))
+    }
+
     /// Defaults for a node with this name.
     pub fn new(node: impl Into<String>) -> Self {
         Self {
             node: node.into(),
             workers: Self::DEFAULT_WORKERS,
+            tenant_max_running: None,
             lease: Self::DEFAULT_LEASE,
             heartbeat_every: Self::DEFAULT_LEASE / 3,
             claim_batch: Self::DEFAULT_CLAIM_BATCH,
@@ -158,6 +180,11 @@ struct Shared {
     /// One permit per attempt that may run at once (admission).
     permits: Arc<Semaphore>,
     running: Mutex<HashMap<AttemptId, Arc<Running>>>,
+    /// Each tenant's claimed attempts on this node (from the claim until the slot is freed),
+    /// for the tenant cap; tenants holding none are absent.
+    held: Mutex<BTreeMap<String, usize>>,
+    /// Raised when a tenant at its cap frees a slot: its queued tasks may be claimable again.
+    room: Notify,
     events: broadcast::Sender<TaskEvent>,
     /// Raised when new work may be claimable or scheduled (a submit, a retry).
     wake: Notify,
@@ -206,6 +233,11 @@ impl Scheduler {
                 "workers, claim_batch and complete_batch must be at least 1".into(),
             ));
         }
+        if config.tenant_max_running == Some(0) {
+            return Err(SchedulerError::Config(
+                "tenant_max_running must be at least 1".into(),
+            ));
+        }
         if config.heartbeat_every >= config.lease {
             return Err(SchedulerError::Config(
                 "heartbeat_every must be shorter than the lease".into(),
@@ -227,6 +259,8 @@ impl Scheduler {
             sandbox,
             clock,
             running: Mutex::default(),
+            held: Mutex::default(),
+            room: Notify::new(),
             events,
             wake: Notify::new(),
             leading: AtomicBool::new(false),
@@ -265,6 +299,11 @@ impl Scheduler {
     /// The most attempts that may run at once on this node.
     pub fn workers(&self) -> u32 {
         self.shared.config.workers
+    }
+
+    /// The most attempts of one tenant that may run at once on this node.
+    pub fn tenant_cap(&self) -> u32 {
+        self.shared.config.tenant_cap()
     }
 
     /// Cancels a task: a waiting one at once; a running one here is interrupted within an
@@ -382,5 +421,28 @@ impl Shared {
 
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_cap_defaults_to_half_the_workers_at_least_one() {
+        let cap = |workers, set| {
+            SchedulerConfig {
+                workers,
+                tenant_max_running: set,
+                ..SchedulerConfig::new("n")
+            }
+            .tenant_cap()
+        };
+        assert_eq!(cap(128, None), 64);
+        assert_eq!(cap(5, None), 2);
+        assert_eq!(cap(2, None), 1);
+        assert_eq!(cap(1, None), 1);
+        assert_eq!(cap(4, Some(3)), 3);
+        assert_eq!(cap(4, Some(10)), 10);
     }
 }

@@ -59,6 +59,10 @@ pub struct ServeOptions {
     pub max_task_memory: Option<u64>,
     /// Most unfinished (queued, scheduled, running) tasks one tenant may have. [default: 1000000]
     pub tenant_max_tasks: Option<u64>,
+    /// Most attempts of one tenant running at once on this node, so that one tenant's
+    /// long-running attempts cannot hold every worker while other tenants' tasks queue.
+    /// At or above --workers it never binds. [default: half the workers, at least 1]
+    pub tenant_max_running: Option<u32>,
     /// Most module bytes one tenant may store. [default: 1GiB]
     #[serde(default, deserialize_with = "size")]
     pub tenant_max_module_bytes: Option<u64>,
@@ -124,6 +128,8 @@ pub struct ServerConfig {
     pub max_module_bytes: u64,
     pub max_task_memory: u64,
     pub tenant_max_tasks: u64,
+    /// Most attempts of one tenant running at once on this node.
+    pub tenant_max_running: u32,
     pub tenant_max_module_bytes: u64,
     pub retention: Duration,
     pub lease: Duration,
@@ -192,10 +198,11 @@ impl ServerConfig {
             },
             sqlite => sqlite,
         };
+        let workers = pick!(workers, Self::DEFAULT_WORKERS);
         let config = Self {
             listen: pick!(listen, Self::DEFAULT_LISTEN.parse().expect("valid address")),
             store,
-            workers: pick!(workers, Self::DEFAULT_WORKERS),
+            workers,
             auth: flags.auth.clone().or(file.auth.clone()),
             grace: pick!(grace, Self::DEFAULT_GRACE),
             node: pick!(node, default_node_name()),
@@ -206,6 +213,10 @@ impl ServerConfig {
             max_module_bytes: pick!(max_module_bytes, Self::DEFAULT_MAX_MODULE_BYTES),
             max_task_memory: pick!(max_task_memory, Self::DEFAULT_MAX_TASK_MEMORY),
             tenant_max_tasks: pick!(tenant_max_tasks, Self::DEFAULT_TENANT_MAX_TASKS),
+            tenant_max_running: pick!(
+                tenant_max_running,
+                fabric_scheduler::SchedulerConfig::fair_share(workers)
+            ),
             tenant_max_module_bytes: pick!(
                 tenant_max_module_bytes,
                 Self::DEFAULT_TENANT_MAX_MODULE_BYTES
@@ -236,6 +247,12 @@ impl ServerConfig {
             return Err(invalid(
                 "workers",
                 format!("{} is out of range 1..={}", self.workers, Self::MAX_WORKERS),
+            ));
+        }
+        if self.tenant_max_running == 0 {
+            return Err(invalid(
+                "tenant_max_running",
+                "must be at least 1 (at or above workers it never binds)".into(),
             ));
         }
         if self.max_batch == 0 {
@@ -397,6 +414,39 @@ mod tests {
 
     fn file(text: &str) -> Result<ServeOptions, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    #[test]
+    fn the_tenant_cap_defaults_to_half_the_workers_and_zero_is_refused() {
+        let with = |workers, cap| {
+            ServerConfig::merge(
+                ServeOptions {
+                    workers: Some(workers),
+                    tenant_max_running: cap,
+                    ..ServeOptions::default()
+                },
+                ServeOptions::default(),
+            )
+        };
+        assert_eq!(with(6, None).unwrap().tenant_max_running, 3);
+        assert_eq!(with(7, None).unwrap().tenant_max_running, 3);
+        assert_eq!(with(1, None).unwrap().tenant_max_running, 1);
+        assert_eq!(
+            ServerConfig::defaults().tenant_max_running,
+            ServerConfig::DEFAULT_WORKERS / 2
+        );
+        assert_eq!(with(6, Some(9)).unwrap().tenant_max_running, 9);
+        let err = with(6, Some(0)).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid option tenant_max_running: must be at least 1"),
+            "{err}"
+        );
+        let from_file = ServerConfig::merge(
+            ServeOptions::default(),
+            file("tenant_max_running = 2").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(from_file.tenant_max_running, 2);
     }
 
     #[test]

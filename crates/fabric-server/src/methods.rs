@@ -160,7 +160,7 @@ pub static METHODS: &[Method] = &[
     },
     Method {
         name: "fabric.stats",
-        summary: "Task counts by state (queued by priority) and this node's workers.",
+        summary: "Task counts by state (queued by priority), this node's workers and its cap on one tenant's running attempts.",
         params: Vec::new,
         result: || {
             object(&[
@@ -172,6 +172,7 @@ pub static METHODS: &[Method] = &[
                 "cancelled",
                 "expired",
                 "workers",
+                "tenant_max_running",
             ])
         },
         handler: |app, who, params, _| Box::pin(fabric_stats(app, who, params)),
@@ -578,6 +579,7 @@ async fn fabric_stats(app: &App, who: &Principal, params: Value) -> Result<Value
         cancelled: stats.cancelled,
         expired: stats.expired,
         workers: u64::from(app.scheduler.workers()),
+        tenant_max_running: u64::from(app.scheduler.tenant_cap()),
     })
 }
 

@@ -182,6 +182,7 @@ impl Server {
         let scheduler = Scheduler::start(
             SchedulerConfig {
                 workers: config.workers,
+                tenant_max_running: Some(config.tenant_max_running),
                 lease: config.lease,
                 heartbeat_every: config.lease / 3,
                 retention: config.retention,

@@ -642,6 +642,7 @@ mod tests {
             max,
             lease: Duration::from_secs(10),
             now,
+            tenant_cap: None,
         };
         // Claims at 100 expire the queued tasks whose deadline passed.
         let claimed = store.task_claim(claim(12, at(100))).await.unwrap();
@@ -784,6 +785,7 @@ mod tests {
                 max: 1,
                 lease: std::time::Duration::from_secs(10),
                 now: from_millis(1),
+                tenant_cap: None,
             })
             .await
             .unwrap();
@@ -878,6 +880,7 @@ mod tests {
                 max: 18,
                 lease: std::time::Duration::from_secs(60),
                 now: at(4),
+                tenant_cap: None,
             })
             .await
             .unwrap();

@@ -66,6 +66,7 @@ fn crash_child() {
                     max: 50,
                     lease: Duration::from_secs(30),
                     now,
+                    tenant_cap: None,
                 })
                 .await
                 .unwrap();
@@ -176,6 +177,7 @@ fn kill_9_loses_no_acknowledged_task() {
                     max: 500,
                     lease: Duration::from_secs(30),
                     now: later,
+                    tenant_cap: None,
                 })
                 .await
                 .unwrap();

@@ -37,6 +37,7 @@ async fn claim(store: &dyn Store, n: usize) -> Vec<ClaimedTask> {
         max: n,
         lease: Duration::from_secs(60),
         now: OffsetDateTime::now_utc(),
+        tenant_cap: None,
     };
     let claimed = store.task_claim(params).await.unwrap();
     assert_eq!(claimed.len(), n);

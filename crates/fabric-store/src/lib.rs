@@ -36,8 +36,8 @@ pub use model::{
     ModuleKind, ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, NewTask, Next, Rescued,
     Stats, StatsParams, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
     TaskGetParams, TaskHeartbeatParams, TaskInsertParams, TaskListParams, TaskPage,
-    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, claim_sort_key, from_millis,
-    to_millis,
+    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, TenantCap, claim_sort_key,
+    from_millis, to_millis,
 };
 
 /// The durable home of modules, tasks and attempts. Object-safe: hold it as

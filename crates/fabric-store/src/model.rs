@@ -303,6 +303,45 @@ pub struct TaskClaimParams {
     /// How long the claim holds before a rescuer may take the task back.
     pub lease: Duration,
     pub now: OffsetDateTime,
+    /// A per-tenant bound on this claim; `None` claims in claim order whoever the tenant.
+    pub tenant_cap: Option<TenantCap>,
+}
+
+/// Bounds how many tasks of each tenant one claim takes: tenant `t` gets at most
+/// `max - running[t]` (saturating), so a claimer that tracks what each tenant runs keeps every
+/// tenant at or below `max`. A task passed over for this stays `queued` in its place in line
+/// and gets no attempt (a claim may still expire one whose deadline passed, as it may any
+/// queued task it reaches); the claim goes on with the tasks behind it, so a tenant at its
+/// cap never holds back the others. A `max` of 0 claims nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantCap {
+    /// The most tasks any one tenant may hold.
+    pub max: usize,
+    /// What each tenant already holds (tenants not listed hold none).
+    pub running: BTreeMap<String, usize>,
+}
+
+impl TenantCap {
+    /// How many more tasks `tenant` may be given.
+    pub fn room(&self, tenant: &str) -> usize {
+        self.max
+            .saturating_sub(self.running.get(tenant).copied().unwrap_or(0))
+    }
+
+    /// The tenants with no room left.
+    pub fn full(&self) -> impl Iterator<Item = &str> {
+        self.running
+            .iter()
+            .filter(|(_, held)| **held >= self.max)
+            .map(|(tenant, _)| tenant.as_str())
+    }
+
+    /// Counts one more task held by `tenant`; returns whether the tenant is now full.
+    pub fn take(&mut self, tenant: &str) -> bool {
+        let held = self.running.entry(tenant.to_owned()).or_insert(0);
+        *held += 1;
+        *held >= self.max
+    }
 }
 
 /// A task handed to a worker: everything needed to run the attempt.

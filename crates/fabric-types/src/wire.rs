@@ -240,6 +240,10 @@ pub struct FabricStats {
     pub expired: u64,
     /// Attempts that may run at once on the answering node.
     pub workers: u64,
+    /// Attempts of one tenant that may run at once on the answering node (0 from a server
+    /// that predates the cap).
+    #[serde(default)]
+    pub tenant_max_running: u64,
 }
 
 /// `task.event` notification params (WebSocket subscriptions).

@@ -613,6 +613,77 @@ fn more_workers_than_the_machine_can_map_refuse_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_tenant_cap_is_an_option_with_a_fair_share_default_and_a_bad_value_refuses_to_start() {
+    let help = crate::util::fabric(&["serve", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--tenant-max-running <TENANT_MAX_RUNNING>")
+            && help.contains("FABRIC_TENANT_MAX_RUNNING")
+            && help.contains("[default: half the workers, at least 1]"),
+        "{help}"
+    );
+
+    let fabric = Fabric::start(&["--workers", "6"]);
+    let stats = fabric.client().call("fabric.stats", json!({})).await;
+    assert_eq!(stats["tenant_max_running"], 3, "half the workers: {stats}");
+    drop(fabric);
+    let fabric = Fabric::start(&["--workers", "6", "--tenant-max-running", "5"]);
+    let stats = fabric.client().call("fabric.stats", json!({})).await;
+    assert_eq!(stats["tenant_max_running"], 5, "{stats}");
+    drop(fabric);
+
+    for (value, expected) in [
+        (
+            "0",
+            "invalid value '0' for '--tenant-max-running <TENANT_MAX_RUNNING>'",
+        ),
+        (
+            "many",
+            "invalid value 'many' for '--tenant-max-running <TENANT_MAX_RUNNING>'",
+        ),
+    ] {
+        let output = crate::util::fabric(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tenant-max-running",
+            value,
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{value}");
+        let stderr = crate::util::stderr(&output);
+        assert!(stderr.contains(expected), "{value}: {stderr}");
+    }
+    let output = crate::util::fabric_with(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("FABRIC_TENANT_MAX_RUNNING", "0")],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        crate::util::stderr(&output).contains("'--tenant-max-running <TENANT_MAX_RUNNING>'"),
+        "{}",
+        crate::util::stderr(&output)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cap.toml");
+    std::fs::write(&file, "tenant_max_running = 0\n").unwrap();
+    let output = crate::util::fabric(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = crate::util::stderr(&output);
+    assert!(
+        stderr.contains("invalid option tenant_max_running: must be at least 1"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_config_file_is_read_and_unknown_keys_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");

@@ -134,7 +134,15 @@ async fn kill_9_mid_drain_then_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_with_hundreds_running_exits_0_in_the_grace_and_nothing_is_charged() {
     const TASKS: usize = 200;
-    let mut fabric = Fabric::start(&["--workers", "256", "--grace", "1s"]);
+    // One tenant's 200 tasks all running at once: its cap (default 128) raised to the workers.
+    let mut fabric = Fabric::start(&[
+        "--workers",
+        "256",
+        "--tenant-max-running",
+        "256",
+        "--grace",
+        "1s",
+    ]);
     let client = fabric.client();
     client.put_module(fabric_agents::p1::SLEEP, "sleep").await;
     let tasks: Vec<Value> = (0..TASKS)

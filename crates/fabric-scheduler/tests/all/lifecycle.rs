@@ -250,7 +250,12 @@ async fn an_expired_task_is_announced_by_an_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_requeues_running_work_uncharged_and_a_restart_finishes_it() {
-    let fabric = Fabric::start(config(8));
+    // One tenant's eight tasks all running at once: no tenant cap below the workers.
+    let config = || fabric_scheduler::SchedulerConfig {
+        tenant_max_running: Some(8),
+        ..config(8)
+    };
+    let fabric = Fabric::start(config());
     let sleep = fabric.module(fabric_agents::p1::SLEEP).await;
     let mut ids = Vec::new();
     for _ in 0..8 {
@@ -277,7 +282,7 @@ async fn shutdown_requeues_running_work_uncharged_and_a_restart_finishes_it() {
     }
 
     let restarted = fabric_scheduler::Scheduler::start(
-        config(8),
+        config(),
         fabric.store.clone(),
         sandbox(),
         Arc::new(fabric_scheduler::SystemClock),
@@ -313,6 +318,7 @@ async fn a_task_held_by_a_dead_node_is_rescued_and_retried() {
         max: 1,
         lease,
         now: claimed_at,
+        tenant_cap: None,
     };
     assert_eq!(fabric.store.task_claim(claim).await.unwrap().len(), 1);
 

@@ -2,4 +2,5 @@
 
 mod lifecycle;
 mod slots;
+mod tenant_cap;
 mod util;

@@ -106,6 +106,11 @@ pub async fn wait_finished(store: &dyn Store, scheduler: &Scheduler, id: &TaskId
 }
 
 pub async fn put_module(store: &dyn Store, wasm: &[u8]) -> ModuleId {
+    put_module_as(store, TENANT, wasm).await
+}
+
+/// Stores a module for `tenant`.
+pub async fn put_module_as(store: &dyn Store, tenant: &str, wasm: &[u8]) -> ModuleId {
     let id = ModuleId::of(wasm);
     let kind = if ModuleKind::Component.as_str()
         == fabric_types::ModuleKind::sniff(wasm).unwrap().as_str()
@@ -115,7 +120,7 @@ pub async fn put_module(store: &dyn Store, wasm: &[u8]) -> ModuleId {
         ModuleKind::Module
     };
     let params = ModulePutParams {
-        tenant: TENANT.into(),
+        tenant: tenant.into(),
         id,
         name: None,
         bytes: wasm.to_vec(),

@@ -19,12 +19,38 @@ use crate::rows::{TASK_WIDTH, claimed_task, ms, read_task, task_columns};
 ///
 /// Every join is a key lookup or an array subscript, so the statement stays linear in the
 /// batch whatever row counts the (generic, cached) plan estimates.
-pub(super) static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+pub(super) static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(false));
+
+/// [`CLAIM_SQL`] under a tenant cap: passes over the tenants in `$6` (those at their cap),
+/// and of the rest claims at most the tenant's room of its locked tasks (`$8[i]` for the
+/// tenant `$7[i]`, `$9` for a tenant not listed); the rows beyond it are left queued, and
+/// their locks go with the statement. The rows passed over cost an index step each.
+pub(super) static CLAIM_CAPPED_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(true));
+
+fn claim_sql(capped: bool) -> String {
     let nulls = vec!["NULL"; TASK_WIDTH + 3].join(", ");
+    let (skip, ready) = if capped {
+        (
+            "AND tenant <> ALL($6::text[])",
+            "SELECT id, row_number() OVER (ORDER BY sort_key, id) AS n FROM (
+                SELECT id, sort_key, tenant,
+                    row_number() OVER (PARTITION BY tenant ORDER BY sort_key, id) AS k
+                FROM picked WHERE deadline IS NULL OR deadline >= $2
+            ) r
+            WHERE k <= COALESCE((SELECT u.room FROM unnest($7::text[], $8::int8[]) AS u(tenant, room)
+                WHERE u.tenant = r.tenant), $9)",
+        )
+    } else {
+        (
+            "",
+            "SELECT id, row_number() OVER (ORDER BY sort_key, id) AS n
+            FROM picked WHERE deadline IS NULL OR deadline >= $2",
+        )
+    };
     format!(
         "WITH picked AS MATERIALIZED (
-            SELECT id, sort_key, deadline FROM tasks
-            WHERE state = 'queued'
+            SELECT id, sort_key, deadline, tenant FROM tasks
+            WHERE state = 'queued' {skip}
             ORDER BY sort_key, id
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -32,9 +58,7 @@ pub(super) static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
             UPDATE tasks t SET state = 'expired', finished_at = $2, sort_key = NULL
             FROM picked p WHERE t.id = p.id AND p.deadline < $2
             RETURNING t.id
-        ), ready AS (
-            SELECT id, row_number() OVER (ORDER BY sort_key, id) AS n
-            FROM picked WHERE deadline IS NULL OR deadline >= $2
+        ), ready AS ({ready}
         ), claimed AS (
             UPDATE tasks t SET state = 'running', attempt_count = t.attempt_count + 1,
                 current_attempt = ($3::text[])[r.n], lease_until = $4,
@@ -51,7 +75,7 @@ pub(super) static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
         ORDER BY n",
         task_columns("t")
     )
-});
+}
 
 /// The most tasks one claim statement locks; a larger `max` takes several statements.
 const MAX_CLAIM_PER_STATEMENT: usize = 1_000;
@@ -72,6 +96,10 @@ pub(crate) async fn task_claim(
         )));
     }
     let lease_until = now.saturating_add(lease_ms);
+    let mut cap = p.tenant_cap;
+    if cap.as_ref().is_some_and(|cap| cap.max == 0) {
+        return Ok(Vec::new());
+    }
     let client = db.client("task_claim").await?;
     let mut claimed = Vec::with_capacity(p.max.min(MAX_CLAIM_PER_STATEMENT));
     while claimed.len() < p.max {
@@ -79,20 +107,57 @@ pub(crate) async fn task_claim(
         let attempt_ids: Vec<String> = (0..want)
             .map(|_| AttemptId::generate(p.now).into_string())
             .collect();
-        let rows = query(
-            &client,
-            "claim tasks",
-            &CLAIM_SQL,
-            &[&(want as i64), &now, &attempt_ids, &lease_until, &p.node],
-        )
-        .await?;
+        let rows = match &cap {
+            None => {
+                query(
+                    &client,
+                    "claim tasks",
+                    &CLAIM_SQL,
+                    &[&(want as i64), &now, &attempt_ids, &lease_until, &p.node],
+                )
+                .await?
+            }
+            Some(cap) => {
+                let full: Vec<&str> = cap.full().collect();
+                let (tenants, rooms): (Vec<&str>, Vec<i64>) = cap
+                    .running
+                    .keys()
+                    .map(|t| (t.as_str(), i64::try_from(cap.room(t)).unwrap_or(i64::MAX)))
+                    .filter(|(_, room)| *room > 0)
+                    .unzip();
+                let max = i64::try_from(cap.max).unwrap_or(i64::MAX);
+                query(
+                    &client,
+                    "claim tasks",
+                    &CLAIM_CAPPED_SQL,
+                    &[
+                        &(want as i64),
+                        &now,
+                        &attempt_ids,
+                        &lease_until,
+                        &p.node,
+                        &full,
+                        &tenants,
+                        &rooms,
+                        &max,
+                    ],
+                )
+                .await?
+            }
+        };
         let picked = rows.len();
+        // Under a cap, rows locked beyond a tenant's room are not returned; that happens only
+        // to a tenant this statement filled, so when none was filled every locked row came back.
+        let mut filled = false;
         for row in &rows {
             let held: Option<&str> = row.get(0);
             if held.is_none() {
                 continue; // expired instead of claimed
             }
             let task = read_task(row, 0)?;
+            if let Some(cap) = cap.as_mut() {
+                filled |= cap.take(&task.tenant);
+            }
             let attempt_id: String = row.get(TASK_WIDTH);
             let number: i32 = row.get(TASK_WIDTH + 1);
             claimed.push(claimed_task(
@@ -103,7 +168,7 @@ pub(crate) async fn task_claim(
                 from_millis(lease_until),
             )?);
         }
-        if picked < want {
+        if picked == 0 || (picked < want && !filled) {
             break;
         }
     }

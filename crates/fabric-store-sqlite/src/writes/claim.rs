@@ -1,6 +1,7 @@
 //! Writes of a running attempt: its claim and its heartbeats.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use fabric_store::{
     AttemptId, ClaimedTask, Heartbeat, StoreError, TaskClaimParams, TaskHeartbeatParams,
@@ -11,10 +12,20 @@ use rusqlite::params;
 
 use super::{CANDIDATES, CLAIM, NEW_ATTEMPT, RENEW_ATTEMPTS, RENEW_TASKS, TaskKey, array, finish};
 use crate::db_err;
-use crate::rows::{RawCandidate, ms, raw_candidate};
+use crate::rows::{CANDIDATE_COLUMNS, RawCandidate, ms, raw_candidate};
 use crate::writer::WriteCtx;
 
-/// `task_claim`: the first `max` queued tasks by sort key, each under a new attempt.
+/// [`CANDIDATES`] passing over the queued tasks of an array of tenants (those at their cap).
+/// It walks the same index, so the rows passed over cost a step each.
+static CANDIDATES_SKIPPING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {CANDIDATE_COLUMNS} FROM tasks INDEXED BY tasks_claim
+         WHERE state = 'queued' AND tenant NOT IN rarray(?2) ORDER BY sort_key, id LIMIT ?1"
+    )
+});
+
+/// `task_claim`: the first `max` queued tasks by sort key, each under a new attempt; with a
+/// tenant cap, a tenant's tasks beyond its room are passed over (left queued, untouched).
 pub(crate) fn task_claim(
     ctx: &mut WriteCtx<'_>,
     p: TaskClaimParams,
@@ -30,14 +41,30 @@ pub(crate) fn task_claim(
     }
     let lease_until = now.saturating_add(lease_ms);
     let lease = from_millis(lease_until);
+    let mut cap = p.tenant_cap;
+    if cap.as_ref().is_some_and(|cap| cap.max == 0) {
+        return Ok(Vec::new());
+    }
+    let mut full: Vec<String> = cap
+        .as_ref()
+        .map(|cap| cap.full().map(str::to_owned).collect())
+        .unwrap_or_default();
     let mut claimed = Vec::with_capacity(p.max.min(1024));
     while claimed.len() < p.max {
         let want = i64::try_from(p.max - claimed.len()).unwrap_or(i64::MAX);
-        let candidates: Vec<RawCandidate> = ctx
-            .conn
-            .prepare_cached(&CANDIDATES)
-            .and_then(|mut s| s.query_map([want], raw_candidate)?.collect())
-            .map_err(db_err("find queued tasks"))?;
+        let candidates: Vec<RawCandidate> = if cap.is_some() {
+            ctx.conn
+                .prepare_cached(&CANDIDATES_SKIPPING)
+                .and_then(|mut s| {
+                    s.query_map(params![want, array(full.iter().cloned())], raw_candidate)?
+                        .collect()
+                })
+        } else {
+            ctx.conn
+                .prepare_cached(&CANDIDATES)
+                .and_then(|mut s| s.query_map([want], raw_candidate)?.collect())
+        }
+        .map_err(db_err("find queued tasks"))?;
         if candidates.is_empty() {
             break;
         }
@@ -47,6 +74,10 @@ pub(crate) fn task_claim(
             .prepare_cached(NEW_ATTEMPT)
             .map_err(db_err("record an attempt"))?;
         for task in candidates {
+            // A tenant that became full earlier in this batch: the next query skips it.
+            if full.iter().any(|t| t == task.tenant()) {
+                continue;
+            }
             if task.deadline().is_some_and(|d| d < now) {
                 let key = TaskKey {
                     rowid: task.rowid,
@@ -57,6 +88,11 @@ pub(crate) fn task_claim(
                 };
                 finish(ctx, &key, TaskState::Expired, now)?;
                 continue;
+            }
+            if let Some(cap) = cap.as_mut()
+                && cap.take(task.tenant())
+            {
+                full.push(task.tenant().to_owned());
             }
             let attempt = AttemptId::generate(p.now);
             let number = task.next_attempt();

@@ -1,12 +1,15 @@
-//! The order of claims: priority, FIFO, aging and fair share between tenants.
+//! The order of claims: priority, FIFO, aging, fair share between tenants and tenant caps.
 
 use std::sync::Arc;
 
 use fabric_types::Priority;
 use time::OffsetDateTime;
 
-use super::{at, claim, ids, insert, new_task};
-use crate::{NewTask, Store, TaskId, TaskInsertParams, TaskPromoteParams};
+use super::{LEASE, at, claim, ids, insert, new_task};
+use crate::{
+    ClaimedTask, NewTask, Store, TaskClaimParams, TaskId, TaskInsertParams, TaskPromoteParams,
+    TenantCap,
+};
 
 /// Claims come out by priority, and FIFO within one priority.
 pub async fn claim_order_priority_then_fifo(store: Arc<dyn Store>) {
@@ -189,5 +192,60 @@ pub async fn fair_share_clock_persists_and_catches_up(store: Arc<dyn Store>) {
     assert_eq!(
         ids(&claim(store, "n", 10, at(10_002)).await),
         vec![x_late, y_late]
+    );
+}
+
+/// Claims up to `max` tasks at `now` under a cap of `cap` per tenant, with `running` held.
+async fn claim_capped(
+    store: &dyn Store,
+    max: usize,
+    cap: usize,
+    running: &[(&str, usize)],
+    now: OffsetDateTime,
+) -> Vec<ClaimedTask> {
+    store
+        .task_claim(TaskClaimParams {
+            node: "n".into(),
+            max,
+            lease: LEASE,
+            now,
+            tenant_cap: Some(TenantCap {
+                max: cap,
+                running: running.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            }),
+        })
+        .await
+        .expect("task_claim")
+}
+
+/// A tenant cap: a claim gives each tenant at most its room (the cap less what it holds),
+/// passes over a full tenant's tasks to claim the others' behind them, and leaves the tasks
+/// passed over queued in their place, with no attempt counted.
+pub async fn claim_tenant_cap(store: Arc<dyn Store>) {
+    let store = &*store;
+    let x = insert_batch(store, flood("x", "x", Priority::Normal, 10), at(0)).await;
+    let y = insert_batch(store, flood("y", "y", Priority::Normal, 3), at(100)).await;
+    assert!(claim_capped(store, 10, 0, &[], at(200)).await.is_empty());
+
+    let got = ids(&claim_capped(store, 10, 2, &[("x", 1)], at(200)).await);
+    assert_eq!(
+        got,
+        vec![x[0].clone(), y[0].clone(), y[1].clone()],
+        "x has room for one, y for two, in claim order"
+    );
+    assert!(
+        claim_capped(store, 10, 2, &[("x", 2), ("y", 2)], at(200))
+            .await
+            .is_empty(),
+        "both tenants full: nothing is claimed though x's and y's tasks are queued"
+    );
+    let got = ids(&claim_capped(store, 10, 2, &[("x", 3), ("y", 1)], at(200)).await);
+    assert_eq!(got, vec![y[2].clone()], "x's queued tasks are passed over");
+
+    let rest = claim(store, "n", 100, at(200)).await;
+    assert_eq!(ids(&rest), x[1..], "x's tasks kept their places in line");
+    assert!(
+        rest.iter().all(|c| c.attempt_number == 1),
+        "passing a task over counts no attempt"
     );
 }

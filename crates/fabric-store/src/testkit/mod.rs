@@ -22,7 +22,7 @@ mod reads;
 mod tenants;
 
 pub use claim_order::{
-    claim_aging, claim_order_priority_then_fifo, fair_share_between_tenants,
+    claim_aging, claim_order_priority_then_fifo, claim_tenant_cap, fair_share_between_tenants,
     fair_share_clock_persists_and_catches_up, fair_share_per_priority,
 };
 pub use completion::{
@@ -112,6 +112,7 @@ pub async fn claim(
             max,
             lease: LEASE,
             now,
+            tenant_cap: None,
         })
         .await
         .expect("task_claim")
@@ -167,6 +168,7 @@ macro_rules! conformance_tests {
             modules_put_get_list,
             claim_order_priority_then_fifo,
             claim_aging,
+            claim_tenant_cap,
             fair_share_between_tenants,
             fair_share_per_priority,
             fair_share_clock_persists_and_catches_up,
