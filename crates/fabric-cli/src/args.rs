@@ -135,7 +135,8 @@ pub struct ServeFlags {
     pub tenant_max_tasks: Option<u64>,
     /// Most attempts of one tenant running at once on this node, so that one tenant's
     /// long-running attempts cannot hold every worker while other tenants' tasks queue.
-    /// At or above --workers it never binds. [default: half the workers, at least 1]
+    /// At or above --workers it never binds. [default: with --auth half the workers, at
+    /// least 1; without, all the workers]
     #[arg(long, env = "FABRIC_TENANT_MAX_RUNNING", value_parser = clap::value_parser!(u32).range(1..))]
     pub tenant_max_running: Option<u32>,
     /// Most module bytes one tenant may store. [default: 1GiB]

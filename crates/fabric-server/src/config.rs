@@ -61,7 +61,8 @@ pub struct ServeOptions {
     pub tenant_max_tasks: Option<u64>,
     /// Most attempts of one tenant running at once on this node, so that one tenant's
     /// long-running attempts cannot hold every worker while other tenants' tasks queue.
-    /// At or above --workers it never binds. [default: half the workers, at least 1]
+    /// At or above --workers it never binds. [default: with --auth half the workers, at
+    /// least 1; without, all the workers]
     pub tenant_max_running: Option<u32>,
     /// Most module bytes one tenant may store. [default: 1GiB]
     #[serde(default, deserialize_with = "size")]
@@ -199,11 +200,18 @@ impl ServerConfig {
             sqlite => sqlite,
         };
         let workers = pick!(workers, Self::DEFAULT_WORKERS);
+        let auth = flags.auth.clone().or(file.auth.clone());
+        // Without --auth every request is the one tenant `default`: a cap could only idle
+        // workers, so it is off (all the workers).
+        let tenant_cap = match auth {
+            Some(_) => fabric_scheduler::SchedulerConfig::fair_share(workers),
+            None => workers,
+        };
         let config = Self {
             listen: pick!(listen, Self::DEFAULT_LISTEN.parse().expect("valid address")),
             store,
             workers,
-            auth: flags.auth.clone().or(file.auth.clone()),
+            auth,
             grace: pick!(grace, Self::DEFAULT_GRACE),
             node: pick!(node, default_node_name()),
             synchronous: pick!(synchronous, SyncMode::Normal),
@@ -213,10 +221,7 @@ impl ServerConfig {
             max_module_bytes: pick!(max_module_bytes, Self::DEFAULT_MAX_MODULE_BYTES),
             max_task_memory: pick!(max_task_memory, Self::DEFAULT_MAX_TASK_MEMORY),
             tenant_max_tasks: pick!(tenant_max_tasks, Self::DEFAULT_TENANT_MAX_TASKS),
-            tenant_max_running: pick!(
-                tenant_max_running,
-                fabric_scheduler::SchedulerConfig::fair_share(workers)
-            ),
+            tenant_max_running: pick!(tenant_max_running, tenant_cap),
             tenant_max_module_bytes: pick!(
                 tenant_max_module_bytes,
                 Self::DEFAULT_TENANT_MAX_MODULE_BYTES
@@ -417,12 +422,13 @@ mod tests {
     }
 
     #[test]
-    fn the_tenant_cap_defaults_to_half_the_workers_and_zero_is_refused() {
+    fn the_tenant_cap_defaults_to_half_the_workers_with_auth_and_zero_is_refused() {
         let with = |workers, cap| {
             ServerConfig::merge(
                 ServeOptions {
                     workers: Some(workers),
                     tenant_max_running: cap,
+                    auth: Some("tokens.toml".into()),
                     ..ServeOptions::default()
                 },
                 ServeOptions::default(),
@@ -433,7 +439,8 @@ mod tests {
         assert_eq!(with(1, None).unwrap().tenant_max_running, 1);
         assert_eq!(
             ServerConfig::defaults().tenant_max_running,
-            ServerConfig::DEFAULT_WORKERS / 2
+            ServerConfig::DEFAULT_WORKERS,
+            "without --auth there is one tenant: the cap is off"
         );
         assert_eq!(with(6, Some(9)).unwrap().tenant_max_running, 9);
         let err = with(6, Some(0)).unwrap_err().to_string();

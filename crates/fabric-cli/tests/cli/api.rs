@@ -620,13 +620,18 @@ async fn the_tenant_cap_is_an_option_with_a_fair_share_default_and_a_bad_value_r
     assert!(
         help.contains("--tenant-max-running <TENANT_MAX_RUNNING>")
             && help.contains("FABRIC_TENANT_MAX_RUNNING")
-            && help.contains("[default: half the workers, at least 1]"),
+            && help.contains(
+                "[default: with --auth half the workers, at least 1; without, all the workers]"
+            ),
         "{help}"
     );
 
     let fabric = Fabric::start(&["--workers", "6"]);
     let stats = fabric.client().call("fabric.stats", json!({})).await;
-    assert_eq!(stats["tenant_max_running"], 3, "half the workers: {stats}");
+    assert_eq!(
+        stats["tenant_max_running"], 6,
+        "without --auth there is one tenant, and the cap is off: {stats}"
+    );
     drop(fabric);
     let fabric = Fabric::start(&["--workers", "6", "--tenant-max-running", "5"]);
     let stats = fabric.client().call("fabric.stats", json!({})).await;
