@@ -3,6 +3,7 @@
 
 mod id;
 mod limits;
+pub mod millis;
 mod outcome;
 mod size;
 mod task;

@@ -172,13 +172,13 @@ struct WireAttempt {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
+        with = "crate::millis::option"
     )]
     started_at: Option<OffsetDateTime>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
+        with = "crate::millis::option"
     )]
     finished_at: Option<OffsetDateTime>,
 }

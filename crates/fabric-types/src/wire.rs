@@ -120,18 +120,18 @@ pub struct Task {
     pub module: String,
     pub state: TaskState,
     pub priority: Priority,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::millis")]
     pub created_at: OffsetDateTime,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
+        with = "crate::millis::option"
     )]
     pub started_at: Option<OffsetDateTime>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
+        with = "crate::millis::option"
     )]
     pub finished_at: Option<OffsetDateTime>,
     #[serde(default)]
@@ -209,7 +209,7 @@ pub struct ModuleEntry {
     pub name: Option<String>,
     pub size: u64,
     pub kind: ModuleKind,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::millis")]
     pub created_at: OffsetDateTime,
 }
 
