@@ -60,9 +60,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         let claimed = match shared.store.task_claim(claim).await {
             Ok(claimed) => {
-                let mut held = shared.held.lock().expect("held lock");
-                for task in &claimed {
-                    *held.entry(task.tenant.clone()).or_insert(0) += 1;
+                if shared.config.tenant_cap_binds() {
+                    let mut held = shared.held.lock().expect("held lock");
+                    for task in &claimed {
+                        *held.entry(task.tenant.clone()).or_insert(0) += 1;
+                    }
                 }
                 claimed
             }
@@ -104,14 +106,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 /// The tenant cap for a claim: what each tenant holds on this node now. `None` when the
-/// cap cannot bind (it is at least the workers), so the claim takes the plain path.
+/// cap cannot bind, so the claim takes the plain path.
 fn tenant_cap(shared: &Shared) -> Option<TenantCap> {
-    let max = shared.config.tenant_cap();
-    if max >= shared.config.workers {
+    if !shared.config.tenant_cap_binds() {
         return None;
     }
     Some(TenantCap {
-        max: max as usize,
+        max: shared.config.tenant_cap() as usize,
         running: shared.held.lock().expect("held lock").clone(),
     })
 }
@@ -258,10 +259,11 @@ async fn run_attempt(
     permit: OwnedSemaphorePermit,
     loading: Arc<std::sync::Mutex<HashMap<ModuleId, Arc<AsyncMutex<()>>>>>,
 ) {
-    let slot = TenantSlot {
+    // Counted only where the cap can bind: a node without one pays nothing per attempt.
+    let slot = shared.config.tenant_cap_binds().then(|| TenantSlot {
         shared: shared.clone(),
         tenant: task.tenant.clone(),
-    };
+    });
     let running = Arc::new(Running {
         task_id: task.task_id.clone(),
         cancel: CancelToken::new(),

@@ -92,6 +92,12 @@ impl SchedulerConfig {
             .unwrap_or_else(|| Self::fair_share(self.workers))
     }
 
+    /// Whether the cap can ever stop an attempt: only below `workers`. When it cannot, the
+    /// dispatcher neither counts tenants' attempts nor passes a cap to its claims.
+    pub fn tenant_cap_binds(&self) -> bool {
+        self.tenant_cap() < self.workers
+    }
+
     /// Defaults for a node with this name.
     pub fn new(node: impl Into<String>) -> Self {
         Self {

@@ -220,10 +220,6 @@ fn encode(value: impl Serialize) -> Result<Value, RpcError> {
     serde_json::to_value(value).map_err(RpcError::internal)
 }
 
-fn store_error(err: fabric_store::StoreError) -> RpcError {
-    RpcError::store(err)
-}
-
 fn refuse_if_draining(app: &App) -> Result<(), RpcError> {
     if app.is_draining() {
         Err(RpcError::draining())
@@ -272,7 +268,7 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
             tenant: who.tenant.clone(),
         })
         .await
-        .map_err(store_error)?;
+        .map_err(RpcError::store)?;
     let stored: u64 = existing.iter().filter(|m| m.id != id).map(|m| m.size).sum();
     let quota = app.config.tenant_max_module_bytes;
     if stored + bytes.len() as u64 > quota {
@@ -308,7 +304,7 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
             now: OffsetDateTime::now_utc(),
         })
         .await
-        .map_err(store_error)?;
+        .map_err(RpcError::store)?;
     encode(ModulePutResult {
         module: info.id.to_string(),
         size,
@@ -324,7 +320,7 @@ async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value,
             tenant: who.tenant.clone(),
         })
         .await
-        .map_err(store_error)?;
+        .map_err(RpcError::store)?;
     encode(ModuleListResult {
         modules: modules
             .into_iter()
@@ -394,7 +390,7 @@ async fn submit(
             now: OffsetDateTime::now_utc(),
         })
         .await
-        .map_err(store_error)?;
+        .map_err(RpcError::store)?;
     app.scheduler.wake();
     let mut fresh = 0;
     for (inserted, priority) in inserted.iter().zip(priorities) {
@@ -448,7 +444,7 @@ async fn get(app: &App, who: &Principal, id: &str) -> Result<wire::Task, RpcErro
             id: TaskId::from(id),
         })
         .await
-        .map_err(store_error)?
+        .map_err(RpcError::store)?
         .ok_or_else(|| RpcError::not_found(format!("task {id:?}")).with_data(json!({"id": id})))?;
     Ok(spec::task_view(record))
 }
@@ -508,7 +504,7 @@ async fn task_list(app: &App, who: &Principal, params: Value) -> Result<Value, R
             fabric_store::StoreError::InvalidArgument(message) => {
                 RpcError::invalid_params("cursor", message)
             }
-            other => store_error(other),
+            other => RpcError::store(other),
         })?;
     encode(spec::bounded_page(
         page.tasks.into_iter().map(spec::task_view),
@@ -562,7 +558,7 @@ async fn fabric_stats(app: &App, who: &Principal, params: Value) -> Result<Value
             tenant: who.scope(),
         })
         .await
-        .map_err(store_error)?;
+        .map_err(RpcError::store)?;
     let [critical, high, normal, low, background] = stats.queued_by_priority;
     encode(FabricStats {
         queued: QueuedByPriority {
