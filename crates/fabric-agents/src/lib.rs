@@ -98,6 +98,9 @@ macro_rules! fixtures {
 }
 
 #[cfg(any(test, feature = "attack-fixtures"))]
+pub mod bombs;
+
+#[cfg(any(test, feature = "attack-fixtures"))]
 fixtures! {
     "busy_host_calls",
     "deep_recursion",

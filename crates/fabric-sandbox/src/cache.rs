@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fabric_types::ModuleId;
 pub use fabric_types::ModuleKind;
@@ -34,6 +35,11 @@ pub enum LoadError {
     NotWasm(String),
     #[error("invalid WebAssembly: {0}")]
     Invalid(String),
+    /// Every compile thread stayed taken for as long as the caller would wait.
+    #[error(
+        "busy: every compile thread was taken for {waited_ms} ms ({running} compilations in progress); nothing was compiled, try again"
+    )]
+    Busy { waited_ms: u64, running: usize },
 }
 
 /// A compiled, linked module or component, ready to instantiate in microseconds.
@@ -150,7 +156,12 @@ impl ModuleCache {
         })
     }
 
-    pub fn load(&self, engine: &FabricEngine, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
+    pub fn load(
+        &self,
+        engine: &FabricEngine,
+        bytes: &[u8],
+        wait: Option<Duration>,
+    ) -> Result<Arc<Agent>, LoadError> {
         let size = bytes.len() as u64;
         if size > self.max_module_bytes {
             return Err(LoadError::TooLarge {
@@ -171,7 +182,11 @@ impl ModuleCache {
                 crate::complexity::check(bytes).map_err(LoadError::Invalid)?;
                 let compiled = self
                     .compiler
-                    .run(|| Compiled::compile(engine, kind, bytes))?;
+                    .run(wait, || Compiled::compile(engine, kind, bytes))
+                    .map_err(|running| LoadError::Busy {
+                        waited_ms: wait.unwrap_or_default().as_millis() as u64,
+                        running,
+                    })??;
                 self.compiles.fetch_add(1, Ordering::Relaxed);
                 self.write_artifact(&id, &compiled);
                 compiled
@@ -410,10 +425,17 @@ impl Compiled {
     }
 }
 
-/// A directory name that changes whenever precompiled artifacts stop being compatible.
+/// The version of the checks made before compiling ([`crate::complexity::check`]). Bump it
+/// when they refuse more, so that artifacts compiled before are not loaded unchecked.
+/// 2: types open to subtyping are refused (GHSA-rc4p-x33f-vpr2).
+const CHECKS_VERSION: u32 = 2;
+
+/// A directory name that changes whenever precompiled artifacts stop being compatible, or
+/// the checks before compiling change.
 fn compatibility_key(engine: &wasmtime::Engine) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
+    CHECKS_VERSION.hash(&mut hasher);
     format!("engine-{:016x}", hasher.finish())
 }
 

@@ -35,9 +35,11 @@ const CONTROL_WEIGHT: u64 = 160;
 
 /// Checks every function of a module or component (nested modules included) against the
 /// per-function limits above, and the whole against [`MAX_MODULE_COST`]; the error names
-/// the function and the limit, or the module's cost and the budget. Invalid Wasm is left
-/// for the compiler to report.
+/// the function and the limit, or the module's cost and the budget. Types open to
+/// subtyping are refused first (`subtypes`). Invalid Wasm is left for the compiler to
+/// report.
 pub fn check(bytes: &[u8]) -> Result<(), String> {
+    crate::subtypes::refuse_subtyping(bytes)?;
     let cost = compile_cost(bytes)?;
     if cost > MAX_MODULE_COST {
         return Err(format!(

@@ -4,6 +4,7 @@
 
 use std::sync::{Condvar, Mutex, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
@@ -77,6 +78,7 @@ impl FabricEngine {
             )
             .map_err(engine_err)?
             .allow_shadowing(false);
+        crate::hostcalls::shadow_random_get(&mut p1_linker).map_err(engine_err)?;
         let mut p2_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker).map_err(engine_err)?;
 
@@ -120,17 +122,35 @@ impl CompilePool {
     /// Runs `compile` on the pool once fewer than `compile_threads` compilations are in
     /// progress, blocking the calling thread (call it from a blocking thread, never from an
     /// async worker) until it is done. Wasmtime's parallel compilation of the functions
-    /// then uses the pool's threads, never the others.
-    pub fn run<T: Send>(&self, compile: impl FnOnce() -> T + Send) -> T {
+    /// then uses the pool's threads, never the others. With `wait`, gives up (`Err`, with
+    /// the compilations in progress) when no compile thread came free within it.
+    pub fn run<T: Send>(
+        &self,
+        wait: Option<Duration>,
+        compile: impl FnOnce() -> T + Send,
+    ) -> Result<T, usize> {
+        let give_up = wait.map(|wait| Instant::now() + wait);
         {
             let mut running = self.running.lock().expect("compile gate poisoned");
             while *running >= self.limit {
-                running = self.freed.wait(running).expect("compile gate poisoned");
+                running = match give_up {
+                    None => self.freed.wait(running).expect("compile gate poisoned"),
+                    Some(at) => {
+                        let left = at.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(*running);
+                        }
+                        self.freed
+                            .wait_timeout(running, left)
+                            .expect("compile gate poisoned")
+                            .0
+                    }
+                };
             }
             *running += 1;
         }
         let _leave = Leave(self);
-        self.pool.install(compile)
+        Ok(self.pool.install(compile))
     }
 
     /// Compilations in progress now.
@@ -236,7 +256,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine, tick: std::time::Duration) -> Self {
+    fn start(engine: Engine, tick: Duration) -> Self {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("fabric-epoch".into())

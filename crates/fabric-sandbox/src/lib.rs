@@ -7,9 +7,11 @@ mod cancel;
 mod complexity;
 mod config;
 mod engine;
+mod hostcalls;
 mod limiter;
 mod pipe;
 mod run;
+mod subtypes;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ pub use complexity::{
     compile_cost,
 };
 pub use config::{Pooling, SandboxConfig};
+pub use hostcalls::{MAX_RANDOM_BYTES, MIN_HOSTCALL_BYTES, RANDOM_SLICE};
 pub use run::{DirGrant, FUEL_SLICE, RunRequest};
 
 use fabric_types::{Attempt, ModuleId};
@@ -81,7 +84,18 @@ impl Sandbox {
     /// threads and blocks the caller until one is free and it is done: call this from a
     /// blocking thread, never from an async worker.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
-        self.cache.load(&self.engine, bytes)
+        self.cache.load(&self.engine, bytes, None)
+    }
+
+    /// [`Sandbox::load`], but waits at most `wait` for a compile thread: when every one
+    /// stays taken that long, gives up with [`LoadError::Busy`] without compiling. For
+    /// callers that must answer in bounded time (an API call uploading a module).
+    pub fn load_within(
+        &self,
+        bytes: &[u8],
+        wait: std::time::Duration,
+    ) -> Result<Arc<Agent>, LoadError> {
+        self.cache.load(&self.engine, bytes, Some(wait))
     }
 
     /// The agent with this id, if it is loaded in memory or precompiled on disk.

@@ -20,6 +20,7 @@ use crate::CancelToken;
 use crate::SpawnObserver;
 use crate::cache::{Agent, Linked};
 use crate::engine::FabricEngine;
+use crate::hostcalls::{MAX_RANDOM_BYTES, hostcall_bytes};
 use crate::limiter::{LimitExceeded, Limiter};
 use crate::pipe::CappedOutput;
 
@@ -71,6 +72,20 @@ pub(crate) struct Guest<W> {
     limiter: Limiter,
     deadline: Instant,
     cancel: CancelToken,
+}
+
+impl<W> Guest<W> {
+    /// Whether the attempt must stop now: it was cancelled or its deadline passed. Checked
+    /// at every epoch tick and inside long host calls.
+    pub(crate) fn check_interrupted(&self) -> wasmtime::Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(wasmtime::Error::new(Interrupted::Cancelled));
+        }
+        if Instant::now() >= self.deadline {
+            return Err(wasmtime::Error::new(Interrupted::Timeout));
+        }
+        Ok(())
+    }
 }
 
 pub(crate) type P1Guest = Guest<WasiP1Ctx>;
@@ -246,6 +261,7 @@ fn wasi_builder(
         .stderr(stderr.clone())
         .arg("agent")
         .envs(&request.env)
+        .max_random_size(MAX_RANDOM_BYTES)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
@@ -301,15 +317,11 @@ fn new_store<W: Send + 'static>(
         .expect("fuel metering is on in every fabric engine");
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| {
-        let guest = ctx.data();
-        if guest.cancel.is_cancelled() {
-            return Err(wasmtime::Error::new(Interrupted::Cancelled));
-        }
-        if Instant::now() >= guest.deadline {
-            return Err(wasmtime::Error::new(Interrupted::Timeout));
-        }
+        ctx.data().check_interrupted()?;
         Ok(UpdateDeadline::Yield(1))
     });
+    store.set_hostcall_fuel(hostcall_bytes(limits.output_bytes, limits.log_bytes));
+    store.set_max_component_handles(engine.config.max_guest_handles as usize);
     store
 }
 

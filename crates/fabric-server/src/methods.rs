@@ -228,6 +228,11 @@ fn refuse_if_draining(app: &App) -> Result<(), RpcError> {
     }
 }
 
+/// How long `module.put` waits for a compile thread before answering "busy": with the
+/// compile budget's few seconds of compiling, the call answers within 10 s whatever it
+/// is given and however many uploads arrive at once.
+pub const MODULE_PUT_COMPILE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
     refuse_if_draining(app)?;
     let put: ModulePut = decode(params)?;
@@ -283,13 +288,14 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
     }
     let sandbox = app.sandbox.clone();
     let (bytes, loaded) = tokio::task::spawn_blocking(move || {
-        let loaded = sandbox.load(&bytes);
+        let loaded = sandbox.load_within(&bytes, MODULE_PUT_COMPILE_WAIT);
         (bytes, loaded)
     })
     .await
     .map_err(RpcError::internal)?;
     let agent = loaded.map_err(|err| match err {
         LoadError::TooLarge { .. } => too_large(bytes.len() as u64),
+        busy @ LoadError::Busy { .. } => RpcError::new(code::BUSY, busy.to_string()),
         other => RpcError::new(code::MODULE_INVALID, format!("module invalid: {other}")),
     })?;
     let size = bytes.len() as u64;

@@ -22,6 +22,9 @@ pub mod code {
     pub const MODULE_INVALID: i64 = -32005;
     /// The store's disk is full: nothing was written; retry once space is freed.
     pub const STORE_FULL: i64 = -32006;
+    /// A resource the call needs stayed taken for as long as the call may wait (the
+    /// compile threads, for `module.put`): nothing was done; retry.
+    pub const BUSY: i64 = -32007;
 }
 
 /// Optional per-task limits; absent fields take the server's defaults.

@@ -1,7 +1,6 @@
 //! Bounded compilation: the whole-module compile budget refuses compile bombs before any
 //! compiling, ordinary agents stay far below it, and loads compile on a bounded pool.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -9,58 +8,9 @@ use fabric_sandbox::{
     CancelToken, LoadError, MAX_MODULE_COST, Sandbox, SandboxConfig, compile_cost,
 };
 
+use fabric_agents::bombs::{nested_diamonds, nested_loops_rewriting_locals};
+
 use crate::util::*;
-
-/// A `_start` with `locals` i64 locals and `depth` nested loops whose innermost body
-/// rewrites every local from its neighbour, so each local is live, and rewritten, across
-/// every loop header: the shape of the compile bomb of issue 13.
-fn nested_loops_rewriting_locals(locals: usize, depth: usize) -> String {
-    let mut source = format!(
-        "(module (func (export \"_start\") (local {})\n",
-        "i64 ".repeat(locals)
-    );
-    source.push_str(&"(loop ".repeat(depth));
-    for i in 0..locals {
-        let next = (i + 1) % locals;
-        writeln!(
-            source,
-            "(local.set {i} (i64.add (local.get {i}) (local.get {next})))"
-        )
-        .unwrap();
-    }
-    source.push_str(&")".repeat(depth));
-    source.push_str("))");
-    source
-}
-
-/// `functions` functions, each with `locals` i64 locals and `diamonds` if/else diamonds
-/// nested `depth` deep, each arm rewriting a different local: merges instead of loops.
-fn nested_diamonds(functions: usize, locals: usize, depth: usize, diamonds: usize) -> String {
-    let mut source = String::from("(module\n");
-    for _ in 0..functions {
-        write!(
-            source,
-            "(func (param i32) (local {})",
-            "i64 ".repeat(locals)
-        )
-        .unwrap();
-        source.push_str(&"(block ".repeat(depth));
-        for d in 0..diamonds {
-            let a = 1 + (d * 7) % locals;
-            let b = 1 + (d * 13 + 1) % locals;
-            writeln!(
-                source,
-                "(if (local.get 0) (then (local.set {a} (i64.add (local.get {a}) (local.get {b})))) (else (local.set {b} (i64.sub (local.get {b}) (local.get {a}))))) (br_if {} (local.get 0))",
-                d % depth
-            )
-            .unwrap();
-        }
-        source.push_str(&")".repeat(depth));
-        source.push_str(")\n");
-    }
-    source.push_str("(func (export \"_start\")))");
-    source
-}
 
 fn wasm(source: &str) -> Vec<u8> {
     wat::parse_str(source).unwrap()
@@ -214,6 +164,41 @@ fn compilations_wait_for_the_compile_threads() {
     assert_eq!(stats.compiles, 4);
     assert_eq!(stats.compiling, 0);
     assert_eq!(peak.load(Ordering::Relaxed), 1, "one compilation at a time");
+}
+
+#[test]
+fn a_load_that_may_wait_only_so_long_gives_up_busy_without_compiling() {
+    let sandbox = own_sandbox(1);
+    let slow = wasm(&nested_loops_rewriting_locals(1_000, 500));
+    let quick = wasm(&nested_loops_rewriting_locals(10, 2));
+    std::thread::scope(|scope| {
+        let compiling = scope.spawn(|| sandbox.load(&slow).map(|_| ()));
+        while sandbox.cache_stats().compiling == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        let loaded = sandbox.load_within(&quick, Duration::from_millis(100));
+        let took = start.elapsed();
+        match loaded {
+            Err(LoadError::Busy { waited_ms, running }) => {
+                assert_eq!((waited_ms, running), (100, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        compiling.join().unwrap().expect("the slow module loads");
+    });
+    assert_eq!(
+        sandbox.cache_stats().compiles,
+        1,
+        "the busy load compiled nothing"
+    );
+    let start = Instant::now();
+    sandbox
+        .load_within(&quick, Duration::from_millis(100))
+        .expect("with a free compile thread the load compiles");
+    eprintln!("quick module compiled in {:?}", start.elapsed());
 }
 
 #[test]

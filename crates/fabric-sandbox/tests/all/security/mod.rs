@@ -8,6 +8,7 @@ mod cpu;
 mod env;
 mod files;
 mod grant;
+mod hostcalls;
 mod memory;
 mod modules;
 mod network;

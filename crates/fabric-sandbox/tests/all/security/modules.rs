@@ -287,3 +287,41 @@ async fn attack_module_shared_memory_cannot_park_a_worker_thread() {
     }
     assert_serves(sandbox()).await;
 }
+
+#[tokio::test]
+async fn attack_module_types_open_to_subtyping_are_refused_before_they_can_abort_the_host() {
+    // GHSA-rc4p-x33f-vpr2: in Wasmtime 48.0.8 without its `gc` feature, `call_indirect`
+    // through a non-final type reaches a check that panics where it cannot unwind, and the
+    // whole process aborts (`fabric run` of this module did, exit 134).
+    for (what, source) in [
+        (
+            "a subtype called through its supertype",
+            r#"(module
+  (type $t (sub (func)))
+  (type $u (sub $t (func)))
+  (table 1 funcref)
+  (elem (i32.const 0) func $f)
+  (func $f (type $u))
+  (func (export "_start") (call_indirect (type $t) (i32.const 0))))"#,
+        ),
+        (
+            "a function of another type called through a non-final type",
+            r#"(module
+  (type $t (sub (func)))
+  (type $v (sub (func (param i32))))
+  (table 1 funcref)
+  (elem (i32.const 0) func $f)
+  (func $f (type $v))
+  (func (export "_start") (call_indirect (type $t) (i32.const 0))))"#,
+        ),
+    ] {
+        let wasm = wat::parse_str(source).unwrap();
+        match sandbox().load(&wasm) {
+            Err(LoadError::Invalid(why)) => {
+                assert!(why.contains("open to subtyping"), "{what}: {why}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert_serves(sandbox()).await;
+}
