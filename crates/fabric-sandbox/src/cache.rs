@@ -37,7 +37,7 @@ pub enum LoadError {
     Invalid(String),
     /// Every compile thread stayed taken for as long as the caller would wait.
     #[error(
-        "busy: every compile thread was taken for {waited_ms} ms ({running} compilations in progress); nothing was compiled, try again"
+        "busy: every compile thread was taken for {waited_ms} ms (compilations in progress: {running}); nothing was compiled, try again"
     )]
     Busy { waited_ms: u64, running: usize },
 }

@@ -265,27 +265,10 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
         ));
     }
     let id = ModuleId::of(&bytes);
-    // Held until the module is stored: the quota's check and the write are one step.
-    let _one_at_a_time = app.module_puts.lock(&who.tenant).await;
-    let existing = app
-        .store
-        .module_list(ModuleListParams {
-            tenant: who.tenant.clone(),
-        })
-        .await
-        .map_err(RpcError::store)?;
-    let stored: u64 = existing.iter().filter(|m| m.id != id).map(|m| m.size).sum();
-    let quota = app.config.tenant_max_module_bytes;
-    if stored + bytes.len() as u64 > quota {
-        return Err(RpcError::new(
-            code::QUOTA,
-            format!(
-                "module quota: this tenant stores {stored} bytes of modules; adding {} would pass its limit of {quota} (tenant_max_module_bytes)",
-                bytes.len()
-            ),
-        )
-        .with_data(json!({"limit": "tenant_max_module_bytes", "max": quota, "current": stored})));
-    }
+    // Refused early, before any compiling, when it cannot fit; checked again below.
+    module_quota(app, who, &id, bytes.len() as u64).await?;
+    // Compiled outside the tenant's lock, so that one tenant's uploads wait for a compile
+    // thread side by side (each at most MODULE_PUT_COMPILE_WAIT), not in a queue.
     let sandbox = app.sandbox.clone();
     let (bytes, loaded) = tokio::task::spawn_blocking(move || {
         let loaded = sandbox.load_within(&bytes, MODULE_PUT_COMPILE_WAIT);
@@ -298,6 +281,9 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
         busy @ LoadError::Busy { .. } => RpcError::new(code::BUSY, busy.to_string()),
         other => RpcError::new(code::MODULE_INVALID, format!("module invalid: {other}")),
     })?;
+    // Held until the module is stored: the quota's check and the write are one step.
+    let _one_at_a_time = app.module_puts.lock(&who.tenant).await;
+    module_quota(app, who, &id, bytes.len() as u64).await?;
     let size = bytes.len() as u64;
     let info = app
         .store
@@ -316,6 +302,39 @@ async fn module_put(app: &App, who: &Principal, params: Value) -> Result<Value, 
         size,
         kind: info.kind,
     })
+}
+
+/// Refuses a module of `size` bytes that would take the tenant past its module quota
+/// (a module it already stores under the same id counts once).
+async fn module_quota(
+    app: &App,
+    who: &Principal,
+    id: &ModuleId,
+    size: u64,
+) -> Result<(), RpcError> {
+    let existing = app
+        .store
+        .module_list(ModuleListParams {
+            tenant: who.tenant.clone(),
+        })
+        .await
+        .map_err(RpcError::store)?;
+    let stored: u64 = existing
+        .iter()
+        .filter(|m| m.id != *id)
+        .map(|m| m.size)
+        .sum();
+    let quota = app.config.tenant_max_module_bytes;
+    if stored + size > quota {
+        return Err(RpcError::new(
+            code::QUOTA,
+            format!(
+                "module quota: this tenant stores {stored} bytes of modules; adding {size} would pass its limit of {quota} (tenant_max_module_bytes)"
+            ),
+        )
+        .with_data(json!({"limit": "tenant_max_module_bytes", "max": quota, "current": stored})));
+    }
+    Ok(())
 }
 
 async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {

@@ -16,24 +16,29 @@ const BIG: u32 = 60 << 20;
 const BUF_AT: u32 = 0x10000;
 
 /// A preview 1 module that opens `/data/big.bin` and, until its timeout, reads it from
-/// offset 0 with `fd_pread` into one buffer of 60 MiB, then of 4 MiB (the per-call bound
-/// for its limits). Each read that the host takes is a host buffer the size of the read,
-/// filled from the file and held while a blocking thread reads.
+/// its start with `fd_read` into one buffer of 60 MiB, then of 4 MiB (the per-call bound
+/// for its limits). wasmtime-wasi allocates a host buffer the size of the read and fills
+/// it on a blocking thread while the attempt waits, so without a bound every attacker
+/// held a 60 MiB host buffer at once.
 fn attacker() -> Vec<u8> {
     let pages = (BUF_AT + BIG) / 0x10000;
     wat::parse_str(format!(
         r#"(module
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_pread"
-    (func $fd_pread (param i32 i32 i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_seek"
+    (func $fd_seek (param i32 i64 i32 i32) (result i32)))
   (memory (export "memory") {pages})
   (data (i32.const 64) "big.bin")
   (func $read (param $len i32)
     (i32.store (i32.const 0) (i32.const {BUF_AT}))
     (i32.store (i32.const 4) (local.get $len))
-    (drop (call $fd_pread (i32.load (i32.const 32)) (i32.const 0) (i32.const 1)
-      (i64.const 0) (i32.const 16))))
+    (drop (call $fd_seek (i32.load (i32.const 32)) (i64.const 0) (i32.const 0)
+      (i32.const 24)))
+    (drop (call $fd_read (i32.load (i32.const 32)) (i32.const 0) (i32.const 1)
+      (i32.const 16))))
   (func (export "_start")
     (if (call $path_open (i32.const 3) (i32.const 1) (i32.const 64) (i32.const 7)
           (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 32))
