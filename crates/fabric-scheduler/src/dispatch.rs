@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::complete::Done;
 use crate::policy::full_jitter;
+use crate::service::emit_expired;
 use crate::{Interruption, Running, Shared};
 use fabric_store::rules::next_after;
 
@@ -60,13 +61,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         let claimed = match shared.store.task_claim(claim).await {
             Ok(claimed) => {
+                if !claimed.expired.is_empty() {
+                    let (shared, expired) = (shared.clone(), claimed.expired);
+                    tokio::spawn(async move { emit_expired(&shared, expired).await });
+                }
                 if shared.config.tenant_cap_binds() {
                     let mut held = shared.held.lock().expect("held lock");
-                    for task in &claimed {
+                    for task in &claimed.tasks {
                         *held.entry(task.tenant.clone()).or_insert(0) += 1;
                     }
                 }
-                claimed
+                claimed.tasks
             }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming tasks failed; trying again shortly");

@@ -136,10 +136,10 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
     .await;
 }
 
-/// Emits an `expired` event for each task maintenance just expired, so that subscribers,
+/// Emits an `expired` event for each task maintenance or a claim just expired, so that subscribers,
 /// waiters and metrics see it at once. The store answers with ids only; each task is read
 /// for its tenant (a task pruned meanwhile is skipped).
-async fn emit_expired(shared: &Shared, expired: Vec<TaskId>) {
+pub(crate) async fn emit_expired(shared: &Shared, expired: Vec<TaskId>) {
     for id in expired {
         let params = TaskGetParams {
             tenant: None,

@@ -95,7 +95,7 @@ impl Store for TimedStore {
         self.inner.task_list(params).await
     }
 
-    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Claimed> {
         self.timed(StoreOp::Claim, self.inner.task_claim(params))
             .await
     }

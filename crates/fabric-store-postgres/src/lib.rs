@@ -60,7 +60,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use fabric_store::{
-    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, LeaderAcquireParams,
+    Capabilities, Claimed, Completed, Heartbeat, Inserted, LeaderAcquireParams,
     LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleListParams, ModulePutParams,
     ModuleRecord, Rescued, Stats, StatsParams, Store, StoreError, TaskCancelParams,
     TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
@@ -268,9 +268,9 @@ impl Store for PostgresStore {
         reads::task_list(&self.db, params).await
     }
 
-    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Claimed, StoreError> {
         if params.max == 0 {
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
         writes::task_claim(&self.db, params).await
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fabric_store::{
-    Capabilities, ClaimedTask, Completed, Heartbeat, Inserted, LeaderAcquireParams,
+    Capabilities, Claimed, Completed, Heartbeat, Inserted, LeaderAcquireParams,
     LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleListParams, ModulePutParams,
     ModuleRecord, ModuleRef, Rescued, Stats, StatsParams, Store, StoreError, TaskCancelParams,
     TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
@@ -365,9 +365,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>, StoreError> {
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Claimed, StoreError> {
         if params.max == 0 {
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
         self.writer
             .write("task_claim", move |ctx| writes::task_claim(ctx, params))
@@ -645,7 +645,7 @@ mod tests {
             tenant_cap: None,
         };
         // Claims at 100 expire the queued tasks whose deadline passed.
-        let claimed = store.task_claim(claim(12, at(100))).await.unwrap();
+        let claimed = store.task_claim(claim(12, at(100))).await.unwrap().tasks;
         assert_counts_match(&path);
         let cancel = |id: TaskId| TaskCancelParams {
             tenant: None,
@@ -698,7 +698,7 @@ mod tests {
         );
         assert_counts_match(&path);
 
-        let running = store.task_claim(claim(6, at(130))).await.unwrap();
+        let running = store.task_claim(claim(6, at(130))).await.unwrap().tasks;
         store
             .task_heartbeat(TaskHeartbeatParams {
                 attempt_ids: running.iter().map(|c| c.attempt_id.clone()).collect(),
@@ -788,7 +788,8 @@ mod tests {
                 tenant_cap: None,
             })
             .await
-            .unwrap();
+            .unwrap()
+            .tasks;
         assert_eq!(claimed[0].task_id.as_str(), "T4");
         assert!(
             claimed[0].dirs.is_empty(),
@@ -883,7 +884,8 @@ mod tests {
                 tenant_cap: None,
             })
             .await
-            .unwrap();
+            .unwrap()
+            .tasks;
         let completions = claimed
             .iter()
             .take(12)

@@ -69,7 +69,8 @@ fn crash_child() {
                     tenant_cap: None,
                 })
                 .await
-                .unwrap();
+                .unwrap()
+                .tasks;
             let completions = claimed
                 .into_iter()
                 .map(|c| Completion {
@@ -180,7 +181,8 @@ fn kill_9_loses_no_acknowledged_task() {
                     tenant_cap: None,
                 })
                 .await
-                .unwrap();
+                .unwrap()
+                .tasks;
             if claimed.is_empty() {
                 break;
             }

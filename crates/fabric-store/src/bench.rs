@@ -39,7 +39,7 @@ async fn claim(store: &dyn Store, n: usize) -> Vec<ClaimedTask> {
         now: OffsetDateTime::now_utc(),
         tenant_cap: None,
     };
-    let claimed = store.task_claim(params).await.unwrap();
+    let claimed = store.task_claim(params).await.unwrap().tasks;
     assert_eq!(claimed.len(), n);
     claimed
 }

@@ -31,13 +31,13 @@ use time::OffsetDateTime;
 pub use error::{BoxError, Result, StoreError};
 pub use id::{AttemptId, TaskId};
 pub use model::{
-    AGING_STEP_MS, AttemptRecord, Capabilities, ClaimedTask, Completed, Completion, FairClock,
-    Heartbeat, Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams, ModuleInfo,
-    ModuleKind, ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, NewTask, Next, Rescued,
-    Stats, StatsParams, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
-    TaskGetParams, TaskHeartbeatParams, TaskInsertParams, TaskListParams, TaskPage,
-    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, TenantCap, claim_sort_key,
-    from_millis, to_millis,
+    AGING_STEP_MS, AttemptRecord, Capabilities, Claimed, ClaimedTask, Completed, Completion,
+    FairClock, Heartbeat, Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams,
+    ModuleInfo, ModuleKind, ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, NewTask,
+    Next, Rescued, Stats, StatsParams, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
+    TaskExpireParams, TaskGetParams, TaskHeartbeatParams, TaskInsertParams, TaskListParams,
+    TaskPage, TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, TenantCap,
+    claim_sort_key, from_millis, to_millis,
 };
 
 /// The durable home of modules, tasks and attempts. Object-safe: hold it as
@@ -75,8 +75,9 @@ pub trait Store: Send + Sync + Debug {
 
     /// Moves up to `max` queued tasks to `running` in claim order, each under a new attempt
     /// holding a lease until `now + lease`. A queued task whose deadline has passed is
-    /// expired instead of claimed. No task is ever handed to two claimers.
-    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>>;
+    /// expired instead of claimed, and named in [`Claimed::expired`]. No task is ever
+    /// handed to two claimers.
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Claimed>;
 
     /// Renews the leases of the attempts that still hold their tasks.
     async fn task_heartbeat(&self, params: TaskHeartbeatParams) -> Result<Heartbeat>;

@@ -344,6 +344,14 @@ impl TenantCap {
     }
 }
 
+/// What one claim did: the tasks it handed over, in claim order, and the queued tasks it
+/// found past their deadline and expired instead (for their `expired` events).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    pub tasks: Vec<ClaimedTask>,
+    pub expired: Vec<TaskId>,
+}
+
 /// A task handed to a worker: everything needed to run the attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedTask {

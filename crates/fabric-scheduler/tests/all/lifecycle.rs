@@ -320,7 +320,7 @@ async fn a_task_held_by_a_dead_node_is_rescued_and_retried() {
         now: claimed_at,
         tenant_cap: None,
     };
-    assert_eq!(fabric.store.task_claim(claim).await.unwrap().len(), 1);
+    assert_eq!(fabric.store.task_claim(claim).await.unwrap().tasks.len(), 1);
 
     let mut cfg = config(2);
     cfg.node = "live-node".into();

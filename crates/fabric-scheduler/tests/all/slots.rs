@@ -74,7 +74,7 @@ impl Store for HeldCompletions {
         self.inner.task_list(params).await
     }
 
-    async fn task_claim(&self, params: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
+    async fn task_claim(&self, params: TaskClaimParams) -> Result<Claimed> {
         self.inner.task_claim(params).await
     }
 

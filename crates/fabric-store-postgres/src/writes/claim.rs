@@ -4,8 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use fabric_store::{
-    AttemptId, ClaimedTask, Heartbeat, StoreError, TaskClaimParams, TaskHeartbeatParams,
-    from_millis,
+    AttemptId, Claimed, Heartbeat, StoreError, TaskClaimParams, TaskHeartbeatParams, from_millis,
 };
 
 use crate::db::{Db, query};
@@ -82,10 +81,7 @@ const MAX_CLAIM_PER_STATEMENT: usize = 1_000;
 
 /// `task_claim`: [`CLAIM_SQL`] until `max` tasks are claimed or the queue (what other
 /// claimers do not hold) is empty. Each statement commits on its own.
-pub(crate) async fn task_claim(
-    db: &Db,
-    p: TaskClaimParams,
-) -> Result<Vec<ClaimedTask>, StoreError> {
+pub(crate) async fn task_claim(db: &Db, p: TaskClaimParams) -> Result<Claimed, StoreError> {
     let now = ms(p.now);
     let lease_ms = i64::try_from(p.lease.as_millis())
         .map_err(|_| StoreError::InvalidArgument(format!("lease {:?} is too long", p.lease)))?;
@@ -98,12 +94,15 @@ pub(crate) async fn task_claim(
     let lease_until = now.saturating_add(lease_ms);
     let mut cap = p.tenant_cap;
     if cap.as_ref().is_some_and(|cap| cap.max == 0) {
-        return Ok(Vec::new());
+        return Ok(Claimed::default());
     }
     let client = db.client("task_claim").await?;
-    let mut claimed = Vec::with_capacity(p.max.min(MAX_CLAIM_PER_STATEMENT));
-    while claimed.len() < p.max {
-        let want = (p.max - claimed.len()).min(MAX_CLAIM_PER_STATEMENT);
+    let mut claimed = Claimed {
+        tasks: Vec::with_capacity(p.max.min(MAX_CLAIM_PER_STATEMENT)),
+        expired: Vec::new(),
+    };
+    while claimed.tasks.len() < p.max {
+        let want = (p.max - claimed.tasks.len()).min(MAX_CLAIM_PER_STATEMENT);
         let attempt_ids: Vec<String> = (0..want)
             .map(|_| AttemptId::generate(p.now).into_string())
             .collect();
@@ -152,7 +151,10 @@ pub(crate) async fn task_claim(
         for row in &rows {
             let held: Option<&str> = row.get(0);
             if held.is_none() {
-                continue; // expired instead of claimed
+                // Expired instead of claimed: its id is the last column.
+                let expired: String = row.get(row.len() - 1);
+                claimed.expired.push(expired.into());
+                continue;
             }
             let task = read_task(row, 0)?;
             if let Some(cap) = cap.as_mut() {
@@ -160,7 +162,7 @@ pub(crate) async fn task_claim(
             }
             let attempt_id: String = row.get(TASK_WIDTH);
             let number: i32 = row.get(TASK_WIDTH + 1);
-            claimed.push(claimed_task(
+            claimed.tasks.push(claimed_task(
                 task,
                 AttemptId::from(attempt_id),
                 number,

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use fabric_store::{
-    AttemptId, ClaimedTask, Heartbeat, StoreError, TaskClaimParams, TaskHeartbeatParams,
-    from_millis,
+    AttemptId, Claimed, Heartbeat, StoreError, TaskClaimParams, TaskHeartbeatParams, from_millis,
 };
 use fabric_types::TaskState;
 use rusqlite::params;
@@ -29,7 +28,7 @@ static CANDIDATES_SKIPPING: LazyLock<String> = LazyLock::new(|| {
 pub(crate) fn task_claim(
     ctx: &mut WriteCtx<'_>,
     p: TaskClaimParams,
-) -> Result<Vec<ClaimedTask>, StoreError> {
+) -> Result<Claimed, StoreError> {
     let now = ms(p.now);
     let lease_ms = i64::try_from(p.lease.as_millis())
         .map_err(|_| StoreError::InvalidArgument(format!("lease {:?} is too long", p.lease)))?;
@@ -43,15 +42,18 @@ pub(crate) fn task_claim(
     let lease = from_millis(lease_until);
     let mut cap = p.tenant_cap;
     if cap.as_ref().is_some_and(|cap| cap.max == 0) {
-        return Ok(Vec::new());
+        return Ok(Claimed::default());
     }
     let mut full: Vec<String> = cap
         .as_ref()
         .map(|cap| cap.full().map(str::to_owned).collect())
         .unwrap_or_default();
-    let mut claimed = Vec::with_capacity(p.max.min(1024));
-    while claimed.len() < p.max {
-        let want = i64::try_from(p.max - claimed.len()).unwrap_or(i64::MAX);
+    let mut claimed = Claimed {
+        tasks: Vec::with_capacity(p.max.min(1024)),
+        expired: Vec::new(),
+    };
+    while claimed.tasks.len() < p.max {
+        let want = i64::try_from(p.max - claimed.tasks.len()).unwrap_or(i64::MAX);
         let candidates: Vec<RawCandidate> = if cap.is_some() {
             ctx.conn
                 .prepare_cached(&CANDIDATES_SKIPPING)
@@ -87,6 +89,7 @@ pub(crate) fn task_claim(
                     state: TaskState::Queued,
                 };
                 finish(ctx, &key, TaskState::Expired, now)?;
+                claimed.expired.push(key.id.clone().into());
                 continue;
             }
             if let Some(cap) = cap.as_mut()
@@ -121,7 +124,9 @@ pub(crate) fn task_claim(
                 TaskState::Queued,
                 TaskState::Running,
             );
-            claimed.push(task.into_claimed(attempt, p.now, lease)?);
+            claimed
+                .tasks
+                .push(task.into_claimed(attempt, p.now, lease)?);
         }
     }
     Ok(claimed)

@@ -216,6 +216,7 @@ async fn claim_capped(
         })
         .await
         .expect("task_claim")
+        .tasks
 }
 
 /// A tenant cap: a claim gives each tenant at most its room (the cap less what it holds),

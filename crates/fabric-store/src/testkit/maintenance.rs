@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use fabric_types::{Outcome, Priority, TaskState};
 
-use super::{at, claim, complete, get, ids, insert, new_task};
+use super::{LEASE, at, claim, complete, get, ids, insert, new_task};
 use crate::{
-    Next, StatsParams, Store, TaskCancelParams, TaskExpireParams, TaskGetParams, TaskInsertParams,
-    TaskPromoteParams, TaskPruneParams,
+    Next, StatsParams, Store, TaskCancelParams, TaskClaimParams, TaskExpireParams, TaskGetParams,
+    TaskInsertParams, TaskPromoteParams, TaskPruneParams,
 };
 
 /// A task with `run_at` in the future is scheduled and not claimable until promoted.
@@ -112,8 +112,22 @@ pub async fn deadline_expiry(store: Arc<dyn Store>) {
     late.priority = Priority::Critical;
     late.deadline = Some(at(3_000));
     let late = insert(store, late, at(2_500)).await;
-    let claimed = claim(store, "n", 10, at(3_001)).await;
-    assert_eq!(ids(&claimed), vec![ok]);
+    let claimed = store
+        .task_claim(TaskClaimParams {
+            node: "n".into(),
+            max: 10,
+            lease: LEASE,
+            now: at(3_001),
+            tenant_cap: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&claimed.tasks), vec![ok]);
+    assert_eq!(
+        claimed.expired,
+        vec![late.clone()],
+        "the claim names what it expired"
+    );
     assert_eq!(get(store, &late).await.state, TaskState::Expired);
 }
 

@@ -116,6 +116,7 @@ pub async fn claim(
         })
         .await
         .expect("task_claim")
+        .tasks
 }
 
 /// Completes one attempt with `outcome` and `next` at `now`.
