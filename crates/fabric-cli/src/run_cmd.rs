@@ -17,6 +17,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(e) => return usage_error(&e),
     };
+    if let Err(e) = check_grants(&args.dirs) {
+        return usage_error(&e);
+    }
     let limits = args.limits.to_limits();
     let config = SandboxConfig {
         slots: 1,
@@ -61,6 +64,17 @@ pub fn main(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Refuses a granted directory that holds a FIFO, socket or device (see
+/// `fabric_sandbox::scan_grant`). A missing directory is left to the sandbox, which ends
+/// the attempt `invalid` naming it.
+fn check_grants(dirs: &[DirGrant]) -> anyhow::Result<()> {
+    for grant in dirs.iter().filter(|grant| grant.host.is_dir()) {
+        fabric_sandbox::scan_grant(&grant.host)
+            .with_context(|| format!("cannot grant --dir {}", grant.host.display()))?;
+    }
+    Ok(())
 }
 
 /// Where a `--dir` grant appears in the guest when the argument names no GUEST.

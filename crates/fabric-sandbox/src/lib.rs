@@ -7,6 +7,7 @@ mod cancel;
 mod complexity;
 mod config;
 mod engine;
+mod grants;
 mod hostcalls;
 mod limiter;
 mod pipe;
@@ -22,6 +23,7 @@ pub use complexity::{
     compile_cost,
 };
 pub use config::{Pooling, SandboxConfig};
+pub use grants::{GrantError, GrantScan, scan_grant};
 pub use hostcalls::{MAX_RANDOM_BYTES, MIN_HOSTCALL_BYTES, RANDOM_SLICE};
 pub use run::{DirGrant, FUEL_SLICE, RunRequest};
 

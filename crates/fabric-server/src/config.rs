@@ -294,7 +294,8 @@ pub fn is_volume_name(name: &str) -> bool {
 }
 
 /// Parses `NAME=DIR` entries into volumes: valid distinct names, each an existing
-/// directory, canonicalized (so a symlink swapped in later does not move the volume).
+/// directory, canonicalized (so a symlink swapped in later does not move the volume), and
+/// holding no FIFO, socket or device (`fabric_sandbox::scan_grant`).
 fn volumes(entries: &[String]) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid {
         option: "volume",
@@ -319,6 +320,7 @@ fn volumes(entries: &[String]) -> Result<BTreeMap<String, PathBuf>, ConfigError>
         if !host.is_dir() {
             return Err(invalid(format!("{entry:?}: {dir} is not a directory")));
         }
+        fabric_sandbox::scan_grant(&host).map_err(|e| invalid(format!("{entry:?}: {e}")))?;
         if out.insert(name.to_owned(), host).is_some() {
             return Err(invalid(format!("the volume {name:?} is defined twice")));
         }
@@ -559,7 +561,9 @@ mod tests {
             ]),
             ..ServeOptions::default()
         };
-        let from_file = file("volume = [\"other=/\"]").unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let other_dir = std::fs::canonicalize(other.path()).unwrap();
+        let from_file = file(&format!("volume = [\"other={}\"]", other_dir.display())).unwrap();
         let config = ServerConfig::merge(flags, from_file.clone()).unwrap();
         let canonical = std::fs::canonicalize(&data).unwrap();
         assert_eq!(
@@ -571,7 +575,7 @@ mod tests {
             "the flags replace the file's list; a link is resolved"
         );
         let config = ServerConfig::merge(ServeOptions::default(), from_file).unwrap();
-        assert_eq!(config.volumes["other"], PathBuf::from("/"));
+        assert_eq!(config.volumes["other"], other_dir);
         assert!(ServerConfig::defaults().volumes.is_empty());
 
         let missing = root.path().join("missing");

@@ -492,3 +492,45 @@ fn attack_volume_options_are_checked_at_start() {
         assert!(stderr.contains(expected), "{value}: {stderr}");
     }
 }
+
+/// A FIFO in a volume would park a blocking-pool thread of the server for good: opening it
+/// for reading waits for a writer, beyond the attempt's deadline. `serve --volume` and
+/// `run --dir` refuse such a directory at start, naming the file; nothing else starts.
+#[test]
+fn a_volume_holding_a_fifo_is_refused_at_start_naming_it() {
+    let volume = Volume::new();
+    let fifo = volume.dir().join("nested").join("pipe");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = crate::util::fabric(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.path().to_str().unwrap(),
+        "--volume",
+        &format!("data={}", volume.dir().display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = crate::util::stderr(&out);
+    assert!(stderr.contains("invalid option volume: "), "{stderr}");
+    assert!(stderr.contains("nested/pipe is a FIFO"), "{stderr}");
+
+    let module = data_dir.path().join("echo.wasm");
+    std::fs::write(&module, fabric_agents::p1::ECHO).unwrap();
+    let out = crate::util::fabric(&[
+        "run",
+        module.to_str().unwrap(),
+        "--dir",
+        &format!("{}:/data", volume.dir().display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = crate::util::stderr(&out);
+    assert!(stderr.contains("cannot grant --dir"), "{stderr}");
+    assert!(stderr.contains("nested/pipe is a FIFO"), "{stderr}");
+}
