@@ -15,6 +15,8 @@
 //! - `PROBE` runs one command per line (`read PATH`, `connect HOST:PORT`, `alloc MIB`,
 //!   `spin`, ...) and prints `CMD -> ok: ...` or `CMD -> err: ...` for each; see
 //!   `agents/probe/src/main.rs`.
+//! - `p2::FETCH` sends the HTTP requests on stdin, one per line, through `wasi:http`, and
+//!   prints each answer (components only: core modules get no HTTP).
 //!
 //! The fixtures in `agents/wat/` each try one attack or edge case; the header of each
 //! file says what it tries and which outcome the fabric must give. They and `attack`
@@ -59,8 +61,18 @@ pub mod p1 {
 }
 
 pub mod p2 {
-    //! The agents as WASI preview 2 components (`wasm32-wasip2`).
+    //! The agents as WASI preview 2 components (`wasm32-wasip2`), and `FETCH`, which only
+    //! a component can be.
     agents!("wasm32-wasip2");
+
+    /// Sends HTTP requests through `wasi:http`, one per line (`GET URL`, with `h:NAME=VALUE`,
+    /// `body:TEXT`, `bytes:N`, `follow` and `show:N` tokens, percent-decoded), and prints
+    /// `LINE -> STATUS, N bytes: BODY` or `LINE -> err: WHY` for each; see
+    /// `agents/fetch/src/main.rs`.
+    pub const FETCH: &[u8] = include_bytes!(concat!(
+        env!("OUT_DIR"),
+        "/agents-target/wasm32-wasip2/release/fetch.wasm"
+    ));
 }
 
 #[cfg(any(test, feature = "attack-fixtures"))]
@@ -99,6 +111,9 @@ macro_rules! fixtures {
 
 #[cfg(any(test, feature = "attack-fixtures"))]
 pub mod bombs;
+
+#[cfg(any(test, feature = "attack-fixtures"))]
+pub mod peer;
 
 #[cfg(any(test, feature = "attack-fixtures"))]
 fixtures! {

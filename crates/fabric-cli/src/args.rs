@@ -256,9 +256,24 @@ pub struct RunArgs {
     /// Nothing else of the host's filesystem is visible. A HOST with a `:` needs a GUEST.
     #[arg(long = "dir", value_name = "HOST[:GUEST]", value_parser = crate::run_cmd::parse_dir_grant)]
     pub dirs: Vec<fabric_sandbox::DirGrant>,
+    /// Outbound HTTP the agent may make, `scheme://host[:port]` (repeatable; `*.` matches
+    /// any subdomain; components only: core modules get no HTTP). Names must resolve to
+    /// public addresses unless --allow-private; a rule naming an IP literal allows that
+    /// address. Everything else is denied.
+    #[arg(long = "allow", value_name = "URL", value_parser = parse_egress_rule)]
+    pub allow: Vec<String>,
+    /// Let the names of --allow rules resolve to loopback, private and link-local
+    /// addresses.
+    #[arg(long, requires = "allow")]
+    pub allow_private: bool,
     /// Print exactly one JSON object, the attempt, on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Checks an `--allow` rule, keeping its text.
+fn parse_egress_rule(text: &str) -> Result<String, String> {
+    fabric_sandbox::Rule::parse(text).map(|_| text.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +422,10 @@ pub struct SubmitArgs {
     /// VOLUME (`fabric serve --volume`) seen by the agent at GUEST, such as `/data=shared`.
     #[arg(long = "dir", value_name = "GUEST=VOLUME", value_parser = parse_volume_grant)]
     pub dirs: Vec<(String, String)>,
+    /// Egress policy the task's attempts may send HTTP requests under, by the name the
+    /// server's operator gave it (repeatable; components only).
+    #[arg(long = "egress", value_name = "POLICY")]
+    pub egress: Vec<String>,
     /// Do not start before this time (RFC 3339, for example 2030-01-01T00:00:00Z).
     #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
     pub run_at: Option<time::OffsetDateTime>,

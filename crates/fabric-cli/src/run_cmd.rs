@@ -5,7 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fabric_sandbox::{CancelToken, DirGrant, RunRequest, Sandbox, SandboxConfig};
+use std::sync::Arc;
+
+use fabric_sandbox::{
+    CancelToken, DirGrant, EgressGrant, EgressPolicy, RunRequest, Sandbox, SandboxConfig,
+};
 use fabric_types::{Attempt, Outcome};
 
 use crate::EXIT_USAGE;
@@ -45,11 +49,16 @@ pub fn main(args: RunArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("building a single-threaded tokio runtime");
+    let egress = match egress(&args) {
+        Ok(egress) => egress,
+        Err(e) => return usage_error(&e),
+    };
     let request = RunRequest {
         input,
         limits,
         env: args.env,
         dirs: args.dirs,
+        egress,
     };
     let attempt = runtime.block_on(sandbox.run(&agent, request, &CancelToken::new()));
 
@@ -64,6 +73,24 @@ pub fn main(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The `--allow` rules as one policy, `run`: the default bounds, no headers, private
+/// addresses only with `--allow-private`. Idempotency keys are seeded with the time, as a
+/// run is never retried.
+fn egress(args: &RunArgs) -> anyhow::Result<EgressGrant> {
+    if args.allow.is_empty() {
+        return Ok(EgressGrant::default());
+    }
+    let mut policy = EgressPolicy::new("run", &args.allow).map_err(anyhow::Error::msg)?;
+    policy.private = args.allow_private;
+    Ok(EgressGrant {
+        policies: vec![Arc::new(policy)],
+        key_seed: format!(
+            "run-{}",
+            time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+        ),
+    })
 }
 
 /// Refuses a granted directory that holds a FIFO, socket or device (see
@@ -151,6 +178,15 @@ fn print_human(attempt: &Attempt) {
         usage.fuel_consumed,
         usage.peak_memory_bytes / 1024
     );
+    if usage.http_requests + usage.http_denied > 0 {
+        summary += &format!(
+            " · http {} sent ({} B out, {} B in), {} denied",
+            usage.http_requests,
+            usage.http_bytes_sent,
+            usage.http_bytes_received,
+            usage.http_denied
+        );
+    }
     for (truncated, what) in [
         (attempt.output_truncated, "stdout"),
         (attempt.stderr_truncated, "stderr"),
@@ -161,6 +197,9 @@ fn print_human(attempt: &Attempt) {
     }
     if let Some(error) = &attempt.error {
         summary += &format!("\nfabric: {error}");
+    }
+    for denial in &attempt.denials {
+        summary += &format!("\nfabric: denied {}: {}", denial.url, denial.reason);
     }
     eprintln!("{summary}");
 }

@@ -34,7 +34,7 @@ fn fabric_echo(c: &mut Criterion) {
         input: INPUT.to_vec(),
         limits: Limits::default(),
         env: Vec::new(),
-        dirs: Vec::new(),
+        ..Default::default()
     };
     c.bench_function("spawn/fabric_echo_p1", |b| {
         b.iter(|| {

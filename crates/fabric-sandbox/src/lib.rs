@@ -6,6 +6,7 @@ mod cache;
 mod cancel;
 mod complexity;
 mod config;
+mod egress;
 mod engine;
 mod grants;
 mod hostcalls;
@@ -23,6 +24,11 @@ pub use complexity::{
     compile_cost,
 };
 pub use config::{Pooling, SandboxConfig};
+pub use egress::{
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RESPONSE_BYTES, Decision,
+    Destination, EgressEvent, EgressGrant, EgressObserver, EgressPolicy, IDEMPOTENCY_KEY,
+    MAX_DENIAL_URL_CHARS, MAX_RECORDED_DENIALS, Rule, non_public,
+};
 pub use grants::{GrantError, GrantScan, scan_grant};
 pub use hostcalls::{MAX_RANDOM_BYTES, MIN_HOSTCALL_BYTES, RANDOM_SLICE};
 pub use run::{DirGrant, FUEL_SLICE, RunRequest};
@@ -49,6 +55,7 @@ pub struct Sandbox {
     engine: engine::FabricEngine,
     cache: cache::ModuleCache,
     on_spawn: std::sync::OnceLock<SpawnObserver>,
+    on_egress: std::sync::OnceLock<EgressObserver>,
 }
 
 /// Called with the time from the start of an attempt until its guest was instantiated
@@ -75,6 +82,7 @@ impl Sandbox {
             engine,
             cache,
             on_spawn: std::sync::OnceLock::new(),
+            on_egress: std::sync::OnceLock::new(),
         })
     }
 
@@ -108,7 +116,14 @@ impl Sandbox {
     /// Runs one attempt to its end and reports how it ended. Never fails: every way an
     /// attempt can end is an [`fabric_types::Outcome`].
     pub async fn run(&self, agent: &Agent, request: RunRequest, cancel: &CancelToken) -> Attempt {
-        run::run(&self.engine, agent, request, cancel, self.on_spawn.get()).await
+        let (spawns, egress) = (self.on_spawn.get(), self.on_egress.get());
+        run::run(&self.engine, agent, request, cancel, spawns, egress).await
+    }
+
+    /// Reports every outbound request of every attempt to `observe` (for metrics). Only
+    /// the first observer is kept; returns whether this one was.
+    pub fn observe_egress(&self, observe: EgressObserver) -> bool {
+        self.on_egress.set(observe).is_ok()
     }
 
     /// Reports every attempt's spawn latency to `observe` (for metrics). Only the first

@@ -15,10 +15,12 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{
     FsPerms, I32Exit, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::CancelToken;
 use crate::SpawnObserver;
 use crate::cache::{Agent, Linked};
+use crate::egress::{EgressGrant, EgressHooks, EgressObserver, Meter};
 use crate::engine::FabricEngine;
 use crate::hostcalls::{MAX_RANDOM_BYTES, hostcall_bytes};
 use crate::limiter::{LimitExceeded, Limiter};
@@ -41,6 +43,9 @@ pub struct RunRequest {
     /// Host directories granted to this attempt, each read-only; nothing else of the
     /// host's filesystem is visible.
     pub dirs: Vec<DirGrant>,
+    /// The egress policies a component may send HTTP requests under; none by default,
+    /// and core (p1) modules get no HTTP whatever this says.
+    pub egress: EgressGrant,
 }
 
 /// A host directory the guest may read (never write) under a name of its own. The guest
@@ -91,10 +96,13 @@ impl<W> Guest<W> {
 pub(crate) type P1Guest = Guest<WasiP1Ctx>;
 pub(crate) type P2Guest = Guest<P2Wasi>;
 
-/// A WASI preview 2 context and the resource table its handles live in.
+/// A WASI preview 2 context, the resource table its handles live in, and its
+/// `wasi:http` context with the hooks that hold every request to the attempt's egress.
 pub(crate) struct P2Wasi {
     ctx: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    egress: EgressHooks,
 }
 
 impl WasiView for P2Guest {
@@ -102,6 +110,16 @@ impl WasiView for P2Guest {
         WasiCtxView {
             ctx: &mut self.wasi.ctx,
             table: &mut self.wasi.table,
+        }
+    }
+}
+
+impl WasiHttpView for P2Guest {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.wasi.http,
+            table: &mut self.wasi.table,
+            hooks: &mut self.wasi.egress,
         }
     }
 }
@@ -137,6 +155,7 @@ pub(crate) async fn run(
     request: RunRequest,
     cancel: &CancelToken,
     on_spawn: Option<&SpawnObserver>,
+    on_egress: Option<&EgressObserver>,
 ) -> Attempt {
     let started = Instant::now();
     let spawned = || {
@@ -148,6 +167,7 @@ pub(crate) async fn run(
     let limits = request.limits;
     let stdout = CappedOutput::new(limits.output_bytes);
     let stderr = CappedOutput::new(limits.log_bytes);
+    let meter = Meter::new(on_egress.cloned());
 
     let mut attempt = match (&agent.linked, refused_limits(engine, &limits)) {
         (Err(link_error), _) => invalid(link_error.clone()),
@@ -187,6 +207,12 @@ pub(crate) async fn run(
                         let wasi = P2Wasi {
                             ctx: wasi.build(),
                             table,
+                            http: WasiHttpCtx::new(),
+                            egress: EgressHooks::new(
+                                request.egress.clone(),
+                                deadline,
+                                meter.clone(),
+                            ),
                         };
                         let mut store = new_store(engine, wasi, &limits, deadline, cancel);
                         let ended = race(deadline, cancel, async {
@@ -210,6 +236,7 @@ pub(crate) async fn run(
         },
     };
 
+    attempt.denials = meter.report(&mut attempt.usage);
     (attempt.output, attempt.output_truncated) = stdout.take();
     (attempt.stderr, attempt.stderr_truncated) = stderr.take();
     attempt.usage.wall_ms = started.elapsed().as_millis() as u64;
@@ -360,7 +387,7 @@ fn classify<W>(ended: Ended, store: &Store<Guest<W>>, limits: &Limits) -> Attemp
     attempt.usage = Usage {
         fuel_consumed: limits.fuel.saturating_sub(fuel_left),
         peak_memory_bytes: guest.limiter.peak_memory,
-        wall_ms: 0,
+        ..Usage::default()
     };
     attempt
 }

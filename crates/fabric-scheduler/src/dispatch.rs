@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::time::Duration;
 
-use fabric_sandbox::{Agent, CancelToken, DirGrant, RunRequest};
+use fabric_sandbox::{Agent, CancelToken, DirGrant, EgressGrant, EgressPolicy, RunRequest};
 use fabric_store::{
     ClaimedTask, ModuleGetParams, ModuleRef, Next, TaskClaimParams, TaskPromoteParams, TenantCap,
 };
@@ -258,6 +258,29 @@ fn grants(
         .collect()
 }
 
+/// The task's egress policies as this node defines them, its idempotency keys seeded with
+/// the task id (the same on every attempt). A policy this node does not define (the
+/// operator removed it since the task was submitted) is an error naming it; nothing runs.
+fn egress(
+    policies: &BTreeMap<String, Arc<EgressPolicy>>,
+    task: &ClaimedTask,
+) -> Result<EgressGrant, String> {
+    let policies = task
+        .egress
+        .iter()
+        .map(|name| {
+            policies
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("egress policy {name:?} is not defined on this node"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(EgressGrant {
+        policies,
+        key_seed: task.task_id.as_str().to_string(),
+    })
+}
+
 async fn run_attempt(
     shared: Arc<Shared>,
     task: ClaimedTask,
@@ -286,14 +309,16 @@ async fn run_attempt(
         None,
     );
 
-    let agent = match grants(&shared.config.volumes, &task) {
-        Ok(dirs) => load_agent(&shared, &task, &loading)
+    let granted = grants(&shared.config.volumes, &task)
+        .and_then(|dirs| Ok((dirs, egress(&shared.config.egress, &task)?)));
+    let agent = match granted {
+        Ok(granted) => load_agent(&shared, &task, &loading)
             .await
-            .map(|agent| (agent, dirs)),
+            .map(|agent| (agent, granted)),
         Err(why) => Err(Unloadable::Invalid(why)),
     };
     let attempt = match agent {
-        Ok((agent, dirs)) => {
+        Ok((agent, (dirs, egress))) => {
             let request = RunRequest {
                 input: task.input.clone(),
                 limits: task.limits,
@@ -303,6 +328,7 @@ async fn run_attempt(
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 dirs,
+                egress,
             };
             Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
         }
@@ -391,6 +417,7 @@ mod tests {
             env: task.env,
             labels: task.labels,
             dirs: task.dirs,
+            egress: task.egress,
             created_at: now,
             started_at: None,
             finished_at: None,

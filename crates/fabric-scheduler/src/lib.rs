@@ -59,6 +59,9 @@ pub struct SchedulerConfig {
     /// The volumes a task's `dirs` may name: volume name → host directory, granted
     /// read-only. A task naming a volume missing here ends `invalid`. Default none.
     pub volumes: BTreeMap<String, PathBuf>,
+    /// The egress policies a task's `egress` may name, by name. A task naming one missing
+    /// here ends `invalid`. Default none.
+    pub egress: BTreeMap<String, Arc<fabric_sandbox::EgressPolicy>>,
 }
 
 impl SchedulerConfig {
@@ -114,6 +117,7 @@ impl SchedulerConfig {
             prune_every: Self::DEFAULT_PRUNE_EVERY,
             idle_poll: Self::DEFAULT_IDLE_POLL,
             volumes: BTreeMap::new(),
+            egress: BTreeMap::new(),
         }
     }
 }

@@ -111,6 +111,7 @@ pub fn new_task(
         env: spec.env,
         labels: spec.labels,
         dirs: spec.dirs,
+        egress: spec.egress,
     })
 }
 
@@ -320,6 +321,7 @@ pub fn task_view(record: TaskRecord) -> Task {
         error,
         labels: record.labels,
         dirs: record.dirs,
+        egress: record.egress,
         attempts,
     }
 }

@@ -236,6 +236,7 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
         finished_at: time_opt(col(row, c(22))?),
         cancel_requested: col(row, c(23))?,
         dirs: parse_map(col(row, c(24))?, "tasks.dirs")?,
+        egress: Vec::new(),
         attempts: Vec::new(),
     })
 }
@@ -266,7 +267,9 @@ pub(crate) fn read_attempt(row: &Row, at: usize) -> Result<Option<AttemptRecord>
                 fuel_consumed: to_u64(col(row, c(13))?, "attempts.fuel_consumed")?,
                 peak_memory_bytes: to_u64(col(row, c(14))?, "attempts.peak_memory_bytes")?,
                 wall_ms: to_u64(col(row, c(15))?, "attempts.wall_ms")?,
+                ..Usage::default()
             },
+            denials: Vec::new(),
             started_at: time_opt(col(row, c(16))?),
             finished_at: time_opt(col(row, c(17))?),
         }),

@@ -182,6 +182,7 @@ impl RawTask {
             env: parse_map(&self.env, "tasks.env")?,
             labels: parse_map(&self.labels, "tasks.labels")?,
             dirs: parse_map(&self.dirs, "tasks.dirs")?,
+            egress: Vec::new(),
             id: TaskId::from(self.id),
             tenant: self.tenant,
             input: self.input,
@@ -235,7 +236,9 @@ fn read_attempt(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
                     fuel_consumed: row.get::<_, i64>(13)?.max(0) as u64,
                     peak_memory_bytes: row.get::<_, i64>(14)?.max(0) as u64,
                     wall_ms: row.get::<_, i64>(15)?.max(0) as u64,
+                    ..Usage::default()
                 },
+                denials: Vec::new(),
                 started_at: time_opt(row.get(16)?),
                 finished_at: time_opt(row.get(17)?),
             },

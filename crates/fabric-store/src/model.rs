@@ -184,6 +184,8 @@ pub struct NewTask {
     /// Read-only directory grants: guest path → the name of an operator-defined volume.
     /// The store keeps names only; the scheduler resolves them when the attempt runs.
     pub dirs: BTreeMap<String, String>,
+    /// Names of operator-defined egress policies, resolved when the attempt runs.
+    pub egress: Vec<String>,
 }
 
 impl NewTask {
@@ -202,6 +204,7 @@ impl NewTask {
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
             dirs: BTreeMap::new(),
+            egress: Vec::new(),
         }
     }
 }
@@ -285,6 +288,8 @@ pub struct TaskRecord {
     pub labels: BTreeMap<String, String>,
     /// Guest path → volume name, as inserted.
     pub dirs: BTreeMap<String, String>,
+    /// Egress policy names, as inserted.
+    pub egress: Vec<String>,
     pub created_at: OffsetDateTime,
     /// When the first attempt was claimed.
     pub started_at: Option<OffsetDateTime>,
@@ -371,6 +376,8 @@ pub struct ClaimedTask {
     pub labels: BTreeMap<String, String>,
     /// Guest path → volume name; the worker resolves each name to its host directory.
     pub dirs: BTreeMap<String, String>,
+    /// Egress policy names; the worker resolves each to this node's policy.
+    pub egress: Vec<String>,
     pub claimed_at: OffsetDateTime,
     pub lease_until: OffsetDateTime,
 }
@@ -398,6 +405,7 @@ impl ClaimedTask {
             env: task.env,
             labels: task.labels,
             dirs: task.dirs,
+            egress: task.egress,
             claimed_at,
             lease_until,
         }

@@ -11,6 +11,8 @@ pub mod wire;
 
 pub use id::{ModuleId, ModuleKind, ParseModuleIdError};
 pub use limits::{Limits, RetryPolicy};
-pub use outcome::{Attempt, Outcome, ParseOutcomeError, Usage, format_timestamp, text_or_base64};
+pub use outcome::{
+    Attempt, Denial, Outcome, ParseOutcomeError, Usage, format_timestamp, text_or_base64,
+};
 pub use size::{ParseSizeError, parse_duration, parse_size};
 pub use task::{ParsePriorityError, ParseTaskStateError, Priority, TaskState};

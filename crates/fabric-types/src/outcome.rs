@@ -89,6 +89,27 @@ pub struct Usage {
     /// The most linear memory the instance held at once, all memories together.
     pub peak_memory_bytes: u64,
     pub wall_ms: u64,
+    /// Outbound HTTP requests the host sent for the guest (allowed by a policy).
+    #[serde(default)]
+    pub http_requests: u64,
+    /// Request body bytes sent to peers.
+    #[serde(default)]
+    pub http_bytes_sent: u64,
+    /// Response body bytes received from peers.
+    #[serde(default)]
+    pub http_bytes_received: u64,
+    /// Outbound requests refused (no policy allowed them, a bound was reached, or the
+    /// address check).
+    #[serde(default)]
+    pub http_denied: u64,
+}
+
+/// An outbound request the host refused: what the guest asked for (scheme, authority and
+/// path; never the query or a header) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    pub url: String,
+    pub reason: String,
 }
 
 /// One attempt at a task, as docs/api.md's `Attempt` (and what `fabric run --json` prints).
@@ -110,6 +131,9 @@ pub struct Attempt {
     /// The guest wrote more stderr than the cap; the rest was discarded.
     pub stderr_truncated: bool,
     pub usage: Usage,
+    /// The first outbound requests the host refused (at most 16; `usage.http_denied`
+    /// counts them all).
+    pub denials: Vec<Denial>,
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
 }
@@ -127,6 +151,7 @@ impl Attempt {
             output_truncated: false,
             stderr_truncated: false,
             usage: Usage::default(),
+            denials: Vec::new(),
             started_at: None,
             finished_at: None,
         }
@@ -169,6 +194,8 @@ struct WireAttempt {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     stderr_truncated: bool,
     usage: Usage,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    denials: Vec<Denial>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -207,6 +234,7 @@ impl Serialize for Attempt {
             output_truncated: self.output_truncated,
             stderr_truncated: self.stderr_truncated,
             usage: self.usage,
+            denials: self.denials.clone(),
             started_at: self.started_at.map(truncate_to_millis),
             finished_at: self.finished_at.map(truncate_to_millis),
         }
@@ -232,6 +260,7 @@ impl<'de> Deserialize<'de> for Attempt {
             output_truncated: wire.output_truncated,
             stderr_truncated: wire.stderr_truncated,
             usage: wire.usage,
+            denials: wire.denials,
             started_at: wire.started_at,
             finished_at: wire.finished_at,
         })

@@ -93,6 +93,10 @@ pub struct TaskSpec {
     /// operator defined (`fabric serve --volume NAME=DIR`). Each is read-only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dirs: BTreeMap<String, String>,
+    /// The egress policies (operator-defined, by name) the task's attempts may send HTTP
+    /// requests under.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
@@ -150,6 +154,9 @@ pub struct Task {
     /// The task's directory grants: guest path → volume name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dirs: BTreeMap<String, String>,
+    /// The egress policies the task named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 /// `task.get`, `task.cancel` params.

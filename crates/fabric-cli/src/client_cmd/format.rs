@@ -125,6 +125,9 @@ pub fn task_detail(task: &Task) -> String {
             .collect();
         fields.push(("dirs", dirs.join(" ")));
     }
+    if !task.egress.is_empty() {
+        fields.push(("egress", task.egress.join(" ")));
+    }
     if let Some(error) = &task.error {
         fields.push(("error", error.clone()));
     }
@@ -268,6 +271,7 @@ mod tests {
             error: None,
             labels: Default::default(),
             dirs: Default::default(),
+            egress: Vec::new(),
         }
     }
 

@@ -172,6 +172,7 @@ fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
         env: args.env.iter().cloned().collect(),
         labels: args.labels.iter().cloned().collect(),
         dirs: args.dirs.iter().cloned().collect(),
+        egress: args.egress.clone(),
     }
 }
 

@@ -486,6 +486,7 @@ mod tests {
             error: None,
             labels: Default::default(),
             dirs: Default::default(),
+            egress: Vec::new(),
         };
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);

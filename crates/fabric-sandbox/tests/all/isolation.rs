@@ -89,7 +89,7 @@ async fn granted_environment_variables_are_all_the_guest_sees() {
             input: b"env\n".to_vec(),
             limits: tight(),
             env: vec![("GREETING".into(), "hello".into())],
-            dirs: Vec::new(),
+            ..Default::default()
         };
         let attempt = sandbox().run(&agent, request, &CancelToken::new()).await;
         assert_outcome(&attempt, Outcome::Ok);

@@ -251,7 +251,7 @@ async fn many_sleeping_agents_are_in_flight_at_once() {
                 input: b"500".to_vec(),
                 limits: tight(),
                 env: Vec::new(),
-                dirs: Vec::new(),
+                ..Default::default()
             };
             sandbox()
                 .run(&agent, request, &fabric_sandbox::CancelToken::new())

@@ -181,7 +181,7 @@ async fn cancelling_a_computing_guest_ends_it_within_a_tick() {
         input: Vec::new(),
         limits,
         env: Vec::new(),
-        dirs: Vec::new(),
+        ..Default::default()
     };
     let attempt = sandbox().run(&agent, request, &cancel).await;
     let cancelled_at = canceller.await.unwrap();
@@ -212,7 +212,7 @@ async fn cancelling_a_sleeping_guest_ends_it_at_once() {
             input: b"60000".to_vec(),
             limits,
             env: Vec::new(),
-            dirs: Vec::new(),
+            ..Default::default()
         };
         let attempt = sandbox().run(&agent, request, &cancel).await;
         assert_outcome(&attempt, Outcome::Cancelled);
@@ -229,7 +229,7 @@ async fn a_cancel_raised_before_the_start_ends_the_attempt_without_output() {
         input: b"never echoed".to_vec(),
         limits: tight(),
         env: Vec::new(),
-        dirs: Vec::new(),
+        ..Default::default()
     };
     let attempt = sandbox().run(&agent, request, &cancel).await;
     assert_outcome(&attempt, Outcome::Cancelled);

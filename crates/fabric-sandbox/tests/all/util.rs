@@ -39,8 +39,7 @@ pub async fn run_with(wasm: &[u8], input: &[u8], limits: Limits) -> Attempt {
     let request = RunRequest {
         input: input.to_vec(),
         limits,
-        env: Vec::new(),
-        dirs: Vec::new(),
+        ..RunRequest::default()
     };
     sandbox().run(&agent, request, &CancelToken::new()).await
 }

@@ -42,6 +42,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
             ("/data".into(), "shared".into()),
             ("/models/v2".into(), "models_v2-x".into()),
         ]),
+        egress: Vec::new(),
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -132,7 +133,9 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
             fuel_consumed: 123,
             peak_memory_bytes: 65_536,
             wall_ms: 17,
+            ..Usage::default()
         },
+        denials: Vec::new(),
         started_at: Some(at(11)),
         finished_at: Some(at(28)),
     };

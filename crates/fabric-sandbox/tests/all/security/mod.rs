@@ -5,6 +5,7 @@
 //! holds the kit they share: a WAT builder, the runner and the host tree for grants.
 
 mod cpu;
+mod egress;
 mod env;
 mod files;
 mod grant;
