@@ -171,6 +171,19 @@ pub struct ServeFlags {
         value_delimiter = ','
     )]
     pub volume: Option<Vec<String>>,
+    /// An egress policy tasks may name in `egress`, `NAME=URL[,URL...]` (repeatable; in
+    /// the environment `;`-separated): components' outbound HTTP to those
+    /// `scheme://host[:port]` rules with the default bounds, public addresses only unless a
+    /// rule names an IP literal. Headers (secrets), private addresses and other bounds are
+    /// set in the config file's `[[egress]]` tables, to which these are added.
+    #[arg(
+        long = "egress",
+        env = "FABRIC_EGRESS",
+        value_name = "NAME=URL[,URL...]",
+        value_delimiter = ';',
+        value_parser = fabric_server::EgressTable::parse_flag
+    )]
+    pub egress: Option<Vec<fabric_server::EgressTable>>,
 }
 
 /// SQLite's `synchronous` setting, as the flag names it.
@@ -206,6 +219,7 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             postgres_schema,
             postgres_pool,
             volume,
+            egress,
         } = flags;
         Self {
             config,
@@ -234,6 +248,7 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             postgres_schema,
             postgres_pool,
             volume,
+            egress,
         }
     }
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::egress::EgressScope;
+
 /// The tenant of every request when authentication is off.
 pub const DEFAULT_TENANT: &str = "default";
 /// The tenant an admin's own modules and tasks belong to.
@@ -18,13 +20,18 @@ pub const ADMIN_TENANT: &str = "admin";
 pub struct Principal {
     pub tenant: String,
     pub admin: bool,
+    /// The egress policies its tasks may name.
+    pub egress: EgressScope,
 }
 
 impl Principal {
+    /// A tenant that may name any egress policy (the one tenant when authentication is
+    /// off).
     pub fn tenant(name: impl Into<String>) -> Self {
         Self {
             tenant: name.into(),
             admin: false,
+            egress: EgressScope::Any,
         }
     }
 
@@ -56,6 +63,8 @@ struct TokenEntry {
     tenant: Option<String>,
     role: Option<String>,
     sha256: String,
+    /// The egress policies the tenant's tasks may name (none when absent).
+    egress: Option<Vec<String>>,
 }
 
 /// Why the `--auth` file was refused.
@@ -99,11 +108,21 @@ impl Auth {
                 return Err(format!("{at}: sha256 must be 64 hex digits"));
             }
             let principal = match (entry.tenant, entry.role.as_deref()) {
+                (None, Some("admin")) if entry.egress.is_some() => {
+                    return Err(format!(
+                        "{at}: the admin may name any egress policy; drop its egress list"
+                    ));
+                }
                 (None, Some("admin")) => Principal {
                     tenant: ADMIN_TENANT.into(),
                     admin: true,
+                    egress: EgressScope::Any,
                 },
-                (Some(tenant), None) if valid_tenant(&tenant) => Principal::tenant(tenant),
+                (Some(tenant), None) if valid_tenant(&tenant) => Principal {
+                    tenant,
+                    admin: false,
+                    egress: EgressScope::Only(entry.egress.unwrap_or_default()),
+                },
                 (Some(tenant), None) => {
                     return Err(format!(
                         "{at}: tenant {tenant:?} must be 1-64 characters of [A-Za-z0-9_.-]"
@@ -124,6 +143,20 @@ impl Auth {
             }
         }
         Ok(Self::Tokens(tokens))
+    }
+
+    /// The egress policy names the tokens list, each with the token that lists it.
+    pub fn egress_names(&self) -> Vec<(String, String)> {
+        let Auth::Tokens(tokens) = self else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        for principal in tokens.values() {
+            if let EgressScope::Only(list) = &principal.egress {
+                names.extend(list.iter().map(|n| (principal.tenant.clone(), n.clone())));
+            }
+        }
+        names
     }
 
     /// The principal of a request with this `Authorization` header value, or `None` when

@@ -88,6 +88,11 @@ pub struct ServeOptions {
     /// In the file: `volume = ["data=/srv/data"]`. Given as a flag or in the environment,
     /// the list replaces the file's.
     pub volume: Option<Vec<String>>,
+    /// Egress policies tasks may name in `egress` (components' outbound HTTP): in the file
+    /// `[[egress]]` tables (`name`, `allow`, `private`, `headers`, `max_requests`,
+    /// `max_response_bytes`, `max_request_bytes`, `ca_cert`); as a flag `NAME=URL[,URL...]`
+    /// with the default bounds. The flags' policies are added to the file's.
+    pub egress: Option<Vec<crate::egress::EgressTable>>,
 }
 
 /// SQLite's `synchronous` setting, as the options name it.
@@ -137,6 +142,8 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// Volumes tasks may be granted read-only: name → canonical host directory.
     pub volumes: BTreeMap<String, PathBuf>,
+    /// Egress policies tasks may name, by name, their secrets read from the environment.
+    pub egress: BTreeMap<String, std::sync::Arc<fabric_sandbox::EgressPolicy>>,
 }
 
 impl ServerConfig {
@@ -230,6 +237,14 @@ impl ServerConfig {
             lease: pick!(lease, Self::DEFAULT_LEASE),
             max_wait: pick!(max_wait, Self::DEFAULT_MAX_WAIT),
             volumes: volumes(&pick!(volume, Vec::new()))?,
+            egress: crate::egress::policies(
+                &[
+                    file.egress.clone().unwrap_or_default(),
+                    flags.egress.clone().unwrap_or_default(),
+                ]
+                .concat(),
+                |var| std::env::var(var).ok(),
+            )?,
             data_dir,
         };
         config.validate()?;
@@ -389,7 +404,7 @@ fn default_node_name() -> String {
 }
 
 /// A size in the TOML file: a number of bytes or a string such as `"16MiB"`.
-fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
     match NumberOrText::deserialize(de)? {
         NumberOrText::Number(bytes) => Ok(Some(bytes)),
         NumberOrText::Text(text) => parse_size(&text)

@@ -5,6 +5,7 @@
 mod admission;
 mod auth;
 mod config;
+mod egress;
 mod http;
 mod memory;
 mod methods;
@@ -18,6 +19,7 @@ mod ws;
 
 pub use auth::{ADMIN_TENANT, Auth, DEFAULT_TENANT, Principal, token_digest};
 pub use config::{ConfigError, ServeOptions, ServerConfig, StoreUrl, SyncMode};
+pub use egress::{EgressScope, EgressTable, MAX_TASK_EGRESS};
 pub use methods::{METHODS, Transport, discover};
 pub use metrics::read_rss_bytes;
 pub use rpc::{RpcError, handle_body};

@@ -364,11 +364,13 @@ async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value,
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-fn bounds(app: &App) -> SpecBounds<'_> {
+fn bounds<'a>(app: &'a App, who: &'a Principal) -> SpecBounds<'a> {
     SpecBounds {
         max_input_bytes: app.config.max_input_bytes,
         max_task_memory: app.config.max_task_memory,
         volumes: &app.config.volumes,
+        egress: &app.config.egress,
+        egress_scope: &who.egress,
     }
 }
 
@@ -398,7 +400,13 @@ async fn submit(
                 id
             }
         };
-        tasks.push(spec::new_task(&who.tenant, module, spec, bounds(app), &at)?);
+        tasks.push(spec::new_task(
+            &who.tenant,
+            module,
+            spec,
+            bounds(app, who),
+            &at,
+        )?);
     }
     if tasks.is_empty() {
         return Ok(Vec::new());

@@ -136,6 +136,10 @@ pub struct Metrics {
     rpc_calls: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     rpc_batches: AtomicU64,
     events_dropped: AtomicU64,
+    /// Outbound requests by (policy, decision); policies are the operator's, so few.
+    egress_requests: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// Time to a response's headers, by policy.
+    egress_seconds: Mutex<std::collections::BTreeMap<String, Histogram>>,
 }
 
 impl Default for Metrics {
@@ -155,6 +159,8 @@ impl Default for Metrics {
             rpc_calls: Mutex::default(),
             rpc_batches: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            egress_requests: Mutex::default(),
+            egress_seconds: Mutex::default(),
         }
     }
 }
@@ -197,6 +203,26 @@ impl Metrics {
 
     pub fn spawned(&self, took: Duration) {
         self.spawn_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One outbound request of a guest: counted by policy (`none` when no policy matched)
+    /// and decision, and timed to its response when it was answered.
+    pub fn egress(&self, event: &fabric_sandbox::EgressEvent) {
+        let policy = event.policy.clone().unwrap_or_else(|| "none".into());
+        if let Some(took) = event.elapsed {
+            self.egress_seconds
+                .lock()
+                .expect("metrics lock")
+                .entry(policy.clone())
+                .or_insert_with(|| Histogram::new(SECONDS))
+                .observe(took.as_secs_f64());
+        }
+        *self
+            .egress_requests
+            .lock()
+            .expect("metrics lock")
+            .entry((policy, event.decision.as_str()))
+            .or_insert(0) += 1;
     }
 
     pub fn store_op(&self, op: StoreOp, took: Duration) {
@@ -313,6 +339,32 @@ impl Metrics {
         );
         self.spawn_seconds
             .render(o, "fabric_spawn_duration_seconds", "");
+        header(
+            o,
+            "fabric_egress_requests_total",
+            "counter",
+            "Guests' outbound HTTP requests, by egress policy (none: no policy matched) and decision (answered, failed, denied).",
+        );
+        for ((policy, decision), count) in self.egress_requests.lock().expect("metrics lock").iter()
+        {
+            let _ = writeln!(
+                o,
+                "fabric_egress_requests_total{{policy=\"{policy}\",decision=\"{decision}\"}} {count}"
+            );
+        }
+        header(
+            o,
+            "fabric_egress_response_duration_seconds",
+            "histogram",
+            "Time from a guest's outbound request to its response's headers, by egress policy.",
+        );
+        for (policy, histogram) in self.egress_seconds.lock().expect("metrics lock").iter() {
+            histogram.render(
+                o,
+                "fabric_egress_response_duration_seconds",
+                &format!("policy=\"{policy}\""),
+            );
+        }
         header(
             o,
             "fabric_rpc_calls_total",

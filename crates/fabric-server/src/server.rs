@@ -74,6 +74,11 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Auth(#[from] AuthFileError),
+    #[error(
+        "the auth file lets tenant {tenant:?} name egress policy {policy:?}, which is not \
+         defined (add an [[egress]] table or --egress {policy}=URL)"
+    )]
+    UnknownEgress { tenant: String, policy: String },
     #[error("cannot open the store: {0}")]
     Store(#[from] fabric_store::StoreError),
     #[error("cannot set up the sandbox: {0}")]
@@ -119,6 +124,13 @@ impl Server {
             Some(path) => Auth::load(path)?,
             None => Auth::Off,
         };
+        if let Some((tenant, policy)) = auth
+            .egress_names()
+            .into_iter()
+            .find(|(_, policy)| !config.egress.contains_key(policy))
+        {
+            return Err(ServeError::UnknownEgress { tenant, policy });
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -170,6 +182,8 @@ impl Server {
         }
         let spawns = metrics.clone();
         sandbox.observe_spawns(Box::new(move |took| spawns.spawned(took)));
+        let egress = metrics.clone();
+        sandbox.observe_egress(Arc::new(move |event| egress.egress(event)));
         if !sandbox.is_pooling() {
             tracing::warn!(
                 workers = config.workers,
@@ -178,6 +192,9 @@ impl Server {
         }
         for (name, dir) in &config.volumes {
             tracing::info!(volume = name, dir = %dir.display(), "volume tasks may be granted read-only");
+        }
+        for policy in config.egress.values() {
+            tracing::info!(policy = ?policy, "egress policy tasks may name");
         }
         let scheduler = Scheduler::start(
             SchedulerConfig {
@@ -190,6 +207,7 @@ impl Server {
                 prune_every: (config.retention / 4)
                     .clamp(Duration::from_secs(1), SchedulerConfig::DEFAULT_PRUNE_EVERY),
                 volumes: config.volumes.clone(),
+                egress: config.egress.clone(),
                 ..SchedulerConfig::new(config.node.clone())
             },
             store.clone(),

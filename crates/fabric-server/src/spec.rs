@@ -20,6 +20,9 @@ pub struct SpecBounds<'a> {
     pub max_task_memory: u64,
     /// The volumes a task may name in `dirs` (name → host directory).
     pub volumes: &'a BTreeMap<String, PathBuf>,
+    /// The egress policies the server defines, and those the tenant may name.
+    pub egress: &'a BTreeMap<String, std::sync::Arc<fabric_sandbox::EgressPolicy>>,
+    pub egress_scope: &'a crate::egress::EgressScope,
 }
 
 /// The most attempts a task may ask for.
@@ -98,6 +101,12 @@ pub fn new_task(
         &field("labels"),
     )?;
     check_dirs(&spec.dirs, bounds.volumes, &field("dirs"))?;
+    crate::egress::check_task(
+        &spec.egress,
+        bounds.egress,
+        bounds.egress_scope,
+        &field("egress"),
+    )?;
     Ok(NewTask {
         tenant: tenant.to_owned(),
         module,
@@ -385,6 +394,8 @@ mod tests {
             max_input_bytes: 16,
             max_task_memory: 1 << 20,
             volumes: &volumes,
+            egress: &BTreeMap::new(),
+            egress_scope: &crate::egress::EgressScope::Any,
         };
         let spec: TaskSpec = serde_json::from_value(spec).unwrap();
         new_task("t", ModuleId::of(b"m"), spec, bounds, "tasks[2].")
