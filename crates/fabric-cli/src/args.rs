@@ -360,6 +360,8 @@ pub enum ModuleCommand {
     Put(ModulePutArgs),
     /// List the stored modules.
     Ls(ModuleLsArgs),
+    /// Delete a stored module (refused while unfinished tasks use it); frees its quota.
+    Rm(ModuleRmArgs),
 }
 
 #[derive(Debug, Args)]
@@ -375,6 +377,14 @@ pub struct ModulePutArgs {
 
 #[derive(Debug, Args)]
 pub struct ModuleLsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModuleRmArgs {
+    /// The module: `sha256:<hex>` or a name given with `fabric module put --name`.
+    pub module: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }

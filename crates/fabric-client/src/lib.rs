@@ -140,6 +140,13 @@ impl Client {
         Ok(result.modules)
     }
 
+    /// `module.delete`: deletes the caller's module `module` (`sha256:<hex>` or a name);
+    /// returns what it was. Refused (-32008) while unfinished tasks use it.
+    pub async fn module_delete(&self, module: &str) -> Result<ModuleEntry> {
+        self.invoke("module.delete", &json!({ "module": module }))
+            .await
+    }
+
     /// `task.submit`: the task is durable when this returns.
     pub async fn task_submit(&self, spec: &TaskSpec) -> Result<Submitted> {
         self.invoke("task.submit", spec).await

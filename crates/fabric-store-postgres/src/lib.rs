@@ -61,11 +61,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use fabric_store::{
     Capabilities, Claimed, Completed, Heartbeat, Inserted, LeaderAcquireParams,
-    LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleListParams, ModulePutParams,
-    ModuleRecord, Rescued, Stats, StatsParams, Store, StoreError, TaskCancelParams,
-    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
-    TaskId, TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams,
-    TaskRecord, TaskRescueParams,
+    LeaderReleaseParams, ModuleDeleteParams, ModuleDeleted, ModuleGetParams, ModuleInfo,
+    ModuleListParams, ModulePutParams, ModuleRecord, Rescued, Stats, StatsParams, Store,
+    StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
+    TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
+    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -250,6 +250,10 @@ impl Store for PostgresStore {
 
     async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>, StoreError> {
         reads::module_list(&self.db, params).await
+    }
+
+    async fn module_delete(&self, params: ModuleDeleteParams) -> Result<ModuleDeleted, StoreError> {
+        writes::module_delete(&self.db, params).await
     }
 
     async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>, StoreError> {

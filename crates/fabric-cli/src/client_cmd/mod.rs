@@ -150,5 +150,14 @@ pub fn module(command: ModuleCommand) -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }),
+        ModuleCommand::Rm(args) => run(&args.client, async |client| {
+            let deleted = client.module_delete(&args.module).await?;
+            if args.client.json {
+                emit_json(json!(deleted));
+            } else {
+                emit(&format::modules_table(std::slice::from_ref(&deleted)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
     }
 }

@@ -10,6 +10,7 @@ mod fairness;
 mod faults;
 mod hostmem;
 mod load;
+mod modules;
 mod run;
 mod scheduling;
 mod server;
