@@ -12,7 +12,7 @@ pub(crate) fn module_delete(
     ctx: &mut WriteCtx<'_>,
     p: ModuleDeleteParams,
 ) -> Result<ModuleDeleted, StoreError> {
-    let conn = &*ctx.conn;
+    let conn = ctx.conn;
     let id = match p.module {
         ModuleRef::Id(id) => id.to_string(),
         ModuleRef::Name(name) => {
