@@ -42,10 +42,11 @@ fn run<F>(args: &ClientArgs, command: F) -> ExitCode
 where
     F: AsyncFnOnce(Client) -> Result<ExitCode, Failure>,
 {
-    let client = match Client::new(&args.server, args.token.clone()) {
-        Ok(client) => client,
-        Err(error) => return report(&args.server, Failure::Usage(error.into())),
-    };
+    let client =
+        match Client::with_ca_cert(&args.server, args.token.clone(), args.ca_cert.as_deref()) {
+            Ok(client) => client,
+            Err(error) => return report(&args.server, Failure::Usage(error.into())),
+        };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ mod modules;
 mod run;
 mod scheduling;
 mod server;
+mod tls;
 mod uploads;
 mod util;
 mod volumes;
