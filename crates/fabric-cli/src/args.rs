@@ -104,6 +104,12 @@ pub struct ServeFlags {
     /// Turns on authentication: a TOML file of `[[token]]` tables (see `fabric token new`).
     #[arg(long, env = "FABRIC_AUTH", value_name = "FILE")]
     pub auth: Option<PathBuf>,
+    /// Serve HTTPS (and WSS) with this PEM certificate chain; needs --tls-key.
+    #[arg(long, env = "FABRIC_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FABRIC_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// How long SIGTERM waits for running attempts before interrupting them. [default: 30s]
     #[arg(long, env = "FABRIC_GRACE", value_parser = fabric_types::parse_duration)]
     pub grace: Option<Duration>,
@@ -202,6 +208,8 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             store,
             workers,
             auth,
+            tls_cert,
+            tls_key,
             grace,
             node,
             synchronous,
@@ -228,6 +236,8 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             store,
             workers,
             auth,
+            tls_cert,
+            tls_key,
             grace,
             node,
             synchronous: synchronous.map(|mode| match mode {
@@ -375,6 +385,10 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:7070"
     )]
     pub server: String,
+    /// PEM file of the CA certificate(s) to trust for an `https://` server (a private CA);
+    /// without it, the public web's roots (webpki-roots).
+    #[arg(long, value_name = "FILE", env = "FABRIC_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Bearer token for a server started with --auth.
     #[arg(long, value_name = "T", env = "FABRIC_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -390,6 +404,8 @@ pub enum ModuleCommand {
     Put(ModulePutArgs),
     /// List the stored modules.
     Ls(ModuleLsArgs),
+    /// Delete a stored module (refused while unfinished tasks use it); frees its quota.
+    Rm(ModuleRmArgs),
 }
 
 #[derive(Debug, Args)]
@@ -405,6 +421,14 @@ pub struct ModulePutArgs {
 
 #[derive(Debug, Args)]
 pub struct ModuleLsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModuleRmArgs {
+    /// The module: `sha256:<hex>` or a name given with `fabric module put --name`.
+    pub module: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }

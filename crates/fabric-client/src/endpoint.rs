@@ -11,13 +11,13 @@ pub struct Endpoint {
     pub base: String,
     /// `http://HOST:PORT[/PREFIX]/rpc`.
     pub rpc: Url,
-    /// `ws://HOST:PORT[/PREFIX]/rpc`.
+    /// `ws://HOST:PORT[/PREFIX]/rpc` (`wss://` for an `https` server).
     pub ws: Url,
 }
 
 impl Endpoint {
-    /// Parses a server URL: `http://HOST:PORT` with an optional path prefix; a bare
-    /// `HOST:PORT` is taken as `http://HOST:PORT`.
+    /// Parses a server URL: `http://HOST:PORT` or `https://HOST:PORT` with an optional
+    /// path prefix; a bare `HOST:PORT` is taken as `http://HOST:PORT`.
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: url.to_owned(),
@@ -33,19 +33,15 @@ impl Endpoint {
             format!("http://{trimmed}")
         };
         let parsed = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
-        match parsed.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(invalid(
-                    "https is not supported by this client; reach the server over http (for example through a TLS-terminating proxy on the same host)",
-                ));
-            }
+        let ws_scheme = match parsed.scheme() {
+            "http" => "ws",
+            "https" => "wss",
             other => {
                 return Err(invalid(&format!(
-                    "unsupported scheme {other:?}: expected http"
+                    "unsupported scheme {other:?}: expected http or https"
                 )));
             }
-        }
+        };
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(invalid("no host"));
         }
@@ -61,7 +57,7 @@ impl Endpoint {
         let mut rpc = parsed;
         rpc.set_path(&format!("{prefix}/rpc"));
         let mut ws = rpc.clone();
-        ws.set_scheme("ws")
+        ws.set_scheme(ws_scheme)
             .map_err(|()| invalid("cannot derive the WebSocket URL"))?;
         Ok(Self {
             base: base.as_str().trim_end_matches('/').to_owned(),
@@ -86,6 +82,7 @@ mod tests {
                 "http://fabric.internal/api",
             ),
             ("  http://[::1]:7070  ", "http://[::1]:7070"),
+            ("https://fabric.example/x", "https://fabric.example/x"),
         ];
         for (given, base) in cases {
             let endpoint = Endpoint::parse(given).unwrap();
@@ -93,7 +90,11 @@ mod tests {
             assert_eq!(endpoint.rpc.as_str(), format!("{base}/rpc"), "{given}");
             assert_eq!(
                 endpoint.ws.as_str(),
-                format!("{}/rpc", base.replacen("http://", "ws://", 1)),
+                format!(
+                    "{}/rpc",
+                    base.replacen("https://", "wss://", 1)
+                        .replacen("http://", "ws://", 1)
+                ),
                 "{given}"
             );
         }
@@ -103,7 +104,6 @@ mod tests {
     fn unusable_urls_are_refused_with_a_reason() {
         for (given, reason) in [
             ("", "empty"),
-            ("https://fabric.example", "https is not supported"),
             ("ftp://fabric.example", "unsupported scheme"),
             ("http://", "empty host"),
             ("http://h:7070/?x=1", "no query"),

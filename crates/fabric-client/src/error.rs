@@ -12,6 +12,12 @@ pub enum ClientError {
     /// The server URL given to [`crate::Client::new`] cannot be used.
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The CA certificate file given to [`crate::Client::with_ca_cert`] cannot be used.
+    #[error("CA certificate {path}: {reason}")]
+    CaCert {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// The token given to [`crate::Client::new`] cannot be sent in an HTTP header.
     #[error("invalid token: it must be printable ASCII without line breaks")]
     InvalidToken,

@@ -4,6 +4,7 @@
 mod endpoint;
 mod error;
 mod subscribe;
+mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub struct Client {
     endpoint: Endpoint,
     authorization: Option<HeaderValue>,
     http: reqwest::Client,
+    /// Shared with the WebSocket connections of [`Client::subscribe`].
+    tls: std::sync::Arc<rustls::ClientConfig>,
     request_timeout: Duration,
     next_id: AtomicU64,
 }
@@ -58,9 +61,22 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the server at `url` (`http://HOST:PORT`), sending `token` as a bearer
-    /// token when given. Nothing is sent until the first call.
+    /// A client of the server at `url` (`http://HOST:PORT` or `https://HOST:PORT`),
+    /// sending `token` as a bearer token when given; an `https` server must have a
+    /// certificate the public web's roots trust (see [`Client::with_ca_cert`] for a
+    /// private CA). Nothing is sent until the first call.
     pub fn new(url: &str, token: Option<String>) -> Result<Self> {
+        Self::with_ca_cert(url, token, None)
+    }
+
+    /// [`Client::new`], trusting for `https` only the CA certificates in the PEM file
+    /// `ca_cert` when given.
+    pub fn with_ca_cert(
+        url: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let tls = tls::client_config(ca_cert)?;
         let endpoint = Endpoint::parse(url)?;
         let authorization = token
             .map(|token| {
@@ -72,12 +88,14 @@ impl Client {
             .transpose()?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .use_preconfigured_tls((*tls).clone())
             .build()
             .map_err(|e| ClientError::transport(endpoint.rpc.as_str(), e))?;
         Ok(Self {
             endpoint,
             authorization,
             http,
+            tls,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             next_id: AtomicU64::new(1),
         })
@@ -138,6 +156,13 @@ impl Client {
     pub async fn module_list(&self) -> Result<Vec<ModuleEntry>> {
         let result: ModuleListResult = self.invoke("module.list", &json!({})).await?;
         Ok(result.modules)
+    }
+
+    /// `module.delete`: deletes the caller's module `module` (`sha256:<hex>` or a name);
+    /// returns what it was. Refused (-32008) while unfinished tasks use it.
+    pub async fn module_delete(&self, module: &str) -> Result<ModuleEntry> {
+        self.invoke("module.delete", &json!({ "module": module }))
+            .await
     }
 
     /// `task.submit`: the task is durable when this returns.

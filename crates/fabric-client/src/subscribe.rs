@@ -66,7 +66,9 @@ impl Client {
                 .expect("a header value stays a header value");
             request.headers_mut().insert("authorization", value);
         }
-        let connect = tokio_tungstenite::connect_async(request);
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector));
         let (mut socket, _) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Err(_elapsed) => {
                 return Err(ClientError::Transport {

@@ -206,6 +206,25 @@ impl ModuleCache {
         Some(self.insert(engine, *id, 0, compiled))
     }
 
+    /// Drops the module's compiled code from memory and its precompiled artifacts from
+    /// disk; attempts already holding it keep their copy. A later load compiles it again.
+    pub fn forget(&self, id: &ModuleId) {
+        {
+            let mut resident = self.resident.lock().expect("cache lock poisoned");
+            if let Some(entry) = resident.entries.remove(id) {
+                resident.bytes = resident.bytes.saturating_sub(entry.cost);
+            }
+        }
+        for kind in [ModuleKind::Module, ModuleKind::Component] {
+            if let Some(path) = self.artifact_path(id, kind)
+                && let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a precompiled artifact");
+            }
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let resident = self.resident.lock().expect("cache lock poisoned");
         CacheStats {

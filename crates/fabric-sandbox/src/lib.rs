@@ -137,6 +137,12 @@ impl Sandbox {
         self.engine.pooling
     }
 
+    /// Drops a module from the cache, in memory and on disk (a deleted module): see
+    /// `ModuleCache::forget`.
+    pub fn forget(&self, id: &ModuleId) {
+        self.cache.forget(id);
+    }
+
     /// Module cache counters (hits, misses, compiles, bytes held).
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()

@@ -1,5 +1,6 @@
 //! What a submission needs before it is stored: its module reference resolved to an id
-//! (cached, since modules never change), and room in its tenant's task quota.
+//! (cached, since a module's bytes never change; a deleted module is forgotten), and room
+//! in its tenant's task quota.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,16 +45,7 @@ impl ModuleResolver {
         {
             return Ok(*id);
         }
-        let module = match reference.parse::<ModuleId>() {
-            Ok(id) => ModuleRef::Id(id),
-            Err(_) if reference.starts_with("sha256:") => {
-                return Err(RpcError::invalid_params(
-                    format!("{at}module"),
-                    "sha256: must be followed by 64 lowercase hex digits",
-                ));
-            }
-            Err(_) => ModuleRef::Name(reference.to_owned()),
-        };
+        let module = module_ref(reference, at)?;
         let expires = match module {
             ModuleRef::Id(_) => None,
             ModuleRef::Name(_) => Some(Instant::now() + NAME_TTL),
@@ -76,6 +68,29 @@ impl ModuleResolver {
         }
         cache.insert(key, (record.id, expires));
         Ok(record.id)
+    }
+}
+
+impl ModuleResolver {
+    /// Forgets every reference of `tenant` that resolved to `id` (a deleted module).
+    pub fn forget(&self, tenant: &str, id: &ModuleId) {
+        self.cache
+            .lock()
+            .expect("resolver lock")
+            .retain(|(t, _), (resolved, _)| !(t == tenant && resolved == id));
+    }
+}
+
+/// A module reference of the API (`sha256:<hex>` or a name) for the store; a malformed id
+/// is invalid params naming `{at}module`.
+pub fn module_ref(reference: &str, at: &str) -> Result<ModuleRef, RpcError> {
+    match reference.parse::<ModuleId>() {
+        Ok(id) => Ok(ModuleRef::Id(id)),
+        Err(_) if reference.starts_with("sha256:") => Err(RpcError::invalid_params(
+            format!("{at}module"),
+            "sha256: must be followed by 64 lowercase hex digits",
+        )),
+        Err(_) => Ok(ModuleRef::Name(reference.to_owned())),
     }
 }
 

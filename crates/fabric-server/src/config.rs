@@ -34,6 +34,10 @@ pub struct ServeOptions {
     pub workers: Option<u32>,
     /// Turns on authentication: a TOML file of `[[token]]` tables (see `fabric token new`).
     pub auth: Option<PathBuf>,
+    /// Serve HTTPS (and WSS) with this PEM certificate chain; needs tls_key.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of tls_cert; needs tls_cert.
+    pub tls_key: Option<PathBuf>,
     /// How long SIGTERM waits for running attempts before interrupting them. [default: 30s]
     #[serde(default, deserialize_with = "duration")]
     pub grace: Option<Duration>,
@@ -103,6 +107,13 @@ pub enum SyncMode {
     Full,
 }
 
+/// The PEM files of `--tls-cert` and `--tls-key`, read when the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Where tasks are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -125,6 +136,8 @@ pub struct ServerConfig {
     pub store: StoreUrl,
     pub workers: u32,
     pub auth: Option<PathBuf>,
+    /// HTTPS instead of HTTP: the certificate chain and key files.
+    pub tls: Option<TlsFiles>,
     pub grace: Duration,
     pub node: String,
     pub synchronous: SyncMode,
@@ -214,7 +227,28 @@ impl ServerConfig {
             Some(_) => fabric_scheduler::SchedulerConfig::fair_share(workers),
             None => workers,
         };
+        let tls = match (
+            flags.tls_cert.clone().or(file.tls_cert.clone()),
+            flags.tls_key.clone().or(file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    option: "tls_key",
+                    reason: "--tls-cert needs --tls-key (the certificate's private key)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    option: "tls_cert",
+                    reason: "--tls-key needs --tls-cert (the certificate chain it belongs to)"
+                        .into(),
+                });
+            }
+        };
         let config = Self {
+            tls,
             listen: pick!(listen, Self::DEFAULT_LISTEN.parse().expect("valid address")),
             store,
             workers,
@@ -501,6 +535,38 @@ mod tests {
         assert!(err.contains("soon"), "{err}");
         let err = file("config = \"x.toml\"").unwrap_err().to_string();
         assert!(err.contains("unknown field `config`"), "{err}");
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_together_from_flags_or_the_file() {
+        let cert = ServeOptions {
+            tls_cert: Some("cert.pem".into()),
+            ..ServeOptions::default()
+        };
+        let err = ServerConfig::merge(cert.clone(), ServeOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("--tls-cert needs --tls-key"),
+            "{err}"
+        );
+        let key = ServeOptions {
+            tls_key: Some("key.pem".into()),
+            ..ServeOptions::default()
+        };
+        let err = ServerConfig::merge(key.clone(), ServeOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("--tls-key needs --tls-cert"),
+            "{err}"
+        );
+        // The flag's certificate with the file's key.
+        let both = ServerConfig::merge(cert, key).unwrap();
+        assert_eq!(
+            both.tls,
+            Some(TlsFiles {
+                cert: "cert.pem".into(),
+                key: "key.pem".into()
+            })
+        );
+        assert_eq!(ServerConfig::defaults().tls, None);
     }
 
     #[test]

@@ -14,13 +14,15 @@ mod rpc;
 mod server;
 mod spec;
 mod timed_store;
+mod tls;
 mod waiters;
 mod ws;
 
 pub use auth::{ADMIN_TENANT, Auth, DEFAULT_TENANT, Principal, token_digest};
-pub use config::{ConfigError, ServeOptions, ServerConfig, StoreUrl, SyncMode};
+pub use config::{ConfigError, ServeOptions, ServerConfig, StoreUrl, SyncMode, TlsFiles};
 pub use egress::{EgressScope, EgressTable, MAX_TASK_EGRESS};
 pub use methods::{METHODS, Transport, discover};
 pub use metrics::read_rss_bytes;
 pub use rpc::{RpcError, handle_body};
 pub use server::{App, Phase, ServeError, Server, serve, signal};
+pub use tls::TlsError;

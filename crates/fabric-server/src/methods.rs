@@ -9,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fabric_sandbox::LoadError;
 use fabric_store::{
-    ModuleListParams, ModulePutParams, StatsParams, TaskGetParams, TaskId, TaskInsertParams,
-    TaskListParams,
+    ModuleDeleteParams, ModuleDeleted, ModuleListParams, ModulePutParams, StatsParams,
+    TaskGetParams, TaskId, TaskInsertParams, TaskListParams,
 };
 use fabric_types::wire::{
     self, FabricStats, ModuleEntry, ModuleListResult, ModulePut, ModulePutResult, QueuedByPriority,
@@ -81,6 +81,13 @@ pub static METHODS: &[Method] = &[
         params: Vec::new,
         result: || object(&["modules"]),
         handler: |app, who, params, _| Box::pin(module_list(app, who, params)),
+    },
+    Method {
+        name: "module.delete",
+        summary: "Deletes one of the caller's modules (by id or name) unless unfinished tasks use it.",
+        params: || vec![("module", true, json!({"type": "string"}))],
+        result: || object(&["module", "size", "kind", "created_at"]),
+        handler: |app, who, params, _| Box::pin(module_delete(app, who, params)),
     },
     Method {
         name: "task.submit",
@@ -364,6 +371,47 @@ async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value,
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModuleDelete {
+    module: String,
+}
+
+async fn module_delete(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
+    let ModuleDelete { module: reference } = decode(params)?;
+    let module = crate::admission::module_ref(&reference, "")?;
+    let deleted = app
+        .store
+        .module_delete(ModuleDeleteParams {
+            tenant: who.tenant.clone(),
+            module,
+        })
+        .await
+        .map_err(RpcError::store)?;
+    match deleted {
+        ModuleDeleted::Deleted(info) => {
+            app.modules.forget(&who.tenant, &info.id);
+            app.sandbox.forget(&info.id);
+            encode(ModuleEntry {
+                module: info.id.to_string(),
+                name: info.name,
+                size: info.size,
+                kind: info.kind,
+                created_at: info.created_at,
+            })
+        }
+        ModuleDeleted::NotFound => Err(RpcError::not_found(format!("module {reference:?}"))
+            .with_data(json!({ "field": "module" }))),
+        ModuleDeleted::InUse { id, unfinished } => Err(RpcError::new(
+            code::CONFLICT,
+            format!(
+                "module {reference:?} ({id}) is used by {unfinished} unfinished task(s) of this tenant (scheduled, queued or running); cancel them or wait for them to finish, then delete it"
+            ),
+        )
+        .with_data(json!({ "module": id.to_string(), "unfinished_tasks": unfinished }))),
+    }
+}
+
 fn bounds<'a>(app: &'a App, who: &'a Principal) -> SpecBounds<'a> {
     SpecBounds {
         max_input_bytes: app.config.max_input_bytes,
@@ -423,7 +471,22 @@ async fn submit(
             now: OffsetDateTime::now_utc(),
         })
         .await
-        .map_err(RpcError::store)?;
+        .map_err(|err| match err {
+            // The module was deleted since it was resolved.
+            fabric_store::StoreError::ModuleNotFound { index, module, .. } => {
+                let at = if batch {
+                    format!("tasks[{index}].")
+                } else {
+                    String::new()
+                };
+                if let Ok(id) = module.parse::<ModuleId>() {
+                    app.modules.forget(&who.tenant, &id);
+                }
+                RpcError::not_found(format!("module {module:?}"))
+                    .with_data(json!({ "field": format!("{at}module") }))
+            }
+            other => RpcError::store(other),
+        })?;
     app.scheduler.wake();
     let mut fresh = 0;
     for (inserted, priority) in inserted.iter().zip(priorities) {
@@ -733,6 +796,7 @@ mod tests {
         let expected = [
             "module.put",
             "module.list",
+            "module.delete",
             "task.submit",
             "task.submit_batch",
             "task.get",

@@ -102,6 +102,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
     /// A second SIGTERM or SIGINT came while draining: stop now.
@@ -114,6 +116,8 @@ pub enum ServeError {
 pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
+    /// With `--tls-cert`: the handshakes' configuration.
+    tls: Option<crate::tls::Acceptor>,
 }
 
 impl Server {
@@ -123,6 +127,11 @@ impl Server {
         let auth = match &config.auth {
             Some(path) => Auth::load(path)?,
             None => Auth::Off,
+        };
+        // Read before anything is opened, so a bad file fails the start at once.
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
+            None => None,
         };
         if let Some((tenant, policy)) = auth
             .egress_names()
@@ -238,7 +247,7 @@ impl Server {
         });
         tokio::spawn(route_events(app.clone()));
         tokio::spawn(crate::memory::trim_periodically(app.phase.subscribe()));
-        Ok(Self { app, listener })
+        Ok(Self { app, listener, tls })
     }
 
     /// The address actually bound (useful with port 0).
@@ -277,11 +286,23 @@ impl Server {
             let _ = stopped_tx.send(());
         });
         let router = crate::http::router(app.clone());
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped_rx.await;
-            })
-            .await;
+        let stopped = async move {
+            let _ = stopped_rx.await;
+        };
+        let served = match self.tls {
+            Some(acceptor) => {
+                let listener = crate::tls::TlsListener::new(self.listener, acceptor)
+                    .map_err(ServeError::Http)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
         drain.await.ok();
         served.map_err(ServeError::Http)?;
         tracing::info!("stopped");
@@ -372,12 +393,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
 }
 
 impl Server {
-    /// Logs the address and prints `listening on http://ADDR` on stderr (what scripts and
-    /// tests wait for).
+    /// Logs the address and prints `listening on http://ADDR` (`https://` with TLS) on
+    /// stderr (what scripts and tests wait for).
     pub fn announce(&self) {
         let addr = self.local_addr();
-        tracing::info!(%addr, "listening");
-        eprintln!("listening on http://{addr}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "listening");
+        eprintln!("listening on {scheme}://{addr}");
     }
 
     /// [`Server::run`] until SIGTERM or SIGINT. A second signal ends it at once with

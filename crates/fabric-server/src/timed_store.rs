@@ -74,6 +74,10 @@ impl Store for TimedStore {
         self.inner.module_list(params).await
     }
 
+    async fn module_delete(&self, params: ModuleDeleteParams) -> Result<ModuleDeleted> {
+        self.inner.module_delete(params).await
+    }
+
     async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>> {
         self.timed(StoreOp::Insert, self.inner.task_insert(params))
             .await

@@ -52,6 +52,7 @@ mod options;
 mod reads;
 mod rows;
 mod schema;
+mod tls;
 mod writes;
 
 use std::sync::Arc;
@@ -61,16 +62,15 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use fabric_store::{
     Capabilities, Claimed, Completed, Heartbeat, Inserted, LeaderAcquireParams,
-    LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleListParams, ModulePutParams,
-    ModuleRecord, Rescued, Stats, StatsParams, Store, StoreError, TaskCancelParams,
-    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
-    TaskId, TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams,
-    TaskRecord, TaskRescueParams,
+    LeaderReleaseParams, ModuleDeleteParams, ModuleDeleted, ModuleGetParams, ModuleInfo,
+    ModuleListParams, ModulePutParams, ModuleRecord, Rescued, Stats, StatsParams, Store,
+    StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
+    TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
+    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 pub use leader::{Leader, MAINTENANCE_LEASE};
 pub use options::PostgresOptions;
@@ -115,7 +115,10 @@ impl PostgresStore {
     /// cannot be reached, `SchemaTooNew` when a newer build migrated the schema.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         options.validate()?;
-        let mut config: tokio_postgres::Config = url
+        let tls = tls::split(url)?;
+        let connector = tls.connector()?;
+        let mut config: tokio_postgres::Config = tls
+            .rest
             .parse()
             .map_err(|e| StoreError::InvalidArgument(format!("database URL: {e}")))?;
         // Every connection starts in the store's schema, under its statement timeout, and
@@ -133,11 +136,12 @@ impl PostgresStore {
             .application_name(&options.application_name)
             .connect_timeout(options.connect_timeout)
             .keepalives(true)
-            .keepalives_idle(KEEPALIVE_IDLE);
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .ssl_mode(tls.ssl_mode());
 
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 // A closed connection is dropped when it comes back; a connection the
                 // server killed fails its next statement with `Unavailable`.
@@ -163,6 +167,7 @@ impl PostgresStore {
             Some(
                 listen::start(
                     config,
+                    connector,
                     options.schema.clone(),
                     Arc::clone(&ready_tx),
                     options.connect_timeout,
@@ -250,6 +255,10 @@ impl Store for PostgresStore {
 
     async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>, StoreError> {
         reads::module_list(&self.db, params).await
+    }
+
+    async fn module_delete(&self, params: ModuleDeleteParams) -> Result<ModuleDeleted, StoreError> {
+        writes::module_delete(&self.db, params).await
     }
 
     async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>, StoreError> {

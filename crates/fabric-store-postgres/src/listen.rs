@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use fabric_store::StoreError;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::db::{READY_CHANNEL, bump};
 use crate::error::classify;
@@ -26,12 +27,13 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// from connecting. The task runs until aborted.
 pub(crate) async fn start(
     config: Config,
+    tls: MakeRustlsConnect,
     schema: String,
     ready: Arc<watch::Sender<u64>>,
     timeout: Duration,
 ) -> Result<JoinHandle<()>, StoreError> {
     let (first_tx, first_rx) = oneshot::channel();
-    let handle = tokio::spawn(run(config, schema, ready, timeout, first_tx));
+    let handle = tokio::spawn(run(config, tls, schema, ready, timeout, first_tx));
     let first = tokio::time::timeout(timeout + Duration::from_secs(1), first_rx).await;
     match first {
         Ok(Ok(Ok(()))) => Ok(handle),
@@ -51,6 +53,7 @@ pub(crate) async fn start(
 
 async fn run(
     config: Config,
+    tls: MakeRustlsConnect,
     schema: String,
     ready: Arc<watch::Sender<u64>>,
     timeout: Duration,
@@ -60,7 +63,7 @@ async fn run(
     let mut backoff = MIN_BACKOFF;
     loop {
         let started = Instant::now();
-        let result = listen_once(&config, &schema, &ready, timeout, &mut first).await;
+        let result = listen_once(&config, &tls, &schema, &ready, timeout, &mut first).await;
         if let Some(first) = first.take() {
             // The first connection never got to LISTEN: connect reports why.
             let error = match result {
@@ -91,12 +94,13 @@ async fn run(
 /// connection fails or stops answering pings.
 async fn listen_once(
     config: &Config,
+    tls: &MakeRustlsConnect,
     schema: &str,
     ready: &watch::Sender<u64>,
     timeout: Duration,
     first: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let driver = async {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {

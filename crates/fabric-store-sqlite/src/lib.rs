@@ -23,11 +23,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fabric_store::{
     Capabilities, Claimed, Completed, Heartbeat, Inserted, LeaderAcquireParams,
-    LeaderReleaseParams, ModuleGetParams, ModuleInfo, ModuleListParams, ModulePutParams,
-    ModuleRecord, ModuleRef, Rescued, Stats, StatsParams, Store, StoreError, TaskCancelParams,
-    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
-    TaskId, TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams,
-    TaskRecord, TaskRescueParams, from_millis,
+    LeaderReleaseParams, ModuleDeleteParams, ModuleDeleted, ModuleGetParams, ModuleInfo,
+    ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, Rescued, Stats, StatsParams, Store,
+    StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
+    TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
+    TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, from_millis,
 };
 use fabric_types::TaskState;
 use rusqlite::config::DbConfig;
@@ -315,6 +315,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn module_delete(&self, params: ModuleDeleteParams) -> Result<ModuleDeleted, StoreError> {
+        self.writer
+            .write("module_delete", move |ctx| {
+                writes::module_delete(ctx, params)
+            })
+            .await
+    }
+
     async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>, StoreError> {
         if params.tasks.is_empty() {
             return Ok(Vec::new());
@@ -462,8 +470,21 @@ mod tests {
     use fabric_store::NewTask;
     use fabric_types::ModuleId;
 
+    /// The store in `dir`, holding the module `m` for the tenants these tests use (written
+    /// beside the store's own connection, as a task's module must be stored).
     fn open(dir: &tempfile::TempDir) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open(dir.path().join("fabric.db"), SqliteOptions::default())
+        let path = dir.path().join("fabric.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default())?;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for tenant in ["t", "acme", "globex"] {
+            conn.execute(
+                "INSERT OR IGNORE INTO modules (tenant, id, kind, size, created_at, bytes)
+                 VALUES (?1, ?2, 'module', 1, 0, x'6d')",
+                params![tenant, ModuleId::of(b"m").to_string()],
+            )
+            .unwrap();
+        }
+        Ok(store)
     }
 
     fn task(input: &str) -> NewTask {
@@ -610,7 +631,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fabric.db");
-        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let store = open(&dir).unwrap();
         let at = |ms: i64| from_millis(1_700_000_000_000 + ms);
         let mut tasks = Vec::new();
         for i in 0..40i64 {

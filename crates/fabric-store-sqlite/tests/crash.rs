@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fabric_store::{
-    Completion, NewTask, Next, Store, TaskClaimParams, TaskCompleteParams, TaskGetParams, TaskId,
-    TaskInsertParams, TaskPromoteParams, TaskRescueParams,
+    Completion, ModulePutParams, NewTask, Next, Store, TaskClaimParams, TaskCompleteParams,
+    TaskGetParams, TaskId, TaskInsertParams, TaskPromoteParams, TaskRescueParams,
 };
 use fabric_store_sqlite::{SqliteOptions, SqliteStore};
-use fabric_types::{Attempt, ModuleId, Outcome, TaskState};
+use fabric_types::{Attempt, ModuleId, ModuleKind, Outcome, TaskState};
 use time::OffsetDateTime;
 
 /// Set in the child's environment to the database path; the child test does nothing
@@ -38,6 +38,17 @@ fn crash_child() {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
         let module = ModuleId::of(b"crash");
+        store
+            .module_put(ModulePutParams {
+                tenant: "crash".into(),
+                id: module,
+                name: None,
+                bytes: b"crash".to_vec(),
+                kind: ModuleKind::Module,
+                now: OffsetDateTime::now_utc(),
+            })
+            .await
+            .unwrap();
         for submitter in 0..4u64 {
             let store = store.clone();
             tokio::spawn(async move {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use fabric_types::{Attempt, ModuleId, Outcome, TaskState};
+use fabric_types::{Attempt, ModuleId, ModuleKind, Outcome, TaskState};
 use time::OffsetDateTime;
 use tokio::runtime::Runtime;
 
 use crate::{
-    ClaimedTask, Completion, NewTask, Next, Store, TaskClaimParams, TaskCompleteParams,
-    TaskInsertParams,
+    ClaimedTask, Completion, ModulePutParams, NewTask, Next, Store, TaskClaimParams,
+    TaskCompleteParams, TaskInsertParams,
 };
 
 const BATCHES: [usize; 3] = [1, 100, 1_000];
@@ -21,6 +21,19 @@ fn tasks(n: usize) -> Vec<NewTask> {
     (0..n)
         .map(|i| NewTask::new("bench", ModuleId::of(b"echo"), format!("input {i}")))
         .collect()
+}
+
+/// Stores the module the benchmark's tasks name.
+async fn put_module(store: &dyn Store) {
+    let params = ModulePutParams {
+        tenant: "bench".into(),
+        id: ModuleId::of(b"echo"),
+        name: None,
+        bytes: b"echo".to_vec(),
+        kind: ModuleKind::Module,
+        now: OffsetDateTime::now_utc(),
+    };
+    store.module_put(params).await.unwrap();
 }
 
 async fn insert(store: &dyn Store, n: usize) {
@@ -101,6 +114,7 @@ async fn round(store: &dyn Store, n: usize, timed: Step) -> Duration {
 pub fn store_ops(c: &mut Criterion, runtime: &Runtime, store: Arc<dyn Store>) {
     let shared = Arc::clone(&store);
     let store = &*store;
+    runtime.block_on(put_module(store));
 
     let mut group = c.benchmark_group("store");
     for n in BATCHES {

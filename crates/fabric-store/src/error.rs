@@ -31,6 +31,15 @@ pub enum StoreError {
     /// The operation conflicts with what is stored (for example a uniqueness rule).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A task names a module its tenant does not store (never put, or deleted): nothing of
+    /// the batch was written.
+    #[error("tasks[{index}]: tenant {tenant:?} stores no module {module}")]
+    ModuleNotFound {
+        /// The task's index in its batch.
+        index: usize,
+        tenant: String,
+        module: String,
+    },
     /// The caller passed something the store cannot accept; the message names the field.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -32,12 +32,12 @@ pub use error::{BoxError, Result, StoreError};
 pub use id::{AttemptId, TaskId};
 pub use model::{
     AGING_STEP_MS, AttemptRecord, Capabilities, Claimed, ClaimedTask, Completed, Completion,
-    FairClock, Heartbeat, Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleGetParams,
-    ModuleInfo, ModuleKind, ModuleListParams, ModulePutParams, ModuleRecord, ModuleRef, NewTask,
-    Next, Rescued, Stats, StatsParams, TaskCancelParams, TaskClaimParams, TaskCompleteParams,
-    TaskExpireParams, TaskGetParams, TaskHeartbeatParams, TaskInsertParams, TaskListParams,
-    TaskPage, TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams, TenantCap,
-    claim_sort_key, from_millis, to_millis,
+    FairClock, Heartbeat, Inserted, LeaderAcquireParams, LeaderReleaseParams, ModuleDeleteParams,
+    ModuleDeleted, ModuleGetParams, ModuleInfo, ModuleKind, ModuleListParams, ModulePutParams,
+    ModuleRecord, ModuleRef, NewTask, Next, Rescued, Stats, StatsParams, TaskCancelParams,
+    TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
+    TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams, TaskRecord,
+    TaskRescueParams, TenantCap, claim_sort_key, from_millis, to_millis,
 };
 
 /// The durable home of modules, tasks and attempts. Object-safe: hold it as
@@ -64,7 +64,13 @@ pub trait Store: Send + Sync + Debug {
     /// A tenant's modules, oldest first, without their bytes.
     async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>>;
 
+    /// Deletes a module unless an unfinished task uses it (see [`ModuleDeleteParams`]).
+    async fn module_delete(&self, params: ModuleDeleteParams) -> Result<ModuleDeleted>;
+
     /// Inserts a batch of tasks in one transaction; one [`Inserted`] per task, in order.
+    /// A task whose module its tenant does not store fails the whole batch with
+    /// [`StoreError::ModuleNotFound`], checked in the same transaction as the insert (so
+    /// it cannot pass a concurrent [`Store::module_delete`]).
     async fn task_insert(&self, params: TaskInsertParams) -> Result<Vec<Inserted>>;
 
     /// One task with all its attempts.

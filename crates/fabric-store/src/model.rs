@@ -141,6 +141,28 @@ pub struct ModuleListParams {
     pub tenant: String,
 }
 
+/// Deletes one module of one tenant, by id or by name, unless an unfinished task
+/// (`scheduled`, `queued` or `running`) of that tenant names it. The check and the delete
+/// are one transaction, and [`Store::task_insert`](crate::Store::task_insert) refuses a
+/// task whose module its tenant does not store, so a delete never leaves an unfinished task
+/// without its module. Finished tasks keep the module id they ran.
+#[derive(Debug, Clone)]
+pub struct ModuleDeleteParams {
+    pub tenant: String,
+    pub module: ModuleRef,
+}
+
+/// What became of a [`ModuleDeleteParams`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleDeleted {
+    /// Deleted, with every name that pointed at it; this is what it was.
+    Deleted(ModuleInfo),
+    /// The tenant has no such module (or no such name).
+    NotFound,
+    /// Kept: `unfinished` tasks of the tenant still use it.
+    InUse { id: ModuleId, unfinished: u64 },
+}
+
 /// A module without its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleInfo {
@@ -167,7 +189,8 @@ pub struct ModuleRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTask {
     pub tenant: String,
-    /// The module to run. The store does not check that it exists; the caller resolves it.
+    /// The module to run: the tenant must store it, or the insert is refused
+    /// ([`StoreError::ModuleNotFound`](crate::StoreError::ModuleNotFound)).
     pub module: ModuleId,
     pub input: Vec<u8>,
     pub priority: Priority,

@@ -7,6 +7,13 @@ use time::OffsetDateTime;
 
 use crate::{Completion, Next, StoreError};
 
+/// The states of a task that may still run: a module such a task names cannot be deleted.
+pub const UNFINISHED: [TaskState; 3] =
+    [TaskState::Scheduled, TaskState::Queued, TaskState::Running];
+
+/// [`UNFINISHED`] as the SQL condition both backends filter `tasks.state` with.
+pub const UNFINISHED_SQL: &str = "state IN ('scheduled', 'queued', 'running')";
+
 /// The task's next step after attempt number `attempt_number` (1 for the first) ended with
 /// `outcome`: success and cancellation are final; an outcome the policy retries gets another
 /// attempt after a backoff while attempts remain; anything else fails the task. `jitter`
@@ -254,5 +261,35 @@ mod tests {
                 .contains("completions[1].next: Finish(running)"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod unfinished_tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_states_are_the_non_terminal_ones_and_the_sql_names_them() {
+        for state in [
+            TaskState::Scheduled,
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+            TaskState::Expired,
+        ] {
+            assert_eq!(
+                UNFINISHED.contains(&state),
+                !state.is_terminal(),
+                "{state:?}"
+            );
+            let quoted = format!("'{}'", state.as_str());
+            assert_eq!(
+                UNFINISHED_SQL.contains(&quoted),
+                !state.is_terminal(),
+                "{state:?}"
+            );
+        }
     }
 }

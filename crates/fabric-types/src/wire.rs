@@ -25,6 +25,9 @@ pub mod code {
     /// A resource the call needs stayed taken for as long as the call may wait (the
     /// compile threads, for `module.put`): nothing was done; retry.
     pub const BUSY: i64 = -32007;
+    /// The call conflicts with what is stored (`module.delete` of a module that unfinished
+    /// tasks use): nothing was changed.
+    pub const CONFLICT: i64 = -32008;
 }
 
 /// Optional per-task limits; absent fields take the server's defaults.

@@ -42,10 +42,11 @@ fn run<F>(args: &ClientArgs, command: F) -> ExitCode
 where
     F: AsyncFnOnce(Client) -> Result<ExitCode, Failure>,
 {
-    let client = match Client::new(&args.server, args.token.clone()) {
-        Ok(client) => client,
-        Err(error) => return report(&args.server, Failure::Usage(error.into())),
-    };
+    let client =
+        match Client::with_ca_cert(&args.server, args.token.clone(), args.ca_cert.as_deref()) {
+            Ok(client) => client,
+            Err(error) => return report(&args.server, Failure::Usage(error.into())),
+        };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,6 +148,15 @@ pub fn module(command: ModuleCommand) -> ExitCode {
                 emit_json(json!(ModuleListResult { modules }));
             } else {
                 emit(&format::modules_table(&modules));
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        ModuleCommand::Rm(args) => run(&args.client, async |client| {
+            let deleted = client.module_delete(&args.module).await?;
+            if args.client.json {
+                emit_json(json!(deleted));
+            } else {
+                emit(&format::modules_table(std::slice::from_ref(&deleted)));
             }
             Ok(ExitCode::SUCCESS)
         }),

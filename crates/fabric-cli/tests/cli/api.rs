@@ -558,7 +558,8 @@ async fn websocket_calls_and_subscriptions() {
         .unwrap();
     let mut id = None;
     let mut states = Vec::new();
-    while !states.contains(&"succeeded".to_string()) {
+    // The task's events and the answer to its submit travel apart: either may come first.
+    while id.is_none() || !states.contains(&"succeeded".to_string()) {
         let message = next(&mut socket).await;
         if message["id"] == 2 {
             id = Some(message["result"]["id"].as_str().unwrap().to_string());

@@ -208,3 +208,34 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_forgotten_module_leaves_memory_and_disk_and_compiles_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        slots: 2,
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let echo = ModuleId::of(fabric_agents::p1::ECHO);
+    sandbox.load(fabric_agents::p1::ECHO).unwrap();
+    sandbox.load(fabric_agents::p2::ECHO).unwrap();
+    assert!(sandbox.cached(&echo).is_some());
+    let held = sandbox.cache_stats().entries;
+
+    sandbox.forget(&echo);
+    assert!(
+        sandbox.cached(&echo).is_none(),
+        "still in memory or on disk"
+    );
+    assert_eq!(sandbox.cache_stats().entries, held - 1);
+    assert!(
+        sandbox
+            .cached(&ModuleId::of(fabric_agents::p2::ECHO))
+            .is_some(),
+        "forgot another module"
+    );
+    sandbox.load(fabric_agents::p1::ECHO).unwrap();
+    assert_eq!(sandbox.cache_stats().compiles, 3, "not compiled again");
+}

@@ -58,6 +58,10 @@ impl Store for HeldCompletions {
         self.inner.module_get(params).await
     }
 
+    async fn module_delete(&self, params: ModuleDeleteParams) -> Result<ModuleDeleted> {
+        self.inner.module_delete(params).await
+    }
+
     async fn module_list(&self, params: ModuleListParams) -> Result<Vec<ModuleInfo>> {
         self.inner.module_list(params).await
     }

@@ -17,6 +17,38 @@ use crate::rows::{
     MODULE_COLUMNS, map_json, ms, parse_state, read_module_info, retry_on_text, to_i64,
 };
 
+/// Locks the module row of every new task `FOR KEY SHARE` until the commit, so a
+/// concurrent `module_delete` waits for the insert (and then sees its tasks); fails with
+/// [`StoreError::ModuleNotFound`] when a task's tenant does not store its module.
+async fn lock_modules(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[(usize, NewRow)],
+) -> Result<(), StoreError> {
+    let mut pairs: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for (slot, row) in rows {
+        pairs
+            .entry((row.task.tenant.as_str(), row.task.module.to_string()))
+            .or_insert(*slot);
+    }
+    for ((tenant, module), slot) in pairs {
+        let found = query(
+            tx,
+            "lock a task's module",
+            "SELECT 1 FROM modules WHERE tenant = $1 AND id = $2 FOR KEY SHARE",
+            &[&tenant, &module],
+        )
+        .await?;
+        if found.is_empty() {
+            return Err(StoreError::ModuleNotFound {
+                index: slot,
+                tenant: tenant.to_owned(),
+                module,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `module_put`: insert or keep the module, move its name.
 pub(crate) async fn module_put(db: &Db, p: ModulePutParams) -> Result<ModuleInfo, StoreError> {
     let (id, now) = (p.id.to_string(), ms(p.now));
@@ -335,6 +367,7 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
             },
         ));
     }
+    lock_modules(&tx, &rows).await?;
     fair_keys(&tx, &mut rows, now, db.aging_step_ms).await?;
 
     // Keyed rows go in key order, so two batches sharing keys wait on each other's unique

@@ -7,11 +7,13 @@ mod claim;
 mod complete;
 mod insert;
 mod maintenance;
+mod module_delete;
 
 pub(crate) use claim::{task_claim, task_heartbeat};
 pub(crate) use complete::{task_cancel, task_complete};
 pub(crate) use insert::{module_put, task_insert};
 pub(crate) use maintenance::{task_expire, task_promote, task_prune, task_rescue};
+pub(crate) use module_delete::module_delete;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use fabric_store::{StoreError, claim_sort_key, rules};

@@ -101,10 +101,15 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Connects a store, failing the test with a clear message when PostgreSQL is not there.
+/// A store on `options`' schema, holding the conformance cases' module for their tenants
+/// (`testkit::seed`), as the tasks the tests insert need.
 pub async fn connect(options: PostgresOptions) -> PostgresStore {
     let url = url();
     match PostgresStore::connect(&url, options).await {
-        Ok(store) => store,
+        Ok(store) => {
+            fabric_store::testkit::seed(&store).await;
+            store
+        }
         Err(e) => panic!(
             "cannot open a PostgreSQL store at {url} (set {URL_ENV} to a reachable database): {}",
             chain(&e)

@@ -118,6 +118,12 @@ pub(crate) fn task_insert(
         .conn
         .prepare_cached(READ_CLOCK)
         .map_err(db_err("read a fair-share clock"))?;
+    let mut has_module = ctx
+        .conn
+        .prepare_cached("SELECT 1 FROM modules WHERE tenant = ?1 AND id = ?2")
+        .map_err(db_err("look up a task's module"))?;
+    // The last (tenant, module) found stored: a batch usually names one.
+    let mut known: Option<(String, fabric_types::ModuleId)> = None;
     let mut clocks = Clocks::default();
     for (i, task) in p.tasks.into_iter().enumerate() {
         if task.tenant.is_empty() {
@@ -138,6 +144,19 @@ pub(crate) fn task_insert(
                 });
                 continue;
             }
+        }
+        if known.as_ref() != Some(&(task.tenant.clone(), task.module)) {
+            let stored = has_module
+                .exists(params![task.tenant, task.module.to_string()])
+                .map_err(db_err("look up a task's module"))?;
+            if !stored {
+                return Err(StoreError::ModuleNotFound {
+                    index: i,
+                    tenant: task.tenant,
+                    module: task.module.to_string(),
+                });
+            }
+            known = Some((task.tenant.clone(), task.module));
         }
         let run_at = task.run_at.map(ms);
         // Queued now, it joins the line now, whatever past run_at it named; scheduled, it
@@ -192,6 +211,7 @@ pub(crate) fn task_insert(
         });
     }
     drop(read_clock);
+    drop(has_module);
     clocks.write(ctx)?;
     Ok(out)
 }

@@ -1,7 +1,8 @@
 //! The conformance suite every store backend runs, so backends cannot drift apart.
 //!
-//! Each case is a `pub async fn(Arc<dyn Store>)` that takes a fresh, empty store and panics
-//! on a violation. A backend's test file runs them all, each as its own `#[tokio::test]`
+//! Each case is a `pub async fn(Arc<dyn Store>)` that takes a fresh store, holding only
+//! [`module_id`]'s module for each of the [`TENANTS`] (see [`seed`]), and panics on a
+//! violation. A backend's test file runs them all, each as its own `#[tokio::test]`
 //! named after the case, with [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```ignore
@@ -18,6 +19,7 @@ mod completion;
 mod insert;
 mod lease;
 mod maintenance;
+mod modules;
 mod reads;
 mod tenants;
 
@@ -40,17 +42,19 @@ pub use lease::{
 pub use maintenance::{
     deadline_expiry, next_wakeup, prune_keeps_unfinished, ready_signal_fires, run_at_honoured,
 };
+pub use modules::module_delete_rules;
 pub use reads::{list_pagination, stats_counts};
 pub use tenants::{modules_put_get_list, tenant_isolation};
 
 use std::time::Duration;
 
-use fabric_types::{Attempt, ModuleId, Outcome};
+use fabric_types::{Attempt, ModuleId, ModuleKind, Outcome};
 use time::OffsetDateTime;
 
 use crate::{
-    AttemptId, ClaimedTask, Completed, Completion, NewTask, Next, Store, TaskClaimParams,
-    TaskCompleteParams, TaskGetParams, TaskId, TaskInsertParams, TaskRecord, from_millis,
+    AttemptId, ClaimedTask, Completed, Completion, ModulePutParams, NewTask, Next, Store,
+    TaskClaimParams, TaskCompleteParams, TaskGetParams, TaskId, TaskInsertParams, TaskRecord,
+    from_millis,
 };
 
 /// The instant every case starts at: 2023-11-14T22:13:20Z.
@@ -64,9 +68,34 @@ pub fn at(ms: i64) -> OffsetDateTime {
     from_millis(T0_MS + ms)
 }
 
+/// The bytes of the module the cases' tasks name (a store does not look inside them).
+pub const MODULE_BYTES: &[u8] = b"(module)";
+
+/// The tenants the cases insert tasks for; [`seed`] stores the cases' module for each.
+pub const TENANTS: [&str; 4] = ["acme", "globex", "x", "y"];
+
 /// The module id the cases use for their tasks.
 pub fn module_id() -> ModuleId {
-    ModuleId::of(b"(module)")
+    ModuleId::of(MODULE_BYTES)
+}
+
+/// Stores the cases' module ([`module_id`]) for each of the [`TENANTS`], as a store needs
+/// before it accepts their tasks; a fresh store gets this before every case, and a
+/// backend's own tests may call it on the stores they open. Idempotent.
+pub async fn seed(store: &dyn Store) {
+    for tenant in TENANTS {
+        store
+            .module_put(ModulePutParams {
+                tenant: tenant.to_owned(),
+                id: module_id(),
+                name: None,
+                bytes: MODULE_BYTES.to_vec(),
+                kind: ModuleKind::Module,
+                now: at(-1),
+            })
+            .await
+            .expect("seed the cases' module");
+    }
 }
 
 /// A task for `tenant` with defaults and the given input.
@@ -167,6 +196,7 @@ macro_rules! conformance_tests {
             idempotency_is_per_tenant,
             tenant_isolation,
             modules_put_get_list,
+            module_delete_rules,
             claim_order_priority_then_fifo,
             claim_aging,
             claim_tenant_cap,
@@ -196,6 +226,7 @@ macro_rules! conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make().await;
+                $crate::testkit::seed(&*store).await;
                 $crate::testkit::$case(store).await;
             }
         )*

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use fabric_types::{ModuleId, TaskState};
 
-use super::{at, get, insert, new_task};
+use super::{at, get, insert, module_id, new_task};
 use crate::{
     ModuleGetParams, ModuleKind, ModuleListParams, ModulePutParams, ModuleRef, StatsParams, Store,
     TaskCancelParams, TaskGetParams, TaskListParams,
@@ -119,25 +119,21 @@ pub async fn tenant_isolation(store: Arc<dyn Store>) {
         store.module_get(by_name).await.unwrap().is_none(),
         "globex read acme's module name"
     );
-    assert!(
-        store
-            .module_list(ModuleListParams {
-                tenant: "globex".into()
-            })
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let listed = |tenant: &str| {
+        let params = ModuleListParams {
+            tenant: tenant.into(),
+        };
+        async move {
+            let list = store.module_list(params).await.unwrap();
+            list.into_iter().map(|m| m.id).collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        store
-            .module_list(ModuleListParams {
-                tenant: "acme".into()
-            })
-            .await
-            .unwrap()
-            .len(),
-        1
+        listed("globex").await,
+        vec![module_id()],
+        "globex listed acme's module"
     );
+    assert_eq!(listed("acme").await, vec![module_id(), id]);
 }
 
 /// Modules: put is idempotent, get by id and by name, a name follows the newest put.
@@ -212,8 +208,9 @@ pub async fn modules_put_get_list(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
+    // The seeded module (put at T0 - 1 ms) comes first.
     assert_eq!(
         list.iter().map(|m| m.id).collect::<Vec<_>>(),
-        vec![id1, id2]
+        vec![module_id(), id1, id2]
     );
 }
