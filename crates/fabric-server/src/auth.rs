@@ -198,7 +198,11 @@ mod tests {
         let auth = Auth::parse(&text).unwrap();
         assert_eq!(
             auth.principal(Some("Bearer acme-secret")),
-            Some(Principal::tenant("acme"))
+            Some(Principal {
+                egress: EgressScope::Only(Vec::new()),
+                ..Principal::tenant("acme")
+            }),
+            "a token without an egress list may name no policy"
         );
         let admin = auth.principal(Some("Bearer root-secret")).unwrap();
         assert!(admin.admin);

@@ -6,6 +6,7 @@ mod client;
 mod cluster;
 mod demo;
 mod disk;
+mod egress;
 mod fairness;
 mod faults;
 mod hostmem;
