@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
-    from_millis,
+    egress_json, from_millis,
 };
 use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
 use time::OffsetDateTime;
@@ -16,7 +16,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::corrupt;
 
 /// The task columns [`read_task`] expects, in order. JSONB columns are read as text.
-const TASK_COLUMNS: [&str; 25] = [
+const TASK_COLUMNS: [&str; 26] = [
     "id",
     "tenant",
     "module",
@@ -42,13 +42,14 @@ const TASK_COLUMNS: [&str; 25] = [
     "finished_at",
     "cancel_requested",
     "dirs",
+    "egress",
 ];
 
 /// How many columns [`read_task`] reads.
 pub(crate) const TASK_WIDTH: usize = TASK_COLUMNS.len();
 
 /// The attempt columns [`read_attempt`] expects, in order.
-const ATTEMPT_COLUMNS: [&str; 18] = [
+const ATTEMPT_COLUMNS: [&str; 19] = [
     "id",
     "number",
     "node",
@@ -67,6 +68,7 @@ const ATTEMPT_COLUMNS: [&str; 18] = [
     "wall_ms",
     "started_at",
     "finished_at",
+    "egress",
 ];
 
 /// The module columns [`read_module_info`] expects, in order (`bytes` may follow).
@@ -77,7 +79,7 @@ pub(crate) fn task_columns(alias: &str) -> String {
     TASK_COLUMNS
         .iter()
         .map(|c| match *c {
-            "env" | "labels" | "dirs" => format!("{alias}.{c}::text AS {c}"),
+            "env" | "labels" | "dirs" | "egress" => format!("{alias}.{c}::text AS {c}"),
             _ => format!("{alias}.{c}"),
         })
         .collect::<Vec<_>>()
@@ -88,7 +90,10 @@ pub(crate) fn task_columns(alias: &str) -> String {
 pub(crate) fn attempt_columns(alias: &str) -> String {
     ATTEMPT_COLUMNS
         .iter()
-        .map(|c| format!("{alias}.{c} AS a_{c}"))
+        .map(|c| match *c {
+            "egress" => format!("{alias}.{c}::text AS a_{c}"),
+            _ => format!("{alias}.{c} AS a_{c}"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -236,7 +241,10 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
         finished_at: time_opt(col(row, c(22))?),
         cancel_requested: col(row, c(23))?,
         dirs: parse_map(col(row, c(24))?, "tasks.dirs")?,
-        egress: Vec::new(),
+        egress: egress_json::names_decode(
+            col::<Option<String>>(row, c(25))?.as_deref(),
+            "tasks.egress",
+        )?,
         attempts: Vec::new(),
     })
 }
@@ -252,26 +260,35 @@ pub(crate) fn read_attempt(row: &Row, at: usize) -> Result<Option<AttemptRecord>
     let outcome: Option<String> = col(row, c(5))?;
     let result = match outcome {
         None => None,
-        Some(text) => Some(Attempt {
-            outcome: text
-                .parse()
-                .map_err(|e| corrupt(format!("attempts.outcome of {id}: {e}")))?,
-            exit_code: col(row, c(6))?,
-            trap: col(row, c(7))?,
-            error: col(row, c(8))?,
-            output: col::<Option<Vec<u8>>>(row, c(9))?.unwrap_or_default(),
-            stderr: col::<Option<Vec<u8>>>(row, c(10))?.unwrap_or_default(),
-            output_truncated: col(row, c(11))?,
-            stderr_truncated: col(row, c(12))?,
-            usage: Usage {
-                fuel_consumed: to_u64(col(row, c(13))?, "attempts.fuel_consumed")?,
-                peak_memory_bytes: to_u64(col(row, c(14))?, "attempts.peak_memory_bytes")?,
-                wall_ms: to_u64(col(row, c(15))?, "attempts.wall_ms")?,
-                ..Usage::default()
-            },
-            denials: Vec::new(),
-            started_at: time_opt(col(row, c(16))?),
-            finished_at: time_opt(col(row, c(17))?),
+        Some(text) => Some({
+            let mut attempt = Attempt {
+                outcome: text
+                    .parse()
+                    .map_err(|e| corrupt(format!("attempts.outcome of {id}: {e}")))?,
+                exit_code: col(row, c(6))?,
+                trap: col(row, c(7))?,
+                error: col(row, c(8))?,
+                output: col::<Option<Vec<u8>>>(row, c(9))?.unwrap_or_default(),
+                stderr: col::<Option<Vec<u8>>>(row, c(10))?.unwrap_or_default(),
+                output_truncated: col(row, c(11))?,
+                stderr_truncated: col(row, c(12))?,
+                usage: Usage {
+                    fuel_consumed: to_u64(col(row, c(13))?, "attempts.fuel_consumed")?,
+                    peak_memory_bytes: to_u64(col(row, c(14))?, "attempts.peak_memory_bytes")?,
+                    wall_ms: to_u64(col(row, c(15))?, "attempts.wall_ms")?,
+                    ..Usage::default()
+                },
+                denials: Vec::new(),
+                started_at: time_opt(col(row, c(16))?),
+                finished_at: time_opt(col(row, c(17))?),
+            };
+            egress_json::attempt_decode(
+                col::<Option<String>>(row, c(18))?.as_deref(),
+                "attempts.egress",
+                &mut attempt.usage,
+                &mut attempt.denials,
+            )?;
+            attempt
         }),
     };
     Ok(Some(AttemptRecord {

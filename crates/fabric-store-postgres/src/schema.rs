@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_task_dirs.sql",
         include_str!("../migrations/0003_task_dirs.sql"),
     ),
+    (
+        4,
+        "0004_egress.sql",
+        include_str!("../migrations/0004_egress.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the number of its last migration.

@@ -816,6 +816,10 @@ mod tests {
             claimed[0].dirs.is_empty(),
             "tasks from before 0006 grant no dirs"
         );
+        assert!(
+            claimed[0].egress.is_empty(),
+            "tasks from before 0007 name no egress policy"
+        );
         assert_eq!(store.integrity_check().await.unwrap(), ["ok"]);
         assert_counts_match(&path);
 

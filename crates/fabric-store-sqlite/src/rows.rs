@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
-    from_millis,
+    egress_json, from_millis,
 };
 use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -15,11 +15,11 @@ use crate::db_err;
 /// The columns [`read_task`] expects, in order.
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
-     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs";
+     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
-     stderr, output_truncated, stderr_truncated, fuel_consumed, peak_memory_bytes, wall_ms, started_at, finished_at";
+     stderr, output_truncated, stderr_truncated, fuel_consumed, peak_memory_bytes, wall_ms, started_at, finished_at, egress";
 
 /// The columns [`read_module_info`] expects, in order.
 pub(crate) const MODULE_COLUMNS: &str = "id, name, size, kind, created_at";
@@ -112,6 +112,7 @@ struct RawTask {
     finished_at: Option<i64>,
     cancel_requested: bool,
     dirs: String,
+    egress: Option<String>,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -143,6 +144,7 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         finished_at: row.get(22)?,
         cancel_requested: row.get(23)?,
         dirs: row.get(24)?,
+        egress: row.get(25)?,
     })
 }
 
@@ -182,7 +184,7 @@ impl RawTask {
             env: parse_map(&self.env, "tasks.env")?,
             labels: parse_map(&self.labels, "tasks.labels")?,
             dirs: parse_map(&self.dirs, "tasks.dirs")?,
-            egress: Vec::new(),
+            egress: egress_json::names_decode(self.egress.as_deref(), "tasks.egress")?,
             id: TaskId::from(self.id),
             tenant: self.tenant,
             input: self.input,
@@ -244,6 +246,7 @@ fn read_attempt(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
             },
         )),
     };
+    let egress: Option<String> = row.get(18)?;
     let node: String = row.get(2)?;
     let claimed_at: i64 = row.get(3)?;
     let lease_until: Option<i64> = row.get(4)?;
@@ -254,6 +257,12 @@ fn read_attempt(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
                 attempt.outcome = text
                     .parse()
                     .map_err(|e| StoreError::Corrupt(format!("attempts.outcome of {id}: {e}")))?;
+                egress_json::attempt_decode(
+                    egress.as_deref(),
+                    "attempts.egress",
+                    &mut attempt.usage,
+                    &mut attempt.denials,
+                )?;
                 Some(attempt)
             }
         };
@@ -319,7 +328,7 @@ pub(crate) fn load_tasks(
 pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
-     dirs, attempt_count, rowid";
+     dirs, egress, attempt_count, rowid";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {
@@ -331,8 +340,8 @@ pub(crate) struct RawCandidate {
 pub(crate) fn raw_candidate(row: &Row<'_>) -> rusqlite::Result<RawCandidate> {
     Ok(RawCandidate {
         task: raw_task(row)?,
-        attempt_count: row.get(25)?,
-        rowid: row.get(26)?,
+        attempt_count: row.get(26)?,
+        rowid: row.get(27)?,
     })
 }
 

@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0006_task_dirs.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 7,
+        name: "0007_egress.sql",
+        sql: include_str!("../migrations/0007_egress.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod egress_json;
 mod error;
 mod id;
 mod model;

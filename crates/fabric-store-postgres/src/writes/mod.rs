@@ -156,12 +156,13 @@ const RECORD_ATTEMPTS: &str = "UPDATE attempts a SET lease_until = NULL, outcome
         stderr = u.stderr, output_truncated = u.output_truncated,
         stderr_truncated = u.stderr_truncated, fuel_consumed = u.fuel_consumed,
         peak_memory_bytes = u.peak_memory_bytes, wall_ms = u.wall_ms,
-        started_at = u.started_at, finished_at = u.finished_at
+        started_at = u.started_at, finished_at = u.finished_at, egress = u.egress::jsonb
     FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::bytea[],
         $7::bytea[], $8::bool[], $9::bool[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
-        $14::int8[])
+        $14::int8[], $15::text[])
         AS u(id, outcome, exit_code, trap, error, output, stderr, output_truncated,
-             stderr_truncated, fuel_consumed, peak_memory_bytes, wall_ms, started_at, finished_at)
+             stderr_truncated, fuel_consumed, peak_memory_bytes, wall_ms, started_at, finished_at,
+             egress)
     WHERE a.id = u.id";
 
 /// Writes how attempts ended and ends their leases.
@@ -194,13 +195,17 @@ async fn record_attempts<C: GenericClient>(
             .collect();
         let started: Vec<Option<i64>> = chunk.iter().map(|(_, a)| a.started_at.map(ms)).collect();
         let finished: Vec<Option<i64>> = chunk.iter().map(|(_, a)| a.finished_at.map(ms)).collect();
+        let egress: Vec<Option<String>> = chunk
+            .iter()
+            .map(|(_, a)| fabric_store::egress_json::attempt_encode(&a.usage, &a.denials))
+            .collect();
         execute(
             c,
             "record how attempts ended",
             RECORD_ATTEMPTS,
             &[
                 &ids, &outcome, &exit_code, &trap, &error, &output, &stderr, &out_trunc,
-                &err_trunc, &fuel, &peak, &wall, &started, &finished,
+                &err_trunc, &fuel, &peak, &wall, &started, &finished, &egress,
             ],
         )
         .await?;

@@ -200,6 +200,7 @@ pub(crate) fn task_insert(
                 now,
                 sort_key,
                 map_json(&task.dirs),
+                fabric_store::egress_json::names_encode(&task.egress),
             ])
             .map_err(db_err("insert a task"))?;
         ctx.counts.add(&task.tenant, state, priority, 1);

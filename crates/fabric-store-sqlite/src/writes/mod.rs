@@ -34,8 +34,8 @@ use crate::writer::WriteCtx;
 /// Stores one new task.
 pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key,
-        run_at, deadline, env, labels, created_at, sort_key, dirs)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
+        run_at, deadline, env, labels, created_at, sort_key, dirs, egress)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
 
 /// One tenant's fair-share clock at one priority (see [`fabric_store::FairClock`]).
 pub(crate) const READ_CLOCK: &str =
@@ -76,7 +76,7 @@ pub(crate) const HOLDERS: &str =
 pub(crate) const END_ATTEMPT: &str =
     "UPDATE attempts SET lease_until = NULL, outcome = ?2, exit_code = ?3, trap = ?4, error = ?5,
         output = ?6, stderr = ?7, output_truncated = ?8, stderr_truncated = ?9, fuel_consumed = ?10,
-        peak_memory_bytes = ?11, wall_ms = ?12, started_at = ?13, finished_at = ?14
+        peak_memory_bytes = ?11, wall_ms = ?12, started_at = ?13, finished_at = ?14, egress = ?15
      WHERE rowid = ?1";
 
 /// Moves one task to a terminal state.
@@ -217,6 +217,7 @@ fn record_attempt(ctx: &WriteCtx<'_>, attempt_rowid: i64, a: &Attempt) -> Result
                 to_i64(a.usage.wall_ms, "usage.wall_ms").unwrap_or(i64::MAX),
                 a.started_at.map(ms),
                 a.finished_at.map(ms),
+                fabric_store::egress_json::attempt_encode(&a.usage, &a.denials),
             ])
         })
         .map_err(db_err("record an attempt's end"))?;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use fabric_types::{Attempt, Limits, Outcome, Priority, RetryPolicy, TaskState, Usage};
+use fabric_types::{Attempt, Denial, Limits, Outcome, Priority, RetryPolicy, TaskState, Usage};
 
 use super::{LEASE, at, claim, get, ids, insert, module_id, new_task};
 use crate::{
@@ -42,7 +42,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
             ("/data".into(), "shared".into()),
             ("/models/v2".into(), "models_v2-x".into()),
         ]),
-        egress: Vec::new(),
+        egress: vec!["weather".into(), "search".into()],
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -78,6 +78,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.env, task.env);
     assert_eq!(got.labels, task.labels);
     assert_eq!(got.dirs, task.dirs);
+    assert_eq!(got.egress, task.egress);
     assert_eq!(got.created_at, at(0));
     assert_eq!(got.started_at, None);
     assert_eq!(got.finished_at, None);
@@ -91,6 +92,10 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     let later = get(store, &later_id).await;
     assert_eq!(later.state, TaskState::Scheduled);
     assert_eq!(later.run_at, Some(at(5_000)));
+    assert!(
+        later.egress.is_empty(),
+        "a task naming no policy reads none"
+    );
 
     // An attempt's every field survives complete and get.
     let claimed = claim(store, "node-a", 1, at(10)).await;
@@ -108,6 +113,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(c.env, task.env);
     assert_eq!(c.labels, task.labels);
     assert_eq!(c.dirs, task.dirs);
+    assert_eq!(c.egress, task.egress);
     assert_eq!(c.claimed_at, at(10));
     assert_eq!(c.lease_until, at(10) + LEASE);
 
@@ -133,9 +139,21 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
             fuel_consumed: 123,
             peak_memory_bytes: 65_536,
             wall_ms: 17,
-            ..Usage::default()
+            http_requests: 4,
+            http_bytes_sent: 512,
+            http_bytes_received: 70_000,
+            http_denied: 2,
         },
-        denials: Vec::new(),
+        denials: vec![
+            Denial {
+                url: "https://evil.example/upload".into(),
+                reason: "no granted policy allows evil.example".into(),
+            },
+            Denial {
+                url: "http://10.0.0.1:8080/".into(),
+                reason: "address 10.0.0.1 is not public".into(),
+            },
+        ],
         started_at: Some(at(11)),
         finished_at: Some(at(28)),
     };

@@ -1,0 +1,11 @@
+-- 0004: egress. A task's egress policy names (a JSON array of names), and on each attempt
+-- one JSON object {http_requests, http_bytes_sent, http_bytes_received, http_denied,
+-- denials: [{url, reason}]}. Both are NULL when there is nothing to say (no policy named;
+-- no request made and none denied), which is the common case: one JSON column rather than
+-- five keeps such an attempt row as small as before (a NULL is a bit in the null bitmap),
+-- and the usage and denials are only ever read together with the attempt, never filtered
+-- on. Nullable columns without a default are added without rewriting the table, and rows
+-- stored before read as no egress.
+
+ALTER TABLE tasks ADD COLUMN egress JSONB;
+ALTER TABLE attempts ADD COLUMN egress JSONB;
