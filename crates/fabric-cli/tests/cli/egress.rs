@@ -232,8 +232,8 @@ async fn attack_egress_server_a_tenant_names_only_the_policies_its_token_lists()
 #[test]
 fn attack_egress_server_refuses_to_start_on_a_bad_policy_naming_it() {
     let dir = Workdir::new();
-    let data = dir.file("data/.keep", b"");
-    let data = data.parent().unwrap().display().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let data = data.path().display().to_string();
     let cases = [
         (
             "[[egress]]\nname = \"w\"\nallow = [\"https://api.example\"]\nheaders = { authorization = \"Bearer ${FABRIC_TEST_UNSET_SECRET}\" }\n",
