@@ -133,7 +133,7 @@ async fn attack_egress_a_name_resolving_to_loopback_is_denied_unless_private() {
     let port = peer.addr.port();
     let rule = format!("http://localhost:{port}");
     let line = format!("GET http://localhost:{port}/hello");
-    let attempt = fetch(&line, vec![policy("local", &[rule.clone()])]).await;
+    let attempt = fetch(&line, vec![policy("local", std::slice::from_ref(&rule))]).await;
     assert_eq!(answers(&attempt), ["err: HttpRequestDenied"]);
     let reason = &attempt.denials[0].reason;
     assert!(
