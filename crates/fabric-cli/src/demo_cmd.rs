@@ -60,8 +60,23 @@ pub fn main(args: DemoArgs) -> ExitCode {
     }
 }
 
-async fn demo(config: ServerConfig, once: bool) -> anyhow::Result<()> {
+/// The egress policy the demo's fetch task names.
+const DEMO_POLICY: &str = "demo-api";
+
+async fn demo(mut config: ServerConfig, once: bool) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    let api = crate::demo_api::start().context("starting the demo's loopback API")?;
+    let policy = fabric_sandbox::EgressPolicy::new(DEMO_POLICY, &[format!("http://{api}")])
+        .and_then(|p| {
+            p.header(
+                "authorization",
+                &format!("Bearer {}", crate::demo_api::TOKEN),
+            )
+        })
+        .map_err(anyhow::Error::msg)?;
+    config
+        .egress
+        .insert(DEMO_POLICY.to_string(), std::sync::Arc::new(policy));
     let server = Server::start(config).await?;
     server.announce();
     let url = format!("http://{}", server.local_addr());
@@ -79,7 +94,7 @@ async fn demo(config: ServerConfig, once: bool) -> anyhow::Result<()> {
         data_dir.display()
     );
     tokio::select! {
-        worked = workload(&client) => worked?,
+        worked = workload(&client, api) => worked?,
         // Only a signal stops the server before the workload is done: stop with it.
         served = &mut serving => return served.context("the server task")?.map_err(Into::into),
     }
@@ -105,7 +120,11 @@ fn spec(module: &str, input: &str, priority: Priority) -> TaskSpec {
     }
 }
 
-async fn workload(client: &Client) -> anyhow::Result<()> {
+async fn workload(client: &Client, api: std::net::SocketAddr) -> anyhow::Result<()> {
+    client
+        .module_put(fabric_agents::p2::FETCH, Some("fetch"))
+        .await
+        .context("loading the fetch agent")?;
     for (name, bytes) in fabric_agents::p1::AGENTS {
         client
             .module_put(bytes, Some(name))
@@ -116,7 +135,10 @@ async fn workload(client: &Client) -> anyhow::Result<()> {
         .iter()
         .map(|(name, _)| *name)
         .collect();
-    println!("Loaded the example agents: {}", names.join(", "));
+    println!(
+        "Loaded the example agents: {}, and fetch (a component)",
+        names.join(", ")
+    );
 
     let started = Instant::now();
     let low: Vec<TaskSpec> = (0..LOW_TASKS)
@@ -155,13 +177,22 @@ async fn workload(client: &Client) -> anyhow::Result<()> {
         Priority::Normal,
     );
 
+    let fetch = TaskSpec {
+        egress: vec![DEMO_POLICY.to_string()],
+        ..spec(
+            "fetch",
+            &format!("GET http://{api}/weather\nGET http://169.254.169.254/latest/meta-data/"),
+            Priority::High,
+        )
+    };
+
     let mut ids = Vec::new();
-    for batch in [low, critical, vec![retry, timeout, probe, wordcount]] {
+    for batch in [low, critical, vec![retry, timeout, probe, wordcount, fetch]] {
         let submitted = client.task_submit_batch(batch).await?;
         ids.extend(submitted.into_iter().map(|s| s.id));
     }
     println!(
-        "Submitted {LOW_TASKS} low-priority echo tasks, then {CRITICAL_TASKS} critical sha256 tasks, a retry, a timeout, an isolation probe and a word count."
+        "Submitted {LOW_TASKS} low-priority echo tasks, then {CRITICAL_TASKS} critical sha256 tasks, a retry, a timeout, an isolation probe, a word count and an HTTP call under an egress policy."
     );
     let tasks = wait_all(client, &ids).await?;
     let took = started.elapsed();
@@ -240,7 +271,7 @@ fn summarize(tasks: &[Task], took: Duration) {
         )
     );
     let special = &tasks[LOW_TASKS + CRITICAL_TASKS..];
-    let [retry, timeout, probe, wordcount] = special else {
+    let [retry, timeout, probe, wordcount, fetch] = special else {
         return;
     };
     println!();
@@ -258,6 +289,12 @@ fn summarize(tasks: &[Task], took: Duration) {
         "Output: wordcount says {}",
         wordcount.output.as_deref().unwrap_or("").trim()
     );
+    println!(
+        "Egress: the fetch component calls a loopback API under the policy {DEMO_POLICY} (the host adds its token), and tries the cloud metadata address:"
+    );
+    for line in fetch.output.as_deref().unwrap_or("").lines() {
+        println!("  {line}");
+    }
     let succeeded = tasks
         .iter()
         .filter(|t| t.state == TaskState::Succeeded)

@@ -2,6 +2,7 @@
 
 mod args;
 mod client_cmd;
+mod demo_api;
 mod demo_cmd;
 mod load_cmd;
 mod run_cmd;

@@ -14,7 +14,7 @@ fn median_ms(stdout: &str, priority: &str) -> f64 {
 }
 
 #[test]
-fn the_demo_shows_priorities_a_retry_a_timeout_and_isolation() {
+fn the_demo_shows_priorities_a_retry_a_timeout_isolation_and_egress() {
     let dir = Workdir::new();
     let data = dir.file("unused", b"");
     let data_dir = data.with_file_name("data");
@@ -39,6 +39,8 @@ fn the_demo_shows_priorities_a_retry_a_timeout_and_isolation() {
         "env -> ok: 0 vars",
         "connect 127.0.0.1:7070 -> err",
         "\"words\":13",
+        "/weather -> 200, 43 bytes: {\"city\":\"Lisbon\",\"sky\":\"clear\",\"temp_c\":21}",
+        "GET http://169.254.169.254/latest/meta-data/ -> err: HttpRequestDenied",
     ] {
         assert!(
             stdout.contains(expected),
