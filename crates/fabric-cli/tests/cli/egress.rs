@@ -303,3 +303,83 @@ fn attack_egress_server_refuses_to_start_on_a_bad_policy_naming_it() {
         stderr(&out)
     );
 }
+
+#[test]
+fn attack_egress_fabric_run_reaches_only_what_allow_grants() {
+    let peer = Peer::start();
+    let dir = Workdir::new();
+    let fetch = dir.file("fetch.wasm", fabric_agents::p2::FETCH);
+    let fetch = fetch.to_str().unwrap();
+    let input = format!(
+        "GET {0}/hello\nGET http://localhost:{1}/hello",
+        peer.url(),
+        peer.addr.port()
+    );
+    // Nothing allowed: both denied, the command says why.
+    let out = fabric(&["run", fetch, "--input", &input]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        stdout.matches("-> err: HttpRequestDenied").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stderr(&out).contains("denied http://127.0.0.1:")
+            && stderr(&out).contains("this attempt was granted no egress"),
+        "{}",
+        stderr(&out)
+    );
+    // The IP literal is allowed; the name resolving to loopback only with --allow-private.
+    let localhost = format!("http://localhost:{}", peer.addr.port());
+    let out = fabric(&[
+        "run",
+        fetch,
+        "--input",
+        &input,
+        "--allow",
+        &peer.url(),
+        "--allow",
+        &localhost,
+        "--json",
+    ]);
+    let attempt = crate::util::attempt_json(&out);
+    let lines: Vec<&str> = attempt["output"].as_str().unwrap().lines().collect();
+    assert!(lines[0].ends_with("-> 200, 5 bytes: hello"), "{lines:?}");
+    assert!(lines[1].ends_with("-> err: HttpRequestDenied"), "{lines:?}");
+    assert!(
+        attempt["denials"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("resolves only to non-public addresses"),
+        "{attempt}"
+    );
+    assert_eq!(attempt["usage"]["http_requests"], 1);
+    let out = fabric(&[
+        "run",
+        fetch,
+        "--input",
+        &input,
+        "--allow",
+        &peer.url(),
+        "--allow",
+        &localhost,
+        "--allow-private",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        stdout.matches("-> 200, 5 bytes: hello").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stderr(&out).contains("http 2 sent"), "{}", stderr(&out));
+    assert_eq!(peer.received().len(), 3);
+    // A bad rule is a usage error naming it.
+    let out = fabric(&["run", fetch, "--allow", "http://x.example/path"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("a rule names no path"),
+        "{}",
+        stderr(&out)
+    );
+}
