@@ -383,3 +383,45 @@ fn attack_egress_fabric_run_reaches_only_what_allow_grants() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn egress_https_reaches_a_host_whose_ca_the_policy_trusts_and_no_other() {
+    let dir = Workdir::new();
+    let pki = crate::tls::make_pki(&dir, "peer");
+    let (cert, key) = (
+        pki.cert.display().to_string(),
+        pki.key.display().to_string(),
+    );
+    // An https peer: another fabric server with a certificate for localhost and 127.0.0.1.
+    let peer = Fabric::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let port = peer.url.rsplit(':').next().unwrap().to_string();
+    let config = format!(
+        "[[egress]]\nname = \"trusted\"\nallow = [\"https://localhost:{port}\"]\nprivate = true\nca_cert = \"{}\"\n\n[[egress]]\nname = \"public-roots\"\nallow = [\"https://127.0.0.1:{port}\"]\n",
+        pki.ca.display()
+    );
+    let config = dir
+        .file("egress.toml", config.as_bytes())
+        .display()
+        .to_string();
+    let server = Fabric::start(&["--workers", "2", "--config", &config]);
+    let client = server.client();
+    let task = fetch(
+        &client,
+        &format!("GET https://localhost:{port}/healthz"),
+        &["trusted"],
+    )
+    .await;
+    let got = answers(&task);
+    assert!(got[0].starts_with("200, "), "{got:?}");
+    // The same peer under a policy trusting only the public web's roots: the handshake fails.
+    let task = fetch(
+        &client,
+        &format!("GET https://127.0.0.1:{port}/healthz"),
+        &["public-roots"],
+    )
+    .await;
+    let got = answers(&task);
+    assert!(got[0].starts_with("err: Tls"), "{got:?}");
+    assert_eq!(task["attempts"][0]["usage"]["http_requests"], 1);
+    assert_serves(&client).await;
+}

@@ -17,13 +17,13 @@ use crate::util::*;
 
 /// A CA certificate (PEM), and a certificate for `localhost` and 127.0.0.1 it signed with
 /// its key (PEM).
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
-fn make_pki(dir: &Workdir, name: &str) -> Pki {
+pub(crate) fn make_pki(dir: &Workdir, name: &str) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
