@@ -5,6 +5,7 @@
 mod admission;
 mod auth;
 mod config;
+mod discover;
 mod egress;
 mod http;
 mod memory;
@@ -20,8 +21,9 @@ mod ws;
 
 pub use auth::{ADMIN_TENANT, Auth, DEFAULT_TENANT, Principal, token_digest};
 pub use config::{ConfigError, ServeOptions, ServerConfig, StoreUrl, SyncMode, TlsFiles};
+pub use discover::discover;
 pub use egress::{EgressScope, EgressTable, MAX_TASK_EGRESS};
-pub use methods::{METHODS, Transport, discover};
+pub use methods::{METHODS, Transport};
 pub use metrics::read_rss_bytes;
 pub use rpc::{RpcError, handle_body};
 pub use server::{App, Phase, ServeError, Server, serve, signal};
