@@ -152,7 +152,7 @@ enum Ended {
 pub(crate) async fn run(
     engine: &FabricEngine,
     agent: &Agent,
-    request: RunRequest,
+    mut request: RunRequest,
     cancel: &CancelToken,
     on_spawn: Option<&SpawnObserver>,
     on_egress: Option<&EgressObserver>,
@@ -167,7 +167,6 @@ pub(crate) async fn run(
     let limits = request.limits;
     let stdout = CappedOutput::new(limits.output_bytes);
     let stderr = CappedOutput::new(limits.log_bytes);
-    let meter = Meter::new(on_egress.cloned());
 
     let mut attempt = match (&agent.linked, refused_limits(engine, &limits)) {
         (Err(link_error), _) => invalid(link_error.clone()),
@@ -202,6 +201,8 @@ pub(crate) async fn run(
                         classify(ended, &store, &limits)
                     }
                     Linked::P2(pre) => {
+                        // Only components get HTTP, so only they are metered for it.
+                        let meter = Meter::new(on_egress.cloned());
                         let mut table = ResourceTable::new();
                         table.set_max_capacity(handles);
                         let wasi = P2Wasi {
@@ -209,7 +210,7 @@ pub(crate) async fn run(
                             table,
                             http: WasiHttpCtx::new(),
                             egress: EgressHooks::new(
-                                request.egress.clone(),
+                                std::mem::take(&mut request.egress),
                                 deadline,
                                 meter.clone(),
                             ),
@@ -229,14 +230,15 @@ pub(crate) async fn run(
                             Ok(if status.is_ok() { 0 } else { 1 })
                         })
                         .await;
-                        classify(ended, &store, &limits)
+                        let mut attempt = classify(ended, &store, &limits);
+                        attempt.denials = meter.report(&mut attempt.usage);
+                        attempt
                     }
                 }
             }
         },
     };
 
-    attempt.denials = meter.report(&mut attempt.usage);
     (attempt.output, attempt.output_truncated) = stdout.take();
     (attempt.stderr, attempt.stderr_truncated) = stderr.take();
     attempt.usage.wall_ms = started.elapsed().as_millis() as u64;

@@ -265,6 +265,9 @@ fn egress(
     policies: &BTreeMap<String, Arc<EgressPolicy>>,
     task: &ClaimedTask,
 ) -> Result<EgressGrant, String> {
+    if task.egress.is_empty() {
+        return Ok(EgressGrant::default());
+    }
     let policies = task
         .egress
         .iter()

@@ -2,7 +2,8 @@
 //! denials, as JSON text that is absent (NULL) in the common case of no egress at all.
 
 use fabric_types::{Denial, Usage};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::StoreError;
 
@@ -21,38 +22,37 @@ pub fn names_decode(text: Option<&str>, column: &str) -> Result<Vec<String>, Sto
     }
 }
 
+/// What an attempt's `egress` column holds.
+#[derive(Serialize, Deserialize)]
+struct StoredAttempt {
+    #[serde(default)]
+    http_requests: u64,
+    #[serde(default)]
+    http_bytes_sent: u64,
+    #[serde(default)]
+    http_bytes_received: u64,
+    #[serde(default)]
+    http_denied: u64,
+    #[serde(default)]
+    denials: Vec<Denial>,
+}
+
 /// An attempt's HTTP usage and denials as stored: `None` when it made no request and had no
 /// denial.
 pub fn attempt_encode(usage: &Usage, denials: &[Denial]) -> Option<String> {
-    let Usage {
-        http_requests,
-        http_bytes_sent,
-        http_bytes_received,
-        http_denied,
-        ..
-    } = *usage;
-    if http_requests == 0
-        && http_bytes_sent == 0
-        && http_bytes_received == 0
-        && http_denied == 0
-        && denials.is_empty()
-    {
-        return None;
-    }
-    let denials: Vec<Value> = denials
-        .iter()
-        .map(|d| json!({"url": d.url, "reason": d.reason}))
-        .collect();
-    Some(
-        json!({
-            "http_requests": http_requests,
-            "http_bytes_sent": http_bytes_sent,
-            "http_bytes_received": http_bytes_received,
-            "http_denied": http_denied,
-            "denials": denials,
-        })
-        .to_string(),
-    )
+    let stored = StoredAttempt {
+        http_requests: usage.http_requests,
+        http_bytes_sent: usage.http_bytes_sent,
+        http_bytes_received: usage.http_bytes_received,
+        http_denied: usage.http_denied,
+        denials: denials.to_vec(),
+    };
+    let nothing = stored.http_requests == 0
+        && stored.http_bytes_sent == 0
+        && stored.http_bytes_received == 0
+        && stored.http_denied == 0
+        && stored.denials.is_empty();
+    (!nothing).then(|| serde_json::to_string(&stored).expect("counts and strings serialize"))
 }
 
 /// Fills an attempt's HTTP usage and denials from their stored text (`None` leaves them
@@ -64,48 +64,13 @@ pub fn attempt_decode(
     denials: &mut Vec<Denial>,
 ) -> Result<(), StoreError> {
     let Some(text) = text else { return Ok(()) };
-    let corrupt = |what: &str| StoreError::Corrupt(format!("{column}: {what}"));
-    let value: Value = serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| corrupt("not a JSON object"))?;
-    let count = |key: &str| -> Result<u64, StoreError> {
-        match object.get(key) {
-            None => Ok(0),
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| corrupt(&format!("{key} is not a count"))),
-        }
-    };
-    usage.http_requests = count("http_requests")?;
-    usage.http_bytes_sent = count("http_bytes_sent")?;
-    usage.http_bytes_received = count("http_bytes_received")?;
-    usage.http_denied = count("http_denied")?;
-    let empty = Vec::new();
-    let list = match object.get("denials") {
-        None => &empty,
-        Some(v) => v
-            .as_array()
-            .ok_or_else(|| corrupt("denials is not an array"))?,
-    };
-    *denials = list
-        .iter()
-        .map(|d| {
-            let d: &Map<String, Value> = d
-                .as_object()
-                .ok_or_else(|| corrupt("a denial is not an object"))?;
-            let text = |key: &str| {
-                d.get(key)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| corrupt(&format!("a denial has no {key}")))
-            };
-            Ok(Denial {
-                url: text("url")?,
-                reason: text("reason")?,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
+    let stored: StoredAttempt =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))?;
+    usage.http_requests = stored.http_requests;
+    usage.http_bytes_sent = stored.http_bytes_sent;
+    usage.http_bytes_received = stored.http_bytes_received;
+    usage.http_denied = stored.http_denied;
+    *denials = stored.denials;
     Ok(())
 }
 

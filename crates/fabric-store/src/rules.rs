@@ -270,15 +270,7 @@ mod unfinished_tests {
 
     #[test]
     fn unfinished_states_are_the_non_terminal_ones_and_the_sql_names_them() {
-        for state in [
-            TaskState::Scheduled,
-            TaskState::Queued,
-            TaskState::Running,
-            TaskState::Succeeded,
-            TaskState::Failed,
-            TaskState::Cancelled,
-            TaskState::Expired,
-        ] {
+        for state in TaskState::ALL {
             assert_eq!(
                 UNFINISHED.contains(&state),
                 !state.is_terminal(),

@@ -57,18 +57,6 @@ fn answers(task: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The server still runs an ordinary task.
-async fn assert_serves(client: &Client) {
-    let echo = client.put_module(fabric_agents::p1::ECHO, "echo").await;
-    let id = client
-        .submit(json!({"module": echo, "input": "still serving"}))
-        .await;
-    let task = client.wait(&id, WAIT).await;
-    assert_eq!(task["state"], "succeeded", "{task}");
-    assert_eq!(task["output"], "still serving");
-    assert_eq!(client.get("/healthz").await.0, 200);
-}
-
 #[tokio::test]
 async fn egress_a_task_reaches_its_policys_peer_with_the_secret_and_the_traffic_is_recorded() {
     let (peer, other) = (Peer::start(), Peer::start());
@@ -130,7 +118,7 @@ async fn egress_a_task_reaches_its_policys_peer_with_the_secret_and_the_traffic_
             "no {line:?} in /metrics"
         );
     }
-    assert_serves(&client).await;
+    client.assert_serves().await;
 }
 
 #[tokio::test]
@@ -178,7 +166,7 @@ async fn attack_egress_server_bounds_and_grants_hold_through_the_server() {
         assert_eq!(error["code"], -32602, "{error}");
         assert_eq!(error["data"]["field"], "egress", "{error}");
     }
-    assert_serves(&client).await;
+    client.assert_serves().await;
 }
 
 #[tokio::test]
@@ -226,7 +214,7 @@ async fn attack_egress_server_a_tenant_names_only_the_policies_its_token_lists()
     }
     let task = fetch(&admin, &format!("GET {}/hello", other.url()), &["other"]).await;
     assert_eq!(answers(&task), ["200, 5 bytes: hello"]);
-    assert_serves(&beta).await;
+    beta.assert_serves().await;
 }
 
 #[test]
@@ -423,5 +411,5 @@ async fn egress_https_reaches_a_host_whose_ca_the_policy_trusts_and_no_other() {
     let got = answers(&task);
     assert!(got[0].starts_with("err: Tls"), "{got:?}");
     assert_eq!(task["attempts"][0]["usage"]["http_requests"], 1);
-    assert_serves(&client).await;
+    client.assert_serves().await;
 }

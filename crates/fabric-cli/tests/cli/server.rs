@@ -261,6 +261,19 @@ impl Client {
         }
     }
 
+    /// The server still runs an ordinary task (an echo succeeds with its input as its
+    /// output) and `/healthz` answers 200: what every attack test checks after its attack.
+    pub async fn assert_serves(&self) {
+        let echo = self.put_module(fabric_agents::p1::ECHO, "echo").await;
+        let id = self
+            .submit(json!({"module": echo, "input": "still serving"}))
+            .await;
+        let task = self.wait(&id, Duration::from_secs(60)).await;
+        assert_eq!(task["state"], "succeeded", "{task}");
+        assert_eq!(task["output"], "still serving");
+        assert_eq!(self.get("/healthz").await.0, 200);
+    }
+
     /// `GET path`: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = self

@@ -130,16 +130,10 @@ fn output_lines(task: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The server still runs an ordinary task: an echo without grants succeeds.
+/// The server still runs an ordinary task: an echo without grants succeeds, and it is
+/// ready.
 async fn assert_serves(client: &Client) {
-    let echo = client.put_module(fabric_agents::p1::ECHO, "echo").await;
-    let id = client
-        .submit(json!({"module": echo, "input": "still serving"}))
-        .await;
-    let task = client.wait(&id, WAIT).await;
-    assert_eq!(task["state"], "succeeded", "{task}");
-    assert_eq!(task["output"], "still serving");
-    assert_eq!(client.get("/healthz").await.0, 200);
+    client.assert_serves().await;
     assert_eq!(client.get("/readyz").await.0, 200);
 }
 
