@@ -5,8 +5,10 @@ mod id;
 mod limits;
 pub mod millis;
 mod outcome;
+mod report;
 mod size;
 mod task;
+mod telemetry;
 pub mod wire;
 
 pub use id::{ModuleId, ModuleKind, ParseModuleIdError};
@@ -16,3 +18,7 @@ pub use outcome::{
 };
 pub use size::{ParseSizeError, parse_duration, parse_size};
 pub use task::{ParsePriorityError, ParseTaskStateError, Priority, TaskState};
+pub use telemetry::{
+    KpiStats, Kpis, MAX_KPI_NAME_BYTES, MAX_PROGRESS_MESSAGE_BYTES, Progress, TelemetryRefusal,
+    check_kpi, check_progress, is_kpi_name,
+};

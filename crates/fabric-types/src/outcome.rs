@@ -8,6 +8,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
+use crate::Kpis;
+
 /// How one attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +106,15 @@ pub struct Usage {
     pub http_denied: u64,
 }
 
+impl Usage {
+    /// The attempt's peak memory times its wall time: what `usage.report` bills as
+    /// `memory_byte_seconds` (saturating).
+    pub fn memory_byte_seconds(&self) -> u64 {
+        let product = u128::from(self.peak_memory_bytes) * u128::from(self.wall_ms) / 1000;
+        u64::try_from(product).unwrap_or(u64::MAX)
+    }
+}
+
 /// An outbound request the host refused: what the guest asked for (scheme, authority and
 /// path; never the query or a header) and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +124,7 @@ pub struct Denial {
 }
 
 /// One attempt at a task, as docs/api.md's `Attempt` (and what `fabric run --json` prints).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     pub outcome: Outcome,
     /// The guest's exit code, when it exited (0 for `ok`).
@@ -134,6 +145,8 @@ pub struct Attempt {
     /// The first outbound requests the host refused (at most 16; `usage.http_denied`
     /// counts them all).
     pub denials: Vec<Denial>,
+    /// The KPIs the agent recorded, by name (kept for failed attempts too).
+    pub kpis: Kpis,
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
 }
@@ -152,6 +165,7 @@ impl Attempt {
             stderr_truncated: false,
             usage: Usage::default(),
             denials: Vec::new(),
+            kpis: Kpis::new(),
             started_at: None,
             finished_at: None,
         }
@@ -196,6 +210,8 @@ struct WireAttempt {
     usage: Usage,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     denials: Vec<Denial>,
+    #[serde(default, skip_serializing_if = "Kpis::is_empty")]
+    kpis: Kpis,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -235,6 +251,7 @@ impl Serialize for Attempt {
             stderr_truncated: self.stderr_truncated,
             usage: self.usage,
             denials: self.denials.clone(),
+            kpis: self.kpis.clone(),
             started_at: self.started_at.map(truncate_to_millis),
             finished_at: self.finished_at.map(truncate_to_millis),
         }
@@ -261,6 +278,7 @@ impl<'de> Deserialize<'de> for Attempt {
             stderr_truncated: wire.stderr_truncated,
             usage: wire.usage,
             denials: wire.denials,
+            kpis: wire.kpis,
             started_at: wire.started_at,
             finished_at: wire.finished_at,
         })

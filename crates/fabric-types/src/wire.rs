@@ -6,7 +6,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Attempt, ModuleKind, Priority, TaskState};
+use crate::{Attempt, ModuleKind, Priority, Progress, TaskState};
+
+pub use crate::report::{
+    KpiGroup, KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, UsageGroup, UsageQuery, UsageRow,
+    UsageRows,
+};
 
 /// JSON-RPC 2.0 and application error codes (docs/api.md, "Errors").
 pub mod code {
@@ -100,6 +105,9 @@ pub struct TaskSpec {
     /// requests under.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// Command-line arguments after the program name (which is always `agent`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
@@ -124,7 +132,7 @@ pub struct SubmittedBatch {
 
 /// A task as the API shows it (docs/api.md `Task`). `output`/`output_base64` and `error` come
 /// from the last attempt of a finished task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,
     pub module: String,
@@ -160,6 +168,12 @@ pub struct Task {
     /// The egress policies the task named.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// The arguments after the program name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// The progress the running (or last) attempt reported last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 /// `task.get`, `task.cancel` params.
@@ -190,7 +204,7 @@ pub struct TaskList {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskPage {
     pub tasks: Vec<Task>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,13 +273,16 @@ pub struct FabricStats {
     pub tenant_max_running: u64,
 }
 
-/// `task.event` notification params (WebSocket subscriptions).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `task.event` notification params (WebSocket subscriptions): a change of state (with the
+/// attempt that caused it), or progress reported by the running attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEventNotice {
     pub id: String,
     pub state: TaskState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<Attempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 #[cfg(test)]
