@@ -41,6 +41,12 @@ pub enum Command {
     /// Read, wait for, cancel or list a server's tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Metered usage for billing: attempts, fuel, wall time, memory and HTTP of every
+    /// attempt, by tenant, module or day.
+    Usage(UsageArgs),
+    /// KPI aggregates the agents recorded: count, sum, min, max and mean by KPI name, and by
+    /// module, tenant or hour.
+    Kpi(KpiArgs),
     /// Make access tokens for `fabric serve --auth`.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -145,6 +151,14 @@ pub struct ServeFlags {
     /// least 1; without, all the workers]
     #[arg(long, env = "FABRIC_TENANT_MAX_RUNNING", value_parser = clap::value_parser!(u32).range(1..))]
     pub tenant_max_running: Option<u32>,
+    /// Most distinct KPI names one attempt may record; past it, new names are refused
+    /// (the agent sees the refusal and goes on). [default: 64]
+    #[arg(long, env = "FABRIC_MAX_KPI_NAMES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_kpi_names: Option<u32>,
+    /// Most telemetry calls (`kpi` and `progress` together) one attempt may make; past
+    /// it, calls are refused cheaply and the attempt goes on. [default: 10000]
+    #[arg(long, env = "FABRIC_MAX_TELEMETRY_CALLS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_telemetry_calls: Option<u32>,
     /// Most module bytes one tenant may store. [default: 1GiB]
     #[arg(long, env = "FABRIC_TENANT_MAX_MODULE_BYTES", value_parser = fabric_types::parse_size, value_name = "SIZE")]
     pub tenant_max_module_bytes: Option<u64>,
@@ -220,6 +234,8 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             max_task_memory,
             tenant_max_tasks,
             tenant_max_running,
+            max_kpi_names,
+            max_telemetry_calls,
             tenant_max_module_bytes,
             retention,
             lease,
@@ -251,6 +267,8 @@ impl From<ServeFlags> for fabric_server::ServeOptions {
             max_task_memory,
             tenant_max_tasks,
             tenant_max_running,
+            max_kpi_names,
+            max_telemetry_calls,
             tenant_max_module_bytes,
             retention,
             lease,
@@ -294,6 +312,14 @@ pub struct RunArgs {
     /// Print exactly one JSON object, the attempt, on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Arguments for the agent, after its program name (`agent`): everything after the
+    /// module, or after `--` (`fabric run md.wasm -- --strict README.md`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
 }
 
 /// Checks an `--allow` rule, keeping its text.
@@ -479,6 +505,65 @@ pub struct SubmitArgs {
     pub wait: bool,
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Arguments for the agent, after its program name: everything after the module, or
+    /// after `--`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Attempts finished at or after this time (RFC 3339; rounded down to its hour).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub since: Option<time::OffsetDateTime>,
+    /// Attempts finished before this time (RFC 3339; rounded up to an hour).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub until: Option<time::OffsetDateTime>,
+    /// One row per tenant, module or day (UTC).
+    #[arg(long = "by", value_enum, default_value_t = UsageBy::Tenant)]
+    pub by: UsageBy,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UsageBy {
+    Tenant,
+    Module,
+    Day,
+}
+
+#[derive(Debug, Args)]
+pub struct KpiArgs {
+    /// Only this module's attempts (an id or a name).
+    #[arg(long)]
+    pub module: Option<String>,
+    /// Only this KPI.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Attempts finished at or after this time (RFC 3339; rounded down to its hour).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub since: Option<time::OffsetDateTime>,
+    /// Attempts finished before this time (RFC 3339; rounded up to an hour).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub until: Option<time::OffsetDateTime>,
+    /// One row per KPI name, and per module, tenant or hour (UTC).
+    #[arg(long = "by", value_enum, default_value_t = KpiBy::Name)]
+    pub by: KpiBy,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KpiBy {
+    Name,
+    Module,
+    Tenant,
+    Hour,
 }
 
 #[derive(Debug, Subcommand)]

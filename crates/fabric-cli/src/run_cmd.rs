@@ -8,7 +8,8 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use fabric_sandbox::{
-    CancelToken, DirGrant, EgressGrant, EgressPolicy, RunRequest, Sandbox, SandboxConfig,
+    CancelToken, DirGrant, EgressGrant, EgressPolicy, ProgressCell, RunRequest, Sandbox,
+    SandboxConfig,
 };
 use fabric_types::{Attempt, Outcome};
 
@@ -23,6 +24,9 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     if let Err(e) = check_grants(&args.dirs) {
         return usage_error(&e);
+    }
+    if let Err(why) = fabric_types::check_args(&args.args) {
+        return usage_error(&anyhow::anyhow!("the agent's arguments: {why}"));
     }
     let limits = args.limits.to_limits();
     let config = SandboxConfig {
@@ -53,14 +57,37 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(egress) => egress,
         Err(e) => return usage_error(&e),
     };
+    let progress = ProgressCell::new();
     let request = RunRequest {
         input,
         limits,
         env: args.env,
         dirs: args.dirs,
         egress,
+        args: args.args,
+        progress: progress.clone(),
     };
-    let attempt = runtime.block_on(sandbox.run(&agent, request, &CancelToken::new()));
+    let attempt = runtime.block_on(async {
+        let run = sandbox.run(&agent, request, &CancelToken::new());
+        if args.json {
+            return run.await;
+        }
+        // Progress goes to stderr as the agent reports it (at most every PROGRESS_EVERY).
+        tokio::pin!(run);
+        let mut seen = 0;
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                attempt = &mut run => break attempt,
+                _ = tick.tick() => {
+                    if let Some((counter, now)) = progress.changed_since(seen) {
+                        seen = counter;
+                        eprintln!("fabric: progress {:.0}% {}", now.done * 100.0, now.message);
+                    }
+                }
+            }
+        }
+    });
 
     if args.json {
         let json = serde_json::to_string(&attempt).expect("an attempt always serializes");
@@ -74,6 +101,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+/// How often `fabric run` looks for new progress to print.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The `--allow` rules as one policy, `run`: the default bounds, no headers, private
 /// addresses only with `--allow-private`. Idempotency keys are seeded with the time, as a
@@ -200,6 +230,16 @@ fn print_human(attempt: &Attempt) {
     }
     for denial in &attempt.denials {
         summary += &format!("\nfabric: denied {}: {}", denial.url, denial.reason);
+    }
+    for (name, kpi) in &attempt.kpis {
+        summary += &format!(
+            "\nfabric: kpi {name}: count {} · mean {} · min {} · max {} · last {}",
+            kpi.count,
+            kpi.sum / kpi.count as f64,
+            kpi.min,
+            kpi.max,
+            kpi.last
+        );
     }
     eprintln!("{summary}");
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fabric_types::wire::{
-    FabricStats, ModuleEntry, ModuleListResult, ModulePut, ModulePutResult, SubmitBatch, Submitted,
-    SubmittedBatch, Task, TaskList, TaskPage, TaskRef, TaskSpec, TaskWait,
+    FabricStats, KpiQuery, KpiRows, ModuleEntry, ModuleListResult, ModulePut, ModulePutResult,
+    SubmitBatch, Submitted, SubmittedBatch, Task, TaskList, TaskPage, TaskRef, TaskSpec, TaskWait,
+    UsageQuery, UsageRows,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
@@ -213,6 +214,16 @@ impl Client {
     /// `fabric.stats`: task counts by state and the answering node's workers.
     pub async fn stats(&self) -> Result<FabricStats> {
         self.invoke("fabric.stats", &json!({})).await
+    }
+
+    /// `kpi.query`: KPI aggregates of the caller's attempts.
+    pub async fn kpi_query(&self, query: &KpiQuery) -> Result<KpiRows> {
+        self.invoke("kpi.query", query).await
+    }
+
+    /// `usage.report`: metered usage for billing.
+    pub async fn usage_report(&self, query: &UsageQuery) -> Result<UsageRows> {
+        self.invoke("usage.report", query).await
     }
 
     /// `rpc.discover`: the server's OpenRPC document.

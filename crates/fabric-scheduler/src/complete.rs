@@ -5,10 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fabric_store::{Completion, TaskCompleteParams, TaskId};
-use fabric_types::Attempt;
 use tokio::sync::mpsc;
 
-use crate::Shared;
+use crate::{EndedAttempt, Shared};
 
 /// The longest pause between two tries to write completions while the store is down.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
@@ -18,7 +17,7 @@ pub(crate) struct Done {
     pub completion: Completion,
     pub task_id: TaskId,
     pub tenant: String,
-    pub attempt: Arc<Attempt>,
+    pub attempt: Arc<EndedAttempt>,
 }
 
 /// The sending side, shared by every attempt.

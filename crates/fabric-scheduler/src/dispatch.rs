@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::time::Duration;
 
-use fabric_sandbox::{Agent, CancelToken, DirGrant, EgressGrant, EgressPolicy, RunRequest};
+use fabric_sandbox::{
+    Agent, CancelToken, DirGrant, EgressGrant, EgressPolicy, ProgressCell, RunRequest,
+};
 use fabric_store::{
     ClaimedTask, ModuleGetParams, ModuleRef, Next, TaskClaimParams, TaskPromoteParams, TenantCap,
 };
@@ -18,7 +20,7 @@ use tokio::time::Instant;
 use crate::complete::Done;
 use crate::policy::full_jitter;
 use crate::service::emit_expired;
-use crate::{Interruption, Running, Shared};
+use crate::{EndedAttempt, Interruption, Running, Shared};
 use fabric_store::rules::next_after;
 
 /// Most scheduled tasks promoted in one store call.
@@ -297,8 +299,11 @@ async fn run_attempt(
     });
     let running = Arc::new(Running {
         task_id: task.task_id.clone(),
+        tenant: task.tenant.clone(),
         cancel: CancelToken::new(),
         why: AtomicU8::new(Interruption::None as u8),
+        progress: ProgressCell::new(),
+        progress_seen: AtomicU64::new(0),
     });
     shared
         .running
@@ -332,6 +337,8 @@ async fn run_attempt(
                     .collect(),
                 dirs,
                 egress,
+                args: task.args.clone(),
+                progress: running.progress.clone(),
             };
             Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
         }
@@ -347,6 +354,9 @@ async fn run_attempt(
         .lock()
         .expect("running lock")
         .remove(&task.attempt_id);
+    if running.interruption() != Interruption::LeaseLost {
+        crate::progress::flush(&shared, &task.attempt_id, &running).await;
+    }
 
     let now = shared.clock.now();
     let (attempt, next) = match (attempt, running.interruption()) {
@@ -373,16 +383,19 @@ async fn run_attempt(
     if matches!(next, Next::Retry { .. }) {
         shared.wake.notify_one();
     }
-    let attempt = Arc::new(attempt);
     let done = Done {
         completion: fabric_store::Completion {
             attempt_id: task.attempt_id,
-            attempt: (*attempt).clone(),
+            attempt: attempt.clone(),
             next,
         },
         task_id: task.task_id,
         tenant: task.tenant,
-        attempt,
+        attempt: Arc::new(EndedAttempt {
+            number: task.attempt_number,
+            module: task.module,
+            attempt,
+        }),
     };
     // The guest has ended, so its worker slot is free once the completion is queued, not
     // once it is committed: a slot held through the group commit would cap throughput at

@@ -6,6 +6,7 @@ mod clock;
 mod complete;
 mod dispatch;
 mod policy;
+mod progress;
 mod service;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,9 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fabric_sandbox::{CancelToken, Sandbox};
+use fabric_sandbox::{CancelToken, ProgressCell, Sandbox};
 use fabric_store::{AttemptId, Store, TaskCancelParams, TaskId, TaskRecord};
-use fabric_types::{Attempt, TaskState};
+use fabric_types::{Attempt, ModuleId, Progress, TaskState};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -62,6 +63,10 @@ pub struct SchedulerConfig {
     /// The egress policies a task's `egress` may name, by name. A task naming one missing
     /// here ends `invalid`. Default none.
     pub egress: BTreeMap<String, Arc<fabric_sandbox::EgressPolicy>>,
+    /// How often the progress running attempts reported is written to the store and
+    /// announced: an agent may report progress as often as it likes, the store sees at
+    /// most one write per attempt per period. Default 500 ms.
+    pub progress_every: Duration,
 }
 
 impl SchedulerConfig {
@@ -78,6 +83,7 @@ impl SchedulerConfig {
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
     pub const DEFAULT_IDLE_POLL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
     /// The default cap on one tenant's running attempts: half the workers (at least one).
     /// Half, so that while one tenant's attempts spin to their timeouts the other half of
@@ -118,18 +124,31 @@ impl SchedulerConfig {
             idle_poll: Self::DEFAULT_IDLE_POLL,
             volumes: BTreeMap::new(),
             egress: BTreeMap::new(),
+            progress_every: Self::DEFAULT_PROGRESS_EVERY,
         }
     }
 }
 
-/// A change of a task's state, for subscribers (`task.subscribe`) and metrics.
+/// A change of a task's state, or progress its running attempt reported, for subscribers
+/// (`task.subscribe`, `kpi.subscribe`) and metrics.
 #[derive(Debug, Clone)]
 pub struct TaskEvent {
     pub task_id: TaskId,
     pub tenant: String,
     pub state: TaskState,
     /// The attempt that just ended, when the change comes from one.
-    pub attempt: Option<Arc<Attempt>>,
+    pub attempt: Option<Arc<EndedAttempt>>,
+    /// Progress the running attempt reported (the state is `running`).
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// An attempt this node ran to its end, as its completion was recorded.
+#[derive(Debug, Clone)]
+pub struct EndedAttempt {
+    /// 1 for the task's first attempt.
+    pub number: u32,
+    pub module: ModuleId,
+    pub attempt: Attempt,
 }
 
 /// Why a running attempt was interrupted from outside.
@@ -149,8 +168,12 @@ enum Interruption {
 #[derive(Debug)]
 struct Running {
     task_id: TaskId,
+    tenant: String,
     cancel: CancelToken,
     why: AtomicU8,
+    /// What the guest last reported, and the change counter the store has seen.
+    progress: ProgressCell,
+    progress_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Running {
@@ -248,6 +271,11 @@ impl Scheduler {
                 "tenant_max_running must be at least 1".into(),
             ));
         }
+        if config.progress_every.is_zero() {
+            return Err(SchedulerError::Config(
+                "progress_every must be longer than zero".into(),
+            ));
+        }
         if config.heartbeat_every >= config.lease {
             return Err(SchedulerError::Config(
                 "heartbeat_every must be shorter than the lease".into(),
@@ -284,6 +312,7 @@ impl Scheduler {
             tokio::spawn(service::heartbeat(shared.clone())),
             tokio::spawn(service::maintenance(shared.clone())),
             tokio::spawn(service::prune(shared.clone())),
+            tokio::spawn(progress::run(shared.clone())),
         ];
         Ok(Self {
             shared,
@@ -404,13 +433,14 @@ impl Shared {
         task_id: TaskId,
         tenant: String,
         state: TaskState,
-        attempt: Option<Arc<Attempt>>,
+        attempt: Option<Arc<EndedAttempt>>,
     ) {
         let _ = self.events.send(TaskEvent {
             task_id,
             tenant,
             state,
             attempt,
+            progress: None,
         });
     }
 

@@ -22,7 +22,7 @@ const MAINTENANCE_BATCH: usize = 1000;
 const PRUNE_ROUNDS: usize = 1000;
 
 /// Runs `tick` every `period` until the scheduler stops.
-async fn every<F, Fut>(shared: &Shared, period: Duration, mut tick: F)
+pub(crate) async fn every<F, Fut>(shared: &Shared, period: Duration, mut tick: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,

@@ -68,6 +68,11 @@ pub struct ServeOptions {
     /// At or above --workers it never binds. [default: with --auth half the workers, at
     /// least 1; without, all the workers]
     pub tenant_max_running: Option<u32>,
+    /// Most distinct KPI names one attempt may record. [default: 64]
+    pub max_kpi_names: Option<u32>,
+    /// Most telemetry calls (`kpi` and `progress` together) one attempt may make.
+    /// [default: 10000]
+    pub max_telemetry_calls: Option<u32>,
     /// Most module bytes one tenant may store. [default: 1GiB]
     #[serde(default, deserialize_with = "size")]
     pub tenant_max_module_bytes: Option<u64>,
@@ -149,6 +154,10 @@ pub struct ServerConfig {
     pub tenant_max_tasks: u64,
     /// Most attempts of one tenant running at once on this node.
     pub tenant_max_running: u32,
+    /// Most distinct KPI names one attempt may record.
+    pub max_kpi_names: u32,
+    /// Most telemetry calls one attempt may make.
+    pub max_telemetry_calls: u32,
     pub tenant_max_module_bytes: u64,
     pub retention: Duration,
     pub lease: Duration,
@@ -263,6 +272,11 @@ impl ServerConfig {
             max_task_memory: pick!(max_task_memory, Self::DEFAULT_MAX_TASK_MEMORY),
             tenant_max_tasks: pick!(tenant_max_tasks, Self::DEFAULT_TENANT_MAX_TASKS),
             tenant_max_running: pick!(tenant_max_running, tenant_cap),
+            max_kpi_names: pick!(max_kpi_names, fabric_sandbox::DEFAULT_MAX_KPI_NAMES),
+            max_telemetry_calls: pick!(
+                max_telemetry_calls,
+                fabric_sandbox::DEFAULT_MAX_TELEMETRY_CALLS
+            ),
             tenant_max_module_bytes: pick!(
                 tenant_max_module_bytes,
                 Self::DEFAULT_TENANT_MAX_MODULE_BYTES
@@ -308,6 +322,12 @@ impl ServerConfig {
                 "tenant_max_running",
                 "must be at least 1 (at or above workers it never binds)".into(),
             ));
+        }
+        if self.max_kpi_names == 0 {
+            return Err(invalid("max_kpi_names", "must be at least 1".into()));
+        }
+        if self.max_telemetry_calls == 0 {
+            return Err(invalid("max_telemetry_calls", "must be at least 1".into()));
         }
         if self.max_batch == 0 {
             return Err(invalid("max_batch", "must be at least 1".into()));

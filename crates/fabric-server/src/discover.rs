@@ -83,6 +83,13 @@ pub(crate) fn task_spec_params() -> Vec<(&'static str, bool, Value)> {
                    "description": "names of egress policies of the server (`[[egress]]`, `fabric serve --egress`) the task's components may send HTTP requests under",
                    "items": {"type": "string"}}),
         ),
+        (
+            "args",
+            false,
+            json!({"type": "array", "maxItems": fabric_types::MAX_ARGS,
+                   "description": "command-line arguments after the program name (`agent`); at most MAX_ARGS_BYTES bytes together, no NUL",
+                   "items": {"type": "string"}}),
+        ),
     ]
 }
 
@@ -163,7 +170,8 @@ mod tests {
             "module": "m", "input": "i", "input_base64": "aQ==", "priority": "high",
             "limits": {"fuel": 1}, "retry": {"max_attempts": 1}, "idempotency_key": "k",
             "run_at": "2026-01-01T00:00:00Z", "deadline": "2026-01-02T00:00:00Z",
-            "env": {"A": "1"}, "labels": {"l": "v"}, "dirs": {"/data": "d"}, "egress": ["e"]
+            "env": {"A": "1"}, "labels": {"l": "v"}, "dirs": {"/data": "d"}, "egress": ["e"],
+            "args": ["--flag"]
         });
         let spec: fabric_types::wire::TaskSpec = serde_json::from_value(full).unwrap();
         let serialized = serde_json::to_value(&spec).unwrap();

@@ -167,6 +167,71 @@ pub static METHODS: &[Method] = &[
         },
     },
     Method {
+        name: "kpi.query",
+        summary: "KPI aggregates (count, sum, min, max, mean) of the caller's attempts, by name and optionally by module, tenant or hour.",
+        params: || {
+            vec![
+                ("module", false, json!({"type": "string"})),
+                (
+                    "name",
+                    false,
+                    json!({"type": "string", "pattern": "^[a-z][a-z0-9_.]{0,63}$"}),
+                ),
+                (
+                    "since",
+                    false,
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+                (
+                    "until",
+                    false,
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+                (
+                    "group_by",
+                    false,
+                    json!({"enum": ["name", "module", "tenant", "hour"]}),
+                ),
+            ]
+        },
+        result: || object(&["rows"]),
+        handler: |app, who, params, _| Box::pin(crate::reports::kpi_query(app, who, params)),
+    },
+    Method {
+        name: "kpi.subscribe",
+        summary: "WebSocket only: sends a kpi.report notification for each attempt this node finishes (of one module, when given).",
+        params: || vec![("module", false, json!({"type": "string"}))],
+        result: || object(&["subscribed"]),
+        handler: |app, who, params, transport| {
+            Box::pin(crate::reports::kpi_subscribe(app, who, params, transport))
+        },
+    },
+    Method {
+        name: "usage.report",
+        summary: "Metered usage for billing (attempts, fuel, wall time, memory, HTTP) by tenant, module or day; every attempt counted once.",
+        params: || {
+            vec![
+                (
+                    "since",
+                    false,
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+                (
+                    "until",
+                    false,
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+                (
+                    "group_by",
+                    false,
+                    json!({"enum": ["tenant", "module", "day"]}),
+                ),
+            ]
+        },
+        result: || object(&["rows"]),
+        handler: |app, who, params, _| Box::pin(crate::reports::usage_report(app, who, params)),
+    },
+    Method {
         name: "fabric.stats",
         summary: "Task counts by state (queued by priority), this node's workers and its cap on one tenant's running attempts.",
         params: Vec::new,
@@ -220,11 +285,11 @@ pub async fn dispatch(
     (entry.handler)(app, who, params, transport).await
 }
 
-fn decode<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+pub(crate) fn decode<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     serde_path_to_error::deserialize(params).map_err(RpcError::from_decode)
 }
 
-fn encode(value: impl Serialize) -> Result<Value, RpcError> {
+pub(crate) fn encode(value: impl Serialize) -> Result<Value, RpcError> {
     serde_json::to_value(value).map_err(RpcError::internal)
 }
 

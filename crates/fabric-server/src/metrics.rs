@@ -140,6 +140,8 @@ pub struct Metrics {
     egress_requests: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// Time to a response's headers, by policy.
     egress_seconds: Mutex<std::collections::BTreeMap<String, Histogram>>,
+    /// The agents' KPIs, by module and name (capped).
+    pub kpis: crate::kpi_metrics::KpiMetrics,
 }
 
 impl Default for Metrics {
@@ -161,6 +163,7 @@ impl Default for Metrics {
             events_dropped: AtomicU64::new(0),
             egress_requests: Mutex::default(),
             egress_seconds: Mutex::default(),
+            kpis: crate::kpi_metrics::KpiMetrics::new(),
         }
     }
 }
@@ -485,6 +488,7 @@ impl Metrics {
             "Approximate bytes of compiled code held in memory.",
         );
         let _ = writeln!(o, "fabric_module_cache_bytes {}", gauges.cache.bytes);
+        self.kpis.render(o);
         process(o);
         out
     }

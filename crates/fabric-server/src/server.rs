@@ -47,6 +47,8 @@ pub struct App {
     pub module_puts: TenantLocks,
     /// Calls waiting for a task's end (`task.wait`), woken by the event router.
     pub(crate) waiters: Arc<Waiters>,
+    /// Module names for KPI metrics and reports.
+    pub(crate) module_names: crate::module_names::ModuleNames,
     phase: watch::Sender<Phase>,
 }
 
@@ -184,6 +186,8 @@ impl Server {
             max_memory_bytes: config.max_task_memory,
             max_module_bytes: config.max_module_bytes,
             cache_dir: Some(config.data_dir.join("compiled")),
+            max_kpi_names: config.max_kpi_names,
+            max_telemetry_calls: config.max_telemetry_calls,
             ..SandboxConfig::default()
         })?);
         if !sandbox.is_pooling() {
@@ -237,6 +241,7 @@ impl Server {
             store_full,
             modules: ModuleResolver::default(),
             waiters: Arc::default(),
+            module_names: Default::default(),
             config,
             store,
             scheduler,
@@ -246,6 +251,7 @@ impl Server {
             phase,
         });
         tokio::spawn(route_events(app.clone()));
+        tokio::spawn(crate::reports::route_kpis(app.clone()));
         tokio::spawn(crate::memory::trim_periodically(app.phase.subscribe()));
         Ok(Self { app, listener, tls })
     }
@@ -316,8 +322,8 @@ async fn route_events(app: Arc<App>) {
     loop {
         match events.recv().await {
             Ok(event) => {
-                if let Some(attempt) = &event.attempt {
-                    app.metrics.attempt_ended(attempt);
+                if let Some(ended) = &event.attempt {
+                    app.metrics.attempt_ended(&ended.attempt);
                 }
                 if event.state.is_terminal() {
                     app.metrics.task_finished(event.state);

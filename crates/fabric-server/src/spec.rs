@@ -107,6 +107,8 @@ pub fn new_task(
         bounds.egress_scope,
         &field("egress"),
     )?;
+    fabric_types::check_args(&spec.args)
+        .map_err(|why| RpcError::invalid_params(field("args"), why))?;
     Ok(NewTask {
         tenant: tenant.to_owned(),
         module,
@@ -121,6 +123,7 @@ pub fn new_task(
         labels: spec.labels,
         dirs: spec.dirs,
         egress: spec.egress,
+        args: spec.args,
     })
 }
 
@@ -331,6 +334,8 @@ pub fn task_view(record: TaskRecord) -> Task {
         labels: record.labels,
         dirs: record.dirs,
         egress: record.egress,
+        args: record.args,
+        progress: record.progress,
         attempts,
     }
 }
@@ -464,6 +469,15 @@ mod tests {
             (
                 json!({"module": "m", "labels": {"": "x"}}),
                 "tasks[2].labels.",
+            ),
+            (
+                json!({"module": "m", "args": vec!["a"; fabric_types::MAX_ARGS + 1]}),
+                "tasks[2].args",
+            ),
+            (json!({"module": "m", "args": ["a\u{0}b"]}), "tasks[2].args"),
+            (
+                json!({"module": "m", "args": ["x".repeat(fabric_types::MAX_ARGS_BYTES + 1)]}),
+                "tasks[2].args",
             ),
             (
                 json!({"module": "m", "dirs": {"/data": "nope"}}),

@@ -3,6 +3,7 @@
 //! notifications (and `task.events_dropped` when it falls behind) that ends with the
 //! connection.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use fabric_store::{TaskGetParams, TaskId};
 use fabric_types::TaskState;
 use fabric_types::wire::TaskEventNotice;
 use futures_util::{SinkExt, StreamExt};
+use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
@@ -47,8 +49,9 @@ impl Session {
             who: who.clone(),
             id,
             last: None,
+            last_progress: None,
         };
-        let forward = tokio::spawn(
+        self.spawn(
             async move {
                 let mut poll = tokio::time::interval(CLUSTER_POLL);
                 poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,7 +64,7 @@ impl Session {
                         },
                         _ = poll.tick(), if poll_store => {
                             let Some(id) = &follow.id else { continue };
-                            let Some(notice) = stored_change(&app, &follow.who, id, follow.last).await else {
+                            let Some(notice) = stored_change(&app, &follow.who, id, follow.last, follow.last_progress).await else {
                                 continue;
                             };
                             match follow.notice(notice) {
@@ -77,6 +80,21 @@ impl Session {
             }
             .in_current_span(),
         );
+    }
+
+    /// The server this connection belongs to.
+    pub(crate) fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Where to send messages on this connection.
+    pub(crate) fn outbox(&self) -> mpsc::Sender<String> {
+        self.outbox.clone()
+    }
+
+    /// Runs `forward` (a subscription's loop) until it ends or the connection closes.
+    pub(crate) fn spawn(&self, forward: impl Future<Output = ()> + Send + 'static) {
+        let forward = tokio::spawn(forward);
         self.subscriptions
             .lock()
             .expect("subscriptions lock")
@@ -96,6 +114,8 @@ struct Follow {
     id: Option<String>,
     /// The last state sent, so a change seen both from events and from the store is sent once.
     last: Option<TaskState>,
+    /// When the last progress sent was reported, likewise.
+    last_progress: Option<OffsetDateTime>,
 }
 
 /// What to do with one received event.
@@ -123,7 +143,8 @@ impl Follow {
                 let notice = TaskEventNotice {
                     id: event.task_id.into_string(),
                     state: event.state,
-                    attempt: event.attempt.as_deref().cloned(),
+                    attempt: event.attempt.as_ref().map(|ended| ended.attempt.clone()),
+                    progress: event.progress.as_deref().cloned(),
                 };
                 self.notice(notice).map_or(Step::Skip, Step::Send)
             }
@@ -139,13 +160,22 @@ impl Follow {
         }
     }
 
-    /// The `task.event` message for `notice`, unless it repeats the last state sent for a
-    /// followed task.
+    /// The `task.event` message for `notice`, unless it repeats the last state (and
+    /// progress) sent for a followed task.
     fn notice(&mut self, notice: TaskEventNotice) -> Option<String> {
-        if self.id.is_some() && self.last == Some(notice.state) && notice.attempt.is_none() {
+        let progress_at = notice.progress.as_ref().map(|p| p.at);
+        let new_progress = progress_at.is_some() && progress_at != self.last_progress;
+        if self.id.is_some()
+            && self.last == Some(notice.state)
+            && notice.attempt.is_none()
+            && !new_progress
+        {
             return None;
         }
         self.last = Some(notice.state);
+        if new_progress {
+            self.last_progress = progress_at;
+        }
         let params = serde_json::to_value(&notice).ok()?;
         Some(rpc::notification("task.event", params).to_string())
     }
@@ -154,21 +184,23 @@ impl Follow {
 /// How often a subscription to one task reads it from a store that other nodes share.
 const CLUSTER_POLL: Duration = Duration::from_millis(250);
 
-/// The task's change since `last`, read from the store (made by any node): its state, with
-/// its last attempt when it reached a terminal state. `None` when it has not changed or
-/// cannot be read now.
+/// The task's change since `last` (and `last_progress`), read from the store (made by any
+/// node): its state and progress, with its last attempt when it reached a terminal state.
+/// `None` when it has not changed or cannot be read now.
 async fn stored_change(
     app: &App,
     who: &Principal,
     id: &str,
     last: Option<TaskState>,
+    last_progress: Option<OffsetDateTime>,
 ) -> Option<TaskEventNotice> {
     let params = TaskGetParams {
         tenant: who.scope(),
         id: TaskId::from(id),
     };
     let task = app.store.task_get(params).await.ok()??;
-    if last == Some(task.state) {
+    let progress_at = task.progress.as_ref().map(|p| p.at);
+    if last == Some(task.state) && progress_at == last_progress {
         return None;
     }
     let attempt = if task.state.is_terminal() {
@@ -180,6 +212,7 @@ async fn stored_change(
         id: id.to_owned(),
         state: task.state,
         attempt,
+        progress: task.progress,
     })
 }
 
@@ -251,6 +284,7 @@ mod tests {
             tenant: "acme".into(),
             state,
             attempt: None,
+            progress: None,
         }
     }
 
@@ -268,6 +302,7 @@ mod tests {
             who: Principal::tenant("acme"),
             id: None,
             last: None,
+            last_progress: None,
         };
         for i in 0..10 {
             sender
@@ -296,6 +331,7 @@ mod tests {
             who: Principal::tenant("other"),
             id: None,
             last: None,
+            last_progress: None,
         };
         assert_eq!(
             follow.event(Ok(event("t1", TaskState::Running))),
@@ -305,6 +341,7 @@ mod tests {
             who: Principal::tenant("acme"),
             id: Some("t1".into()),
             last: None,
+            last_progress: None,
         };
         assert_eq!(
             follow.event(Ok(event("t2", TaskState::Running))),

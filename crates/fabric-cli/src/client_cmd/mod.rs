@@ -2,6 +2,7 @@
 //! through `fabric-client` and prints the answer as a table or as one JSON object.
 
 pub(crate) mod format;
+mod report;
 mod submit;
 mod task;
 
@@ -18,6 +19,7 @@ use crate::EXIT_USAGE;
 use crate::args::{ClientArgs, ModuleCommand};
 use crate::run_cmd::{read_input, read_module};
 
+pub use report::{kpi, usage};
 pub use submit::main as submit;
 pub use task::main as task;
 

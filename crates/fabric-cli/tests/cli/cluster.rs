@@ -44,13 +44,13 @@ fn require_database() {
 
 /// A schema of this test's own, dropped (with everything in it) when the guard drops.
 /// Named like the store crate's test schemas, so its sweep of leftovers also finds it.
-struct Schema {
+pub(crate) struct Schema {
     name: String,
 }
 
 impl Schema {
     /// A fresh name; fails the test first unless the database answers.
-    fn fresh() -> Self {
+    pub(crate) fn fresh() -> Self {
         require_database();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -122,7 +122,7 @@ impl Drop for Schema {
 }
 
 /// Starts node `name` on `schema`.
-fn node(schema: &Schema, name: &str) -> Fabric {
+pub(crate) fn node(schema: &Schema, name: &str) -> Fabric {
     let args = schema.node_args(name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Fabric::start(&args)
