@@ -121,6 +121,7 @@ pub fn new_task(
         labels: spec.labels,
         dirs: spec.dirs,
         egress: spec.egress,
+        args: Vec::new(),
     })
 }
 
@@ -331,6 +332,8 @@ pub fn task_view(record: TaskRecord) -> Task {
         labels: record.labels,
         dirs: record.dirs,
         egress: record.egress,
+        args: record.args,
+        progress: record.progress,
         attempts,
     }
 }

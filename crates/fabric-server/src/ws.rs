@@ -124,6 +124,7 @@ impl Follow {
                     id: event.task_id.into_string(),
                     state: event.state,
                     attempt: event.attempt.as_deref().cloned(),
+                    progress: None,
                 };
                 self.notice(notice).map_or(Step::Skip, Step::Send)
             }
@@ -180,6 +181,7 @@ async fn stored_change(
         id: id.to_owned(),
         state: task.state,
         attempt,
+        progress: None,
     })
 }
 

@@ -173,6 +173,7 @@ fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
         labels: args.labels.iter().cloned().collect(),
         dirs: args.dirs.iter().cloned().collect(),
         egress: args.egress.clone(),
+        args: Vec::new(),
     }
 }
 
