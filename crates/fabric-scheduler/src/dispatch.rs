@@ -434,6 +434,8 @@ mod tests {
             labels: task.labels,
             dirs: task.dirs,
             egress: task.egress,
+            args: task.args,
+            progress: None,
             created_at: now,
             started_at: None,
             finished_at: None,

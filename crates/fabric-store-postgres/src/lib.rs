@@ -50,6 +50,7 @@ mod listen;
 mod notify;
 mod options;
 mod reads;
+mod reports;
 mod rows;
 mod schema;
 mod tls;
@@ -67,6 +68,9 @@ use fabric_store::{
     StoreError, TaskCancelParams, TaskClaimParams, TaskCompleteParams, TaskExpireParams,
     TaskGetParams, TaskHeartbeatParams, TaskId, TaskInsertParams, TaskListParams, TaskPage,
     TaskPromoteParams, TaskPruneParams, TaskRecord, TaskRescueParams,
+};
+use fabric_store::{
+    KpiAggregate, KpiQueryParams, TaskProgressParams, UsageAggregate, UsageReportParams,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -324,6 +328,21 @@ impl Store for PostgresStore {
 
     async fn leader_release(&self, params: LeaderReleaseParams) -> Result<bool, StoreError> {
         leader::release(&self.db, params).await
+    }
+
+    async fn task_progress(&self, params: TaskProgressParams) -> Result<u64, StoreError> {
+        writes::task_progress(&self.db, params).await
+    }
+
+    async fn kpi_query(&self, params: KpiQueryParams) -> Result<Vec<KpiAggregate>, StoreError> {
+        reports::kpi_query(&self.db, params).await
+    }
+
+    async fn usage_report(
+        &self,
+        params: UsageReportParams,
+    ) -> Result<Vec<UsageAggregate>, StoreError> {
+        reports::usage_report(&self.db, params).await
     }
 
     async fn stats(&self, params: StatsParams) -> Result<Stats, StoreError> {

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
-    egress_json, from_millis,
+    egress_json, from_millis, telemetry_json,
 };
 use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
 use time::OffsetDateTime;
@@ -16,7 +16,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::corrupt;
 
 /// The task columns [`read_task`] expects, in order. JSONB columns are read as text.
-const TASK_COLUMNS: [&str; 26] = [
+const TASK_COLUMNS: [&str; 28] = [
     "id",
     "tenant",
     "module",
@@ -43,13 +43,15 @@ const TASK_COLUMNS: [&str; 26] = [
     "cancel_requested",
     "dirs",
     "egress",
+    "args",
+    "progress",
 ];
 
 /// How many columns [`read_task`] reads.
 pub(crate) const TASK_WIDTH: usize = TASK_COLUMNS.len();
 
 /// The attempt columns [`read_attempt`] expects, in order.
-const ATTEMPT_COLUMNS: [&str; 19] = [
+const ATTEMPT_COLUMNS: [&str; 20] = [
     "id",
     "number",
     "node",
@@ -69,6 +71,7 @@ const ATTEMPT_COLUMNS: [&str; 19] = [
     "started_at",
     "finished_at",
     "egress",
+    "kpis",
 ];
 
 /// The module columns [`read_module_info`] expects, in order (`bytes` may follow).
@@ -79,7 +82,9 @@ pub(crate) fn task_columns(alias: &str) -> String {
     TASK_COLUMNS
         .iter()
         .map(|c| match *c {
-            "env" | "labels" | "dirs" | "egress" => format!("{alias}.{c}::text AS {c}"),
+            "env" | "labels" | "dirs" | "egress" | "args" | "progress" => {
+                format!("{alias}.{c}::text AS {c}")
+            }
             _ => format!("{alias}.{c}"),
         })
         .collect::<Vec<_>>()
@@ -91,7 +96,7 @@ pub(crate) fn attempt_columns(alias: &str) -> String {
     ATTEMPT_COLUMNS
         .iter()
         .map(|c| match *c {
-            "egress" => format!("{alias}.{c}::text AS a_{c}"),
+            "egress" | "kpis" => format!("{alias}.{c}::text AS a_{c}"),
             _ => format!("{alias}.{c} AS a_{c}"),
         })
         .collect::<Vec<_>>()
@@ -245,6 +250,14 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
             col::<Option<String>>(row, c(25))?.as_deref(),
             "tasks.egress",
         )?,
+        args: telemetry_json::args_decode(
+            col::<Option<String>>(row, c(26))?.as_deref(),
+            "tasks.args",
+        )?,
+        progress: telemetry_json::progress_decode(
+            col::<Option<String>>(row, c(27))?.as_deref(),
+            "tasks.progress",
+        )?,
         attempts: Vec::new(),
     })
 }
@@ -279,6 +292,10 @@ pub(crate) fn read_attempt(row: &Row, at: usize) -> Result<Option<AttemptRecord>
                     ..Usage::default()
                 },
                 denials: Vec::new(),
+                kpis: telemetry_json::kpis_decode(
+                    col::<Option<String>>(row, c(19))?.as_deref(),
+                    "attempts.kpis",
+                )?,
                 started_at: time_opt(col(row, c(16))?),
                 finished_at: time_opt(col(row, c(17))?),
             };

@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_egress.sql",
         include_str!("../migrations/0004_egress.sql"),
     ),
+    (
+        5,
+        "0005_reports.sql",
+        include_str!("../migrations/0005_reports.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the number of its last migration.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
-    egress_json, from_millis,
+    egress_json, from_millis, telemetry_json,
 };
 use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -15,11 +15,11 @@ use crate::db_err;
 /// The columns [`read_task`] expects, in order.
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
-     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress";
+     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
-     stderr, output_truncated, stderr_truncated, fuel_consumed, peak_memory_bytes, wall_ms, started_at, finished_at, egress";
+     stderr, output_truncated, stderr_truncated, fuel_consumed, peak_memory_bytes, wall_ms, started_at, finished_at, egress, kpis";
 
 /// The columns [`read_module_info`] expects, in order.
 pub(crate) const MODULE_COLUMNS: &str = "id, name, size, kind, created_at";
@@ -113,6 +113,8 @@ struct RawTask {
     cancel_requested: bool,
     dirs: String,
     egress: Option<String>,
+    args: Option<String>,
+    progress: Option<String>,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -145,6 +147,8 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         cancel_requested: row.get(23)?,
         dirs: row.get(24)?,
         egress: row.get(25)?,
+        args: row.get(26)?,
+        progress: row.get(27)?,
     })
 }
 
@@ -185,6 +189,8 @@ impl RawTask {
             labels: parse_map(&self.labels, "tasks.labels")?,
             dirs: parse_map(&self.dirs, "tasks.dirs")?,
             egress: egress_json::names_decode(self.egress.as_deref(), "tasks.egress")?,
+            args: telemetry_json::args_decode(self.args.as_deref(), "tasks.args")?,
+            progress: telemetry_json::progress_decode(self.progress.as_deref(), "tasks.progress")?,
             id: TaskId::from(self.id),
             tenant: self.tenant,
             input: self.input,
@@ -241,12 +247,14 @@ fn read_attempt(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
                     ..Usage::default()
                 },
                 denials: Vec::new(),
+                kpis: fabric_types::Kpis::new(),
                 started_at: time_opt(row.get(16)?),
                 finished_at: time_opt(row.get(17)?),
             },
         )),
     };
     let egress: Option<String> = row.get(18)?;
+    let kpis: Option<String> = row.get(19)?;
     let node: String = row.get(2)?;
     let claimed_at: i64 = row.get(3)?;
     let lease_until: Option<i64> = row.get(4)?;
@@ -263,6 +271,7 @@ fn read_attempt(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
                     &mut attempt.usage,
                     &mut attempt.denials,
                 )?;
+                attempt.kpis = telemetry_json::kpis_decode(kpis.as_deref(), "attempts.kpis")?;
                 Some(attempt)
             }
         };
@@ -328,7 +337,7 @@ pub(crate) fn load_tasks(
 pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
-     dirs, egress, attempt_count, rowid";
+     dirs, egress, args, progress, attempt_count, rowid";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {
@@ -340,8 +349,8 @@ pub(crate) struct RawCandidate {
 pub(crate) fn raw_candidate(row: &Row<'_>) -> rusqlite::Result<RawCandidate> {
     Ok(RawCandidate {
         task: raw_task(row)?,
-        attempt_count: row.get(26)?,
-        rowid: row.get(27)?,
+        attempt_count: row.get(28)?,
+        rowid: row.get(29)?,
     })
 }
 

@@ -60,6 +60,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0007_egress.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 8,
+        name: "0008_reports.sql",
+        sql: include_str!("../migrations/0008_reports.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

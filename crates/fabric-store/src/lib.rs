@@ -13,6 +13,9 @@
 //!   attempt still holds the task, so a task rescued from a dead worker is never finalized
 //!   twice. Several nodes may claim from one database at once.
 //! - Timestamps are kept with millisecond precision.
+//! - **Rollups for reports**: the transactions that end attempts also add them to hourly
+//!   KPI and usage rollups ([`rollup`]), which queries read instead of attempts, and which
+//!   outlive task pruning.
 
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -20,7 +23,10 @@ pub mod egress_json;
 mod error;
 mod id;
 mod model;
+mod report;
+pub mod rollup;
 pub mod rules;
+pub mod telemetry_json;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -39,6 +45,10 @@ pub use model::{
     TaskClaimParams, TaskCompleteParams, TaskExpireParams, TaskGetParams, TaskHeartbeatParams,
     TaskInsertParams, TaskListParams, TaskPage, TaskPromoteParams, TaskPruneParams, TaskRecord,
     TaskRescueParams, TenantCap, claim_sort_key, from_millis, to_millis,
+};
+pub use report::{
+    KpiAggregate, KpiQueryParams, ProgressUpdate, TaskProgressParams, UsageAggregate,
+    UsageReportParams,
 };
 
 /// The durable home of modules, tasks and attempts. Object-safe: hold it as
@@ -115,6 +125,18 @@ pub trait Store: Send + Sync + Debug {
 
     /// Gives up the maintenance leadership; `true` when `params.node` held it.
     async fn leader_release(&self, params: LeaderReleaseParams) -> Result<bool>;
+
+    /// Records the progress running attempts reported, fenced by attempt id (see
+    /// [`TaskProgressParams`]); returns how many updates were applied.
+    async fn task_progress(&self, params: TaskProgressParams) -> Result<u64>;
+
+    /// KPI stats from the hourly rollup (see [`KpiQueryParams`]), ordered by the grouping
+    /// dimension, then KPI name.
+    async fn kpi_query(&self, params: KpiQueryParams) -> Result<Vec<KpiAggregate>>;
+
+    /// What attempts used, from the hourly rollup (see [`UsageReportParams`]), ordered by
+    /// the grouping dimension.
+    async fn usage_report(&self, params: UsageReportParams) -> Result<Vec<UsageAggregate>>;
 
     /// Task counts by state.
     async fn stats(&self, params: StatsParams) -> Result<Stats>;

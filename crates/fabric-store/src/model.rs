@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use fabric_types::ModuleKind;
-use fabric_types::{Attempt, Limits, ModuleId, Priority, RetryPolicy, TaskState};
+use fabric_types::{Attempt, Limits, ModuleId, Priority, Progress, RetryPolicy, TaskState};
 use time::OffsetDateTime;
 
 use crate::{AttemptId, TaskId};
@@ -209,6 +209,8 @@ pub struct NewTask {
     pub dirs: BTreeMap<String, String>,
     /// Names of operator-defined egress policies, resolved when the attempt runs.
     pub egress: Vec<String>,
+    /// The arguments after the program name, passed to every attempt.
+    pub args: Vec<String>,
 }
 
 impl NewTask {
@@ -228,6 +230,7 @@ impl NewTask {
             labels: BTreeMap::new(),
             dirs: BTreeMap::new(),
             egress: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -278,7 +281,7 @@ pub struct TaskPage {
 }
 
 /// An attempt as stored: who ran it, under which lease, and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
     pub id: AttemptId,
     /// 1 for the first attempt.
@@ -293,7 +296,7 @@ pub struct AttemptRecord {
 }
 
 /// A task with every attempt it counted, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub id: TaskId,
     pub tenant: String,
@@ -313,6 +316,10 @@ pub struct TaskRecord {
     pub dirs: BTreeMap<String, String>,
     /// Egress policy names, as inserted.
     pub egress: Vec<String>,
+    /// The arguments after the program name, as inserted.
+    pub args: Vec<String>,
+    /// The progress the current (or last) attempt reported last; a claim clears it.
+    pub progress: Option<Progress>,
     pub created_at: OffsetDateTime,
     /// When the first attempt was claimed.
     pub started_at: Option<OffsetDateTime>,
@@ -401,6 +408,8 @@ pub struct ClaimedTask {
     pub dirs: BTreeMap<String, String>,
     /// Egress policy names; the worker resolves each to this node's policy.
     pub egress: Vec<String>,
+    /// The arguments after the program name, for the sandbox.
+    pub args: Vec<String>,
     pub claimed_at: OffsetDateTime,
     pub lease_until: OffsetDateTime,
 }
@@ -429,6 +438,7 @@ impl ClaimedTask {
             labels: task.labels,
             dirs: task.dirs,
             egress: task.egress,
+            args: task.args,
             claimed_at,
             lease_until,
         }

@@ -272,6 +272,8 @@ mod tests {
             labels: Default::default(),
             dirs: Default::default(),
             egress: Vec::new(),
+            args: Vec::new(),
+            progress: None,
         }
     }
 

@@ -389,6 +389,7 @@ mod tests {
                 attempt.finished_at = Some(at);
                 attempt
             }),
+            progress: None,
         }
     }
 
@@ -487,6 +488,8 @@ mod tests {
             labels: Default::default(),
             dirs: Default::default(),
             egress: Vec::new(),
+            args: Vec::new(),
+            progress: None,
         };
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);

@@ -111,6 +111,18 @@ impl Store for HeldCompletions {
         self.inner.task_prune(params).await
     }
 
+    async fn task_progress(&self, params: TaskProgressParams) -> Result<u64> {
+        self.inner.task_progress(params).await
+    }
+
+    async fn kpi_query(&self, params: KpiQueryParams) -> Result<Vec<KpiAggregate>> {
+        self.inner.kpi_query(params).await
+    }
+
+    async fn usage_report(&self, params: UsageReportParams) -> Result<Vec<UsageAggregate>> {
+        self.inner.usage_report(params).await
+    }
+
     async fn leader_acquire(&self, params: LeaderAcquireParams) -> Result<bool> {
         self.inner.leader_acquire(params).await
     }

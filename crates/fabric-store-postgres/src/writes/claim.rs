@@ -11,8 +11,8 @@ use crate::db::{Db, query};
 use crate::rows::{TASK_WIDTH, claimed_task, ms, read_task, task_columns};
 
 /// The claim: lock up to `$1` queued tasks in claim order, skipping rows other claimers
-/// hold; expire those whose deadline passed; move the rest to `running`, the `n`th of them
-/// under the attempt id `$3[n]`; record the attempts. Returns one row per locked task:
+/// hold; expire those whose deadline passed; move the rest to `running` (clearing the
+/// progress an earlier attempt reported), the `n`th of them under the attempt id `$3[n]`; record the attempts. Returns one row per locked task:
 /// the claimed ones in claim order (task columns, attempt id, attempt number, `n`), then
 /// the expired ones (NULLs, and the id in the last column).
 ///
@@ -61,7 +61,7 @@ fn claim_sql(capped: bool) -> String {
         ), claimed AS (
             UPDATE tasks t SET state = 'running', attempt_count = t.attempt_count + 1,
                 current_attempt = ($3::text[])[r.n], lease_until = $4,
-                started_at = COALESCE(t.started_at, $2)
+                started_at = COALESCE(t.started_at, $2), progress = NULL
             FROM ready r WHERE t.id = r.id
             RETURNING {}, t.current_attempt AS attempt_id, t.attempt_count, r.n
         ), recorded AS (

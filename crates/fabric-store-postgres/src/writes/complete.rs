@@ -2,20 +2,22 @@
 
 use std::collections::HashMap;
 
+use fabric_store::rollup::Rollup;
 use fabric_store::{
     Completed, Next, StoreError, TaskCancelParams, TaskCompleteParams, TaskId, TaskRecord, rules,
 };
 use fabric_types::{Attempt, TaskState};
 
-use super::{Transition, apply_transitions, begin, commit, record_attempts};
+use super::{Transition, apply_transitions, begin, commit, record_attempts, write_rollup};
 use crate::db::{Db, execute, query};
 use crate::reads;
 use crate::rows::{ms, parse_state};
 
 /// Locks the tasks these attempts still hold: `attempt id -> (task id, priority,
-/// cancel_requested)`. Locks are taken in task id order, so concurrent batches cannot
-/// deadlock on each other.
-const LOCK_HELD: &str = "SELECT current_attempt, id, priority, cancel_requested FROM tasks
+/// cancel_requested, tenant, module)`. Locks are taken in task id order, so concurrent
+/// batches cannot deadlock on each other.
+const LOCK_HELD: &str =
+    "SELECT current_attempt, id, priority, cancel_requested, tenant, module FROM tasks
     WHERE current_attempt = ANY($1::text[]) AND state = 'running'
     ORDER BY id FOR UPDATE";
 
@@ -23,10 +25,13 @@ const ATTEMPT_TASKS: &str =
     "SELECT a.id, t.id, t.state FROM attempts a JOIN tasks t ON t.id = a.task_id
     WHERE a.id = ANY($1::text[])";
 
+/// A locked task of a completed attempt: id, priority, cancel_requested, tenant, module.
+type Held = (String, i16, bool, String, String);
+
 /// `task_complete`: one transaction for the whole batch. The tasks still held by the
 /// completions' attempts are locked first (the fence: a rescue or another completion that
 /// got there first leaves nothing to lock); then the ends are written with a few
-/// set-based statements.
+/// set-based statements, and the accepted completions added to the KPI and usage rollups.
 pub(crate) async fn task_complete(
     db: &Db,
     p: TaskCompleteParams,
@@ -50,9 +55,9 @@ pub(crate) async fn task_complete(
         &[&ids],
     )
     .await?;
-    let mut held: HashMap<String, (String, i16, bool)> = rows
+    let mut held: HashMap<String, Held> = rows
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
         .collect();
 
     let mut ended: Vec<(String, Attempt)> = Vec::new();
@@ -61,13 +66,19 @@ pub(crate) async fn task_complete(
     // Per completion: accepted with (task, state), or rejected.
     let mut fates: Vec<Option<(String, TaskState)>> = Vec::with_capacity(p.completions.len());
     let mut made_ready = false;
+    let mut rollup = Rollup::default();
     for c in p.completions.iter() {
         // `remove`: a second completion of one attempt in the batch is rejected.
-        let Some((task_id, priority, cancel_requested)) = held.remove(c.attempt_id.as_str()) else {
+        let Some((task_id, priority, cancel_requested, tenant, module)) =
+            held.remove(c.attempt_id.as_str())
+        else {
             fates.push(None);
             continue;
         };
-        let transition = match rules::honour_cancel(c.next, cancel_requested) {
+        let next = rules::honour_cancel(c.next, cancel_requested);
+        let recorded = !matches!(next, Next::Requeue);
+        rollup.ended(&tenant, &module, p.now, &c.attempt, recorded);
+        let transition = match next {
             Next::Requeue => {
                 requeued.push(c.attempt_id.as_str().to_string());
                 Transition {
@@ -131,6 +142,7 @@ pub(crate) async fn task_complete(
         .await?;
     }
     apply_transitions(&tx, &transitions).await?;
+    write_rollup(&tx, &rollup).await?;
     commit(tx, "commit task_complete").await?;
     if made_ready {
         db.made_ready();

@@ -1,19 +1,20 @@
 //! The writes of periodic maintenance: rescuing lost leases, promoting due tasks,
 //! expiring waiting tasks past their deadline, pruning old finished ones.
 
+use fabric_store::rollup::Rollup;
 use fabric_store::{
     AttemptId, Next, Rescued, StoreError, TaskExpireParams, TaskId, TaskPromoteParams,
     TaskPruneParams, TaskRescueParams, from_millis, rules,
 };
 use fabric_types::TaskState;
 
-use super::{Transition, apply_transitions, begin, commit, record_attempts};
+use super::{Transition, apply_transitions, begin, commit, record_attempts, write_rollup};
 use crate::db::{Db, execute, query};
 use crate::rows::{ms, retry_policy};
 
 const LOCK_EXPIRED_LEASES: &str = "SELECT t.id, t.tenant, t.current_attempt, t.priority,
         t.attempt_count, t.cancel_requested, t.max_attempts, t.backoff_ms, t.max_backoff_ms,
-        t.retry_on, a.node, a.lease_until
+        t.retry_on, a.node, a.lease_until, t.module
     FROM tasks t JOIN attempts a ON a.id = t.current_attempt
     WHERE t.state = 'running' AND t.lease_until < $1
     ORDER BY t.lease_until, t.id LIMIT $2
@@ -21,7 +22,8 @@ const LOCK_EXPIRED_LEASES: &str = "SELECT t.id, t.tenant, t.current_attempt, t.p
 
 /// `task_rescue`: in one transaction, lock running tasks whose lease ended (skipping any a
 /// concurrent completion or rescuer holds), record their attempts `lost`, and retry, fail
-/// or cancel each as its policy says.
+/// or cancel each as its policy says. Each lost attempt counts in the usage rollup, with no
+/// usage (what the guest used is unknown).
 pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Rescued>, StoreError> {
     if p.max == 0 {
         return Ok(Vec::new());
@@ -44,6 +46,7 @@ pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Resc
     let mut transitions = Vec::with_capacity(rows.len());
     let mut out = Vec::with_capacity(rows.len());
     let mut made_ready = false;
+    let mut rollup = Rollup::default();
     for r in &rows {
         let task_id: String = r.get(0);
         let attempt_id: String = r.get(2);
@@ -54,6 +57,8 @@ pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Resc
         let retry = retry_policy(r.get(6), r.get(7), r.get(8), &retry_on)?;
         let node: String = r.get(10);
         let lease: Option<i64> = r.get(11);
+        let tenant: String = r.get(1);
+        rollup.lost(&tenant, r.get(12), p.now);
 
         ended.push((
             attempt_id.clone(),
@@ -73,7 +78,7 @@ pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Resc
         made_ready |= transition.state == TaskState::Queued;
         out.push(Rescued {
             task_id: TaskId::from(task_id),
-            tenant: r.get(1),
+            tenant,
             attempt_id: AttemptId::from(attempt_id),
             state: transition.state,
             // As stored: to the millisecond.
@@ -83,6 +88,7 @@ pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Resc
     }
     record_attempts(&tx, ended).await?;
     apply_transitions(&tx, &transitions).await?;
+    write_rollup(&tx, &rollup).await?;
     commit(tx, "commit task_rescue").await?;
     if made_ready {
         db.made_ready();
@@ -161,7 +167,7 @@ const PRUNE_SQL: &str = "WITH old AS MATERIALIZED (
     DELETE FROM tasks t USING old WHERE t.id = old.id";
 
 /// `task_prune`: one statement deletes old terminal tasks; their attempts go by
-/// `ON DELETE CASCADE`.
+/// `ON DELETE CASCADE`. The rollups are kept: billing outlives task retention.
 pub(crate) async fn task_prune(db: &Db, p: TaskPruneParams) -> Result<u64, StoreError> {
     if p.max == 0 {
         return Ok(0);

@@ -8,12 +8,14 @@ mod complete;
 mod insert;
 mod maintenance;
 mod module_delete;
+mod report;
 
 pub(crate) use claim::{task_claim, task_heartbeat};
 pub(crate) use complete::{task_cancel, task_complete};
 pub(crate) use insert::{module_put, task_insert};
 pub(crate) use maintenance::{task_expire, task_promote, task_prune, task_rescue};
 pub(crate) use module_delete::module_delete;
+pub(crate) use report::{task_progress, write_rollup};
 
 use deadpool_postgres::{GenericClient, Transaction};
 use fabric_store::{StoreError, claim_sort_key, rules};
@@ -156,13 +158,14 @@ const RECORD_ATTEMPTS: &str = "UPDATE attempts a SET lease_until = NULL, outcome
         stderr = u.stderr, output_truncated = u.output_truncated,
         stderr_truncated = u.stderr_truncated, fuel_consumed = u.fuel_consumed,
         peak_memory_bytes = u.peak_memory_bytes, wall_ms = u.wall_ms,
-        started_at = u.started_at, finished_at = u.finished_at, egress = u.egress::jsonb
+        started_at = u.started_at, finished_at = u.finished_at, egress = u.egress::jsonb,
+        kpis = u.kpis::jsonb
     FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::bytea[],
         $7::bytea[], $8::bool[], $9::bool[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
-        $14::int8[], $15::text[])
+        $14::int8[], $15::text[], $16::text[])
         AS u(id, outcome, exit_code, trap, error, output, stderr, output_truncated,
              stderr_truncated, fuel_consumed, peak_memory_bytes, wall_ms, started_at, finished_at,
-             egress)
+             egress, kpis)
     WHERE a.id = u.id";
 
 /// Writes how attempts ended and ends their leases.
@@ -199,13 +202,17 @@ async fn record_attempts<C: GenericClient>(
             .iter()
             .map(|(_, a)| fabric_store::egress_json::attempt_encode(&a.usage, &a.denials))
             .collect();
+        let kpis: Vec<Option<String>> = chunk
+            .iter()
+            .map(|(_, a)| fabric_store::telemetry_json::kpis_encode(&a.kpis))
+            .collect();
         execute(
             c,
             "record how attempts ended",
             RECORD_ATTEMPTS,
             &[
                 &ids, &outcome, &exit_code, &trap, &error, &output, &stderr, &out_trunc,
-                &err_trunc, &fuel, &peak, &wall, &started, &finished, &egress,
+                &err_trunc, &fuel, &peak, &wall, &started, &finished, &egress, &kpis,
             ],
         )
         .await?;

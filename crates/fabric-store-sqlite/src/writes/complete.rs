@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 
+use fabric_store::rollup::Rollup;
 use fabric_store::{
     Completed, Next, StoreError, TaskCancelParams, TaskCompleteParams, TaskId, TaskRecord, rules,
 };
 use fabric_types::TaskState;
 
-use super::{HOLDERS, TaskKey, array, finish, record_attempt, wait_for_retry};
+use super::{HOLDERS, TaskKey, array, finish, record_attempt, wait_for_retry, write_rollup};
 use crate::db_err;
 use crate::rows::{load_task, ms, parse_state};
 use crate::writer::WriteCtx;
@@ -18,10 +19,12 @@ struct Holder {
     /// The attempt holding the task while it runs.
     current_attempt: Option<String>,
     cancel_requested: bool,
+    module: String,
 }
 
 /// `task_complete`: apply each completion whose attempt still holds its task, in order (a
-/// completion sees the effect of the earlier ones in the same call).
+/// completion sees the effect of the earlier ones in the same call), and add the accepted
+/// ones to the KPI and usage rollups.
 pub(crate) fn task_complete(
     ctx: &mut WriteCtx<'_>,
     p: TaskCompleteParams,
@@ -72,9 +75,10 @@ pub(crate) fn task_complete(
                     r.get::<_, String>(6)?,
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, bool>(8)?,
+                    r.get::<_, String>(9)?,
                 ))
             };
-            let (tenant, priority, state, current_attempt, cancel_requested) =
+            let (tenant, priority, state, current_attempt, cancel_requested, module) =
                 read().map_err(db_err("find completed attempts' tasks"))?;
             let key = TaskKey {
                 rowid: task_rowid,
@@ -87,12 +91,14 @@ pub(crate) fn task_complete(
                 key,
                 current_attempt,
                 cancel_requested,
+                module,
             };
             tasks.insert(id, holder);
         }
     }
 
     let mut out = Vec::with_capacity(p.completions.len());
+    let mut rollup = Rollup::default();
     for (c, found) in p.completions.into_iter().zip(found) {
         let Some((attempt_rowid, task)) = found.and_then(|(a, id)| Some((a, tasks.get_mut(&id)?)))
         else {
@@ -115,7 +121,10 @@ pub(crate) fn task_complete(
             });
             continue;
         }
-        let state = match rules::honour_cancel(c.next, task.cancel_requested) {
+        let next = rules::honour_cancel(c.next, task.cancel_requested);
+        let recorded = !matches!(next, Next::Requeue);
+        rollup.ended(&task.key.tenant, &task.module, p.now, &c.attempt, recorded);
+        let state = match next {
             Next::Requeue => {
                 ctx.conn
                     .prepare_cached("DELETE FROM attempts WHERE rowid = ?1")
@@ -159,6 +168,7 @@ pub(crate) fn task_complete(
             state: Some(state),
         });
     }
+    write_rollup(ctx, &rollup)?;
     Ok(out)
 }
 

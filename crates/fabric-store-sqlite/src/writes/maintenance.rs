@@ -1,6 +1,7 @@
 //! The writes of periodic maintenance: rescuing lost leases, promoting due tasks,
 //! expiring waiting tasks past their deadline, pruning old finished ones.
 
+use fabric_store::rollup::Rollup;
 use fabric_store::{
     AttemptId, Next, Rescued, StoreError, TaskExpireParams, TaskId, TaskPromoteParams,
     TaskPruneParams, TaskRescueParams, from_millis, rules,
@@ -8,7 +9,7 @@ use fabric_store::{
 use fabric_types::{RetryPolicy, TaskState};
 use rusqlite::params;
 
-use super::{TaskKey, enqueue, finish, record_attempt, wait_for_retry};
+use super::{TaskKey, enqueue, finish, record_attempt, wait_for_retry, write_rollup};
 use crate::db_err;
 use crate::rows::{ms, parse_state};
 use crate::writer::WriteCtx;
@@ -20,9 +21,11 @@ struct Expired {
     attempt_count: i64,
     cancel_requested: bool,
     retry: RetryPolicy,
+    module: String,
 }
 
-/// `task_rescue`: record `lost` for expired leases and retry or fail their tasks.
+/// `task_rescue`: record `lost` for expired leases and retry or fail their tasks; each lost
+/// attempt counts in the usage rollup (with no usage: what the guest used is unknown).
 pub(crate) fn task_rescue(
     ctx: &mut WriteCtx<'_>,
     p: TaskRescueParams,
@@ -32,7 +35,7 @@ pub(crate) fn task_rescue(
         .conn
         .prepare_cached(
             "SELECT id, tenant, current_attempt, priority, attempt_count, cancel_requested,
-                max_attempts, backoff_ms, max_backoff_ms, retry_on, rowid
+                max_attempts, backoff_ms, max_backoff_ms, retry_on, rowid, module
              FROM tasks INDEXED BY tasks_lease WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until, id LIMIT ?2",
         )
         .and_then(|mut s| {
@@ -55,12 +58,14 @@ pub(crate) fn task_rescue(
                         max_backoff_ms: r.get::<_, i64>(8)?.max(0) as u64,
                         retry_on: retry_on.split(',').filter_map(|s| s.parse().ok()).collect(),
                     },
+                    module: r.get(11)?,
                 })
             })?
             .collect()
         })
         .map_err(db_err("find expired leases"))?;
     let mut out = Vec::with_capacity(expired.len());
+    let mut rollup = Rollup::default();
     for e in expired {
         let (node, lease, attempt_rowid): (String, Option<i64>, i64) = ctx
             .conn
@@ -69,6 +74,7 @@ pub(crate) fn task_rescue(
             .map_err(db_err("read a lost attempt"))?;
         let lost = rules::lost_attempt(&node, lease.map(from_millis), p.now);
         record_attempt(ctx, attempt_rowid, &lost)?;
+        rollup.lost(&e.key.tenant, &e.module, p.now);
         let attempt_number = u32::try_from(e.attempt_count).unwrap_or(u32::MAX);
         let next = rules::next_after_lost(
             attempt_number,
@@ -94,6 +100,7 @@ pub(crate) fn task_rescue(
             run_at: run_at.map(|t| from_millis(ms(t))),
         });
     }
+    write_rollup(ctx, &rollup)?;
     Ok(out)
 }
 
@@ -169,7 +176,8 @@ pub(crate) fn task_expire(
     Ok(out)
 }
 
-/// `task_prune`: delete old terminal tasks; their attempts go by `ON DELETE CASCADE`.
+/// `task_prune`: delete old terminal tasks; their attempts go by `ON DELETE CASCADE`. The
+/// rollups are kept: billing outlives task retention.
 pub(crate) fn task_prune(ctx: &mut WriteCtx<'_>, p: TaskPruneParams) -> Result<u64, StoreError> {
     let deleted: Vec<(String, String, i64)> = ctx
         .conn

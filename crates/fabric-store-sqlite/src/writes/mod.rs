@@ -10,12 +10,14 @@ mod complete;
 mod insert;
 mod maintenance;
 mod module_delete;
+mod report;
 
 pub(crate) use claim::{task_claim, task_heartbeat};
 pub(crate) use complete::{task_cancel, task_complete};
 pub(crate) use insert::{module_put, task_insert};
 pub(crate) use maintenance::{task_expire, task_promote, task_prune, task_rescue};
 pub(crate) use module_delete::module_delete;
+pub(crate) use report::{task_progress, write_rollup};
 
 use std::rc::Rc;
 use std::sync::LazyLock;
@@ -34,8 +36,9 @@ use crate::writer::WriteCtx;
 /// Stores one new task.
 pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key,
-        run_at, deadline, env, labels, created_at, sort_key, dirs, egress)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+        run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
+        ?25)";
 
 /// One tenant's fair-share clock at one priority (see [`fabric_store::FairClock`]).
 pub(crate) const READ_CLOCK: &str =
@@ -54,10 +57,11 @@ pub(crate) static CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Moves one queued task to `running` under a new attempt.
+/// Moves one queued task to `running` under a new attempt, clearing the progress an earlier
+/// attempt reported.
 pub(crate) const CLAIM: &str =
     "UPDATE tasks SET state = 'running', attempt_count = ?2, current_attempt = ?3,
-        lease_until = ?4, started_at = COALESCE(started_at, ?5)
+        lease_until = ?4, started_at = COALESCE(started_at, ?5), progress = NULL
      WHERE rowid = ?1";
 
 /// Records a new attempt.
@@ -68,7 +72,7 @@ pub(crate) const NEW_ATTEMPT: &str =
 /// Where the tasks of an array of attempt ids stand, by position in the array (from 1).
 pub(crate) const HOLDERS: &str =
     "SELECT j.rowid, t.rowid, a.rowid, t.id, t.tenant, t.priority, t.state,
-        t.current_attempt, t.cancel_requested
+        t.current_attempt, t.cancel_requested, t.module
      FROM rarray(?1) AS j CROSS JOIN attempts AS a ON a.id = j.value
         CROSS JOIN tasks AS t ON t.id = a.task_id";
 
@@ -76,7 +80,8 @@ pub(crate) const HOLDERS: &str =
 pub(crate) const END_ATTEMPT: &str =
     "UPDATE attempts SET lease_until = NULL, outcome = ?2, exit_code = ?3, trap = ?4, error = ?5,
         output = ?6, stderr = ?7, output_truncated = ?8, stderr_truncated = ?9, fuel_consumed = ?10,
-        peak_memory_bytes = ?11, wall_ms = ?12, started_at = ?13, finished_at = ?14, egress = ?15
+        peak_memory_bytes = ?11, wall_ms = ?12, started_at = ?13, finished_at = ?14, egress = ?15,
+        kpis = ?16
      WHERE rowid = ?1";
 
 /// Moves one task to a terminal state.
@@ -218,6 +223,7 @@ fn record_attempt(ctx: &WriteCtx<'_>, attempt_rowid: i64, a: &Attempt) -> Result
                 a.started_at.map(ms),
                 a.finished_at.map(ms),
                 fabric_store::egress_json::attempt_encode(&a.usage, &a.denials),
+                fabric_store::telemetry_json::kpis_encode(&a.kpis),
             ])
         })
         .map_err(db_err("record an attempt's end"))?;
@@ -262,6 +268,9 @@ mod tests {
             FINISH,
             RENEW_TASKS,
             RENEW_ATTEMPTS,
+            report::KPI_UPSERT,
+            report::USAGE_UPSERT,
+            report::SET_PROGRESS,
         ] {
             let plan = explain(&conn, "EXPLAIN QUERY PLAN", 3, sql);
             for step in &plan {

@@ -43,6 +43,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
             ("/models/v2".into(), "models_v2-x".into()),
         ]),
         egress: vec!["weather".into(), "search".into()],
+        args: vec!["--verbose".into(), "two words".into(), String::new()],
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -79,6 +80,8 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.labels, task.labels);
     assert_eq!(got.dirs, task.dirs);
     assert_eq!(got.egress, task.egress);
+    assert_eq!(got.args, task.args);
+    assert_eq!(got.progress, None);
     assert_eq!(got.created_at, at(0));
     assert_eq!(got.started_at, None);
     assert_eq!(got.finished_at, None);
@@ -154,6 +157,10 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
                 reason: "address 10.0.0.1 is not public".into(),
             },
         ],
+        kpis: fabric_types::Kpis::from([
+            ("tokens.in".into(), fabric_types::KpiStats::new(12.0)),
+            ("score".into(), fabric_types::KpiStats::new(0.75)),
+        ]),
         started_at: Some(at(11)),
         finished_at: Some(at(28)),
     };

@@ -21,6 +21,7 @@ mod lease;
 mod maintenance;
 mod modules;
 mod reads;
+mod reports;
 mod tenants;
 
 pub use claim_order::{
@@ -44,6 +45,10 @@ pub use maintenance::{
 };
 pub use modules::module_delete_rules;
 pub use reads::{list_pagination, stats_counts};
+pub use reports::{
+    args_and_kpis_round_trip, kpi_query_groups_and_filters, progress_fenced, rollup_batch_sums,
+    usage_report_exact,
+};
 pub use tenants::{modules_put_get_list, tenant_isolation};
 
 use std::time::Duration;
@@ -218,7 +223,12 @@ macro_rules! conformance_tests {
             list_pagination,
             next_wakeup,
             ready_signal_fires,
-            rescue_follows_policy
+            rescue_follows_policy,
+            args_and_kpis_round_trip,
+            progress_fenced,
+            kpi_query_groups_and_filters,
+            usage_report_exact,
+            rollup_batch_sums
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
