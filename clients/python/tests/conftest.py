@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -143,9 +142,3 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield server
     server.stop()
 
-
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    until = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < until, "condition not met in time"
-        time.sleep(0.05)
