@@ -12,6 +12,7 @@ mod faults;
 mod hostmem;
 mod load;
 mod modules;
+mod monitoring;
 mod reports;
 mod run;
 mod scheduling;
