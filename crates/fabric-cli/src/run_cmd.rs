@@ -59,6 +59,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         env: args.env,
         dirs: args.dirs,
         egress,
+        ..RunRequest::default()
     };
     let attempt = runtime.block_on(sandbox.run(&agent, request, &CancelToken::new()));
 

@@ -332,6 +332,7 @@ async fn run_attempt(
                     .collect(),
                 dirs,
                 egress,
+                ..RunRequest::default()
             };
             Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
         }
