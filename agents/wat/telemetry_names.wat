@@ -9,7 +9,7 @@
   (memory (export "memory") 1)
   ;; Printing kit: $puts(ptr, len) writes memory to stdout, $putu(n) an unsigned decimal,
   ;; $nl a newline. Bytes 0..48 are its scratch space, 48 holds the newline.
-  (data (i32.const 48) "\\n")
+  (data (i32.const 48) "\n")
   (func $puts (param $ptr i32) (param $len i32)
     (i32.store (i32.const 0) (local.get $ptr))
     (i32.store (i32.const 4) (local.get $len))
