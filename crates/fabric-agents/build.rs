@@ -47,10 +47,12 @@ fn main() {
     build(&agents, &out_dir.join("agents-target"));
 }
 
-/// Reruns this script when an agent's sources, the agents' manifest or lock file, or
-/// the WAT fixtures change.
+/// Reruns this script when an agent's sources (the SDK's among them), the agents'
+/// manifest or lock file, the WAT fixtures, or the WIT files the SDK's bindings are
+/// generated from (`wit/` beside `agents/`) change. Every member is built for both
+/// targets; a library member (the SDK) builds no `.wasm` of its own.
 fn watch(agents: &Path) {
-    for file in ["Cargo.toml", "Cargo.lock", "wat"] {
+    for file in ["Cargo.toml", "Cargo.lock", "wat", "../wit"] {
         println!("cargo:rerun-if-changed={}", agents.join(file).display());
     }
     let entries =

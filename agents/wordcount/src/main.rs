@@ -4,11 +4,12 @@
 //! Words are whitespace-separated; for `top` each is lowercased and stripped of
 //! leading and trailing non-alphanumeric characters. Lines are counted like
 //! `str::lines` (a last line without a newline counts). Ties in `top` are broken
-//! alphabetically so the output is deterministic.
+//! alphabetically so the output is deterministic. The word count is also recorded as the
+//! KPI `words` (a refusal is logged on stderr, the output stays the same).
 
 use serde::Serialize;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 
 /// How many of the most frequent words to report.
 const TOP: usize = 5;
@@ -44,8 +45,10 @@ fn count(input: &[u8]) -> Report {
 }
 
 fn main() -> io::Result<()> {
-    let mut input = Vec::new();
-    io::stdin().read_to_end(&mut input)?;
-    let report = serde_json::to_string(&count(&input)).map_err(io::Error::other)?;
-    writeln!(io::stdout().lock(), "{report}")
+    let report = count(&fabric_agent::input()?);
+    if let Err(refusal) = fabric_agent::kpi("words", report.words as f64) {
+        eprintln!("KPI words: {refusal}");
+    }
+    let json = serde_json::to_string(&report).map_err(io::Error::other)?;
+    fabric_agent::output_str(&format!("{json}\n"))
 }

@@ -15,6 +15,11 @@
 //! - `PROBE` runs one command per line (`read PATH`, `connect HOST:PORT`, `alloc MIB`,
 //!   `spin`, ...) and prints `CMD -> ok: ...` or `CMD -> err: ...` for each; see
 //!   `agents/probe/src/main.rs`.
+//! - `REPORTER` reads text and, through the `fabric-agent` SDK, reports progress per line
+//!   and the KPIs `words` (per line), `lines` and `confidence`, then prints
+//!   `lines=N words=W confidence=C refused=R`; `--print-args` prints its arguments and
+//!   `--flood N` makes N KPI calls instead; see `agents/reporter/src/main.rs`. `WORDCOUNT`
+//!   records the KPI `words` too.
 //! - `p2::FETCH` sends the HTTP requests on stdin, one per line, through `wasi:http`, and
 //!   prints each answer (components only: core modules get no HTTP).
 //!
@@ -35,6 +40,8 @@ macro_rules! agents {
                 "Greets the `name` of a JSON object on stdin; exits with code 3 on other input.",
             SLEEP = "sleep": "Sleeps for the milliseconds on stdin (1000 when empty).",
             PROBE = "probe": "Runs probing commands from stdin and reports each result.",
+            REPORTER = "reporter":
+                "Summarizes its input text, reporting progress per line and KPIs to the host.",
         );
     };
     (@consts $target:literal; $($konst:ident = $name:literal: $doc:literal,)*) => {
@@ -144,6 +151,12 @@ fixtures! {
     "stderr_flood",
     "stdout_flood",
     "table_bomb",
+    "telemetry_bad_calls",
+    "telemetry_flood",
+    "telemetry_names",
+    "telemetry_then_trap",
+    "telemetry_unknown_import",
+    "telemetry_wrong_signature",
     "trap_unreachable",
     "unknown_import",
     "write_forever",
@@ -217,7 +230,7 @@ mod tests {
 
     #[test]
     fn p1_agents_are_core_modules() {
-        assert_eq!(p1::AGENTS.len(), 6);
+        assert_eq!(p1::AGENTS.len(), 7);
         for (name, wasm) in p1::AGENTS {
             assert_eq!(wasm.get(..8), Some(&CORE_HEADER[..]), "agent {name}");
         }
@@ -225,7 +238,7 @@ mod tests {
 
     #[test]
     fn p2_agents_are_components() {
-        assert_eq!(p2::AGENTS.len(), 6);
+        assert_eq!(p2::AGENTS.len(), 7);
         for (name, wasm) in p2::AGENTS {
             assert_eq!(wasm.get(..8), Some(&COMPONENT_HEADER[..]), "agent {name}");
         }
@@ -237,7 +250,15 @@ mod tests {
         let p2: Vec<&str> = p2::AGENTS.iter().map(|(name, _)| *name).collect();
         assert_eq!(
             p1,
-            ["echo", "wordcount", "sha256", "strict", "sleep", "probe"]
+            [
+                "echo",
+                "wordcount",
+                "sha256",
+                "strict",
+                "sleep",
+                "probe",
+                "reporter"
+            ]
         );
         assert_eq!(p1, p2);
     }

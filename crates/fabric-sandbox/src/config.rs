@@ -55,6 +55,13 @@ pub struct SandboxConfig {
     /// running attempts and the API whatever is being compiled.
     pub compile_threads: usize,
     pub pooling: Pooling,
+    /// Distinct KPI names one attempt may record; a new name past them is refused
+    /// (`TelemetryRefusal::TooManyNames`), names already recorded keep recording.
+    pub max_kpi_names: usize,
+    /// Telemetry calls (`kpi` and `progress` together, taken or refused) one attempt may
+    /// make; every call past them is refused (`TelemetryRefusal::TooManyCalls`) without
+    /// reading its arguments, and still costs its fuel.
+    pub max_telemetry_calls: u32,
 }
 
 impl SandboxConfig {
@@ -77,6 +84,13 @@ impl SandboxConfig {
     pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
     /// 256 MiB.
     pub const DEFAULT_CACHE_MEMORY_BYTES: u64 = 256 << 20;
+    /// 64 distinct KPI names per attempt.
+    pub const DEFAULT_MAX_KPI_NAMES: usize = 64;
+    /// The most [`SandboxConfig::max_kpi_names`] accepted: each name holds at most 64
+    /// bytes and its stats, and is stored with the attempt.
+    pub const MAX_KPI_NAMES: usize = 4_096;
+    /// 10,000 telemetry calls per attempt.
+    pub const DEFAULT_MAX_TELEMETRY_CALLS: u32 = 10_000;
     /// The most [`SandboxConfig::compile_threads`] accepted.
     pub const MAX_COMPILE_THREADS: usize = 256;
 
@@ -111,6 +125,12 @@ impl SandboxConfig {
         if self.compile_threads == 0 || self.compile_threads > Self::MAX_COMPILE_THREADS {
             return err("compile_threads must be between 1 and 256");
         }
+        if self.max_kpi_names == 0 || self.max_kpi_names > Self::MAX_KPI_NAMES {
+            return err("max_kpi_names must be between 1 and 4096");
+        }
+        if self.max_telemetry_calls == 0 {
+            return err("max_telemetry_calls must be at least 1");
+        }
         Ok(())
     }
 }
@@ -132,6 +152,40 @@ impl Default for SandboxConfig {
             cache_memory_bytes: Self::DEFAULT_CACHE_MEMORY_BYTES,
             compile_threads: Self::default_compile_threads(),
             pooling: Pooling::Auto,
+            max_kpi_names: Self::DEFAULT_MAX_KPI_NAMES,
+            max_telemetry_calls: Self::DEFAULT_MAX_TELEMETRY_CALLS,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_limits_are_validated() {
+        let ok = SandboxConfig::default();
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.max_kpi_names, 64);
+        assert_eq!(ok.max_telemetry_calls, 10_000);
+        for (names, calls, refused) in [
+            (0, 10_000, "max_kpi_names"),
+            (SandboxConfig::MAX_KPI_NAMES + 1, 10_000, "max_kpi_names"),
+            (64, 0, "max_telemetry_calls"),
+        ] {
+            let config = SandboxConfig {
+                max_kpi_names: names,
+                max_telemetry_calls: calls,
+                ..SandboxConfig::default()
+            };
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(refused), "{error}");
+        }
+        let widest = SandboxConfig {
+            max_kpi_names: SandboxConfig::MAX_KPI_NAMES,
+            max_telemetry_calls: u32::MAX,
+            ..SandboxConfig::default()
+        };
+        assert!(widest.validate().is_ok());
     }
 }

@@ -14,6 +14,7 @@ mod limiter;
 mod pipe;
 mod run;
 mod subtypes;
+mod telemetry;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub use egress::{
 pub use grants::{GrantError, GrantScan, scan_grant};
 pub use hostcalls::{MAX_RANDOM_BYTES, MIN_HOSTCALL_BYTES, RANDOM_SLICE};
 pub use run::{DirGrant, FUEL_SLICE, RunRequest};
+pub use telemetry::{ProgressCell, TELEMETRY_CALL_FUEL};
 
 use fabric_types::{Attempt, ModuleId};
 

@@ -25,6 +25,7 @@ use crate::engine::FabricEngine;
 use crate::hostcalls::{MAX_RANDOM_BYTES, hostcall_bytes};
 use crate::limiter::{LimitExceeded, Limiter};
 use crate::pipe::CappedOutput;
+use crate::telemetry::{ProgressCell, Telemetry};
 
 /// Fuel injected into the guest at a time. An attempt stopped from outside (timeout,
 /// cancel) while in a loop with no calls may be billed up to this much too little; an
@@ -46,6 +47,13 @@ pub struct RunRequest {
     /// The egress policies a component may send HTTP requests under; none by default,
     /// and core (p1) modules get no HTTP whatever this says.
     pub egress: EgressGrant,
+    /// Command-line arguments after the program name: the guest sees
+    /// `["agent", args...]`. Checked by [`fabric_types::check_args`]; arguments over its
+    /// bounds make the attempt `invalid`.
+    pub args: Vec<String>,
+    /// Where the attempt publishes the progress the guest reports, for whoever watches it
+    /// run (a fresh cell by default, which nobody watches).
+    pub progress: ProgressCell,
 }
 
 /// A host directory the guest may read (never write) under a name of its own. The guest
@@ -71,9 +79,11 @@ impl DirGrant {
     }
 }
 
-/// Store data of one attempt: its WASI context plus the quotas the engine checks.
+/// Store data of one attempt: its WASI context, the quotas the engine checks, and the
+/// telemetry the guest reports.
 pub(crate) struct Guest<W> {
     pub wasi: W,
+    pub telemetry: Telemetry,
     limiter: Limiter,
     deadline: Instant,
     cancel: CancelToken,
@@ -168,7 +178,9 @@ pub(crate) async fn run(
     let stdout = CappedOutput::new(limits.output_bytes);
     let stderr = CappedOutput::new(limits.log_bytes);
 
-    let mut attempt = match (&agent.linked, refused_limits(engine, &limits)) {
+    let refusal =
+        refused_limits(engine, &limits).or_else(|| fabric_types::check_args(&request.args).err());
+    let mut attempt = match (&agent.linked, refusal) {
         (Err(link_error), _) => invalid(link_error.clone()),
         (Ok(_), Some(refusal)) => invalid(refusal),
         (Ok(_), None) if cancel.is_cancelled() => Attempt::new(Outcome::Cancelled),
@@ -177,11 +189,16 @@ pub(crate) async fn run(
             Ok(mut wasi) => {
                 let deadline = started + Duration::from_millis(limits.timeout_ms);
                 let handles = engine.config.max_guest_handles as usize;
+                let telemetry = Telemetry::new(
+                    engine.config.max_telemetry_calls,
+                    engine.config.max_kpi_names,
+                    request.progress.clone(),
+                );
                 match linked {
                     Linked::P1(pre) => {
                         let mut p1 = wasi.build_p1();
                         WasiView::ctx(&mut p1).table.set_max_capacity(handles);
-                        let mut store = new_store(engine, p1, &limits, deadline, cancel);
+                        let mut store = new_store(engine, p1, telemetry, &limits, deadline, cancel);
                         let ended = race(deadline, cancel, async {
                             let instance = pre
                                 .instantiate_async(&mut store)
@@ -198,7 +215,7 @@ pub(crate) async fn run(
                             Ok(0)
                         })
                         .await;
-                        classify(ended, &store, &limits)
+                        classify(ended, &mut store, &limits)
                     }
                     Linked::P2(pre) => {
                         // Only components get HTTP, so only they are metered for it.
@@ -215,7 +232,8 @@ pub(crate) async fn run(
                                 meter.clone(),
                             ),
                         };
-                        let mut store = new_store(engine, wasi, &limits, deadline, cancel);
+                        let mut store =
+                            new_store(engine, wasi, telemetry, &limits, deadline, cancel);
                         let ended = race(deadline, cancel, async {
                             let command = pre
                                 .instantiate_async(&mut store)
@@ -230,7 +248,7 @@ pub(crate) async fn run(
                             Ok(if status.is_ok() { 0 } else { 1 })
                         })
                         .await;
-                        let mut attempt = classify(ended, &store, &limits);
+                        let mut attempt = classify(ended, &mut store, &limits);
                         attempt.denials = meter.report(&mut attempt.usage);
                         attempt
                     }
@@ -266,7 +284,7 @@ fn invalid(error: String) -> Attempt {
 
 /// A WASI context with nothing from the host but what the request grants: no
 /// preopened directories but its read-only grants, no inherited environment or
-/// arguments, no network (every address refused, no name lookup), stdin from the request
+/// arguments (only `agent` and the request's), no network (every address refused, no name lookup), stdin from the request
 /// and capped in-memory stdout and stderr. Clocks and randomness are allowed. A grant
 /// that cannot be honoured is a reason to refuse the attempt.
 fn wasi_builder(
@@ -289,6 +307,7 @@ fn wasi_builder(
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .arg("agent")
+        .args(&request.args)
         .envs(&request.env)
         .max_random_size(MAX_RANDOM_BYTES)
         .allow_tcp(false)
@@ -323,12 +342,14 @@ fn grant_dir(wasi: &mut WasiCtxBuilder, grant: &DirGrant) -> Result<(), String> 
 fn new_store<W: Send + 'static>(
     engine: &FabricEngine,
     wasi: W,
+    telemetry: Telemetry,
     limits: &Limits,
     deadline: Instant,
     cancel: &CancelToken,
 ) -> Store<Guest<W>> {
     let guest = Guest {
         wasi,
+        telemetry,
         limiter: Limiter::new(limits.memory_bytes, &engine.config),
         deadline,
         cancel: cancel.clone(),
@@ -377,9 +398,12 @@ async fn race(
     }
 }
 
-fn classify<W>(ended: Ended, store: &Store<Guest<W>>, limits: &Limits) -> Attempt {
-    let guest = store.data();
+/// The attempt's outcome, usage and KPIs: the KPIs the guest recorded are kept however
+/// it ended.
+fn classify<W>(ended: Ended, store: &mut Store<Guest<W>>, limits: &Limits) -> Attempt {
     let fuel_left = store.get_fuel().unwrap_or(0);
+    let kpis = store.data_mut().telemetry.take_kpis();
+    let guest = store.data();
     let mut attempt = match ended {
         Ended::Exited(code) => exited(code),
         Ended::Timeout => Attempt::new(Outcome::Timeout),
@@ -391,6 +415,7 @@ fn classify<W>(ended: Ended, store: &Store<Guest<W>>, limits: &Limits) -> Attemp
         peak_memory_bytes: guest.limiter.peak_memory,
         ..Usage::default()
     };
+    attempt.kpis = kpis;
     attempt
 }
 

@@ -272,10 +272,13 @@ impl ServerConfig {
             max_task_memory: pick!(max_task_memory, Self::DEFAULT_MAX_TASK_MEMORY),
             tenant_max_tasks: pick!(tenant_max_tasks, Self::DEFAULT_TENANT_MAX_TASKS),
             tenant_max_running: pick!(tenant_max_running, tenant_cap),
-            max_kpi_names: pick!(max_kpi_names, fabric_sandbox::DEFAULT_MAX_KPI_NAMES),
+            max_kpi_names: pick!(
+                max_kpi_names,
+                fabric_sandbox::SandboxConfig::DEFAULT_MAX_KPI_NAMES as u32
+            ),
             max_telemetry_calls: pick!(
                 max_telemetry_calls,
-                fabric_sandbox::DEFAULT_MAX_TELEMETRY_CALLS
+                fabric_sandbox::SandboxConfig::DEFAULT_MAX_TELEMETRY_CALLS
             ),
             tenant_max_module_bytes: pick!(
                 tenant_max_module_bytes,
@@ -323,8 +326,12 @@ impl ServerConfig {
                 "must be at least 1 (at or above workers it never binds)".into(),
             ));
         }
-        if self.max_kpi_names == 0 {
-            return Err(invalid("max_kpi_names", "must be at least 1".into()));
+        let most_names = fabric_sandbox::SandboxConfig::MAX_KPI_NAMES;
+        if self.max_kpi_names == 0 || self.max_kpi_names as usize > most_names {
+            return Err(invalid(
+                "max_kpi_names",
+                format!("{} is out of range 1..={most_names}", self.max_kpi_names),
+            ));
         }
         if self.max_telemetry_calls == 0 {
             return Err(invalid("max_telemetry_calls", "must be at least 1".into()));

@@ -186,7 +186,7 @@ impl Server {
             max_memory_bytes: config.max_task_memory,
             max_module_bytes: config.max_module_bytes,
             cache_dir: Some(config.data_dir.join("compiled")),
-            max_kpi_names: config.max_kpi_names,
+            max_kpi_names: config.max_kpi_names as usize,
             max_telemetry_calls: config.max_telemetry_calls,
             ..SandboxConfig::default()
         })?);

@@ -1,6 +1,7 @@
 //! The vocabulary every fabric crate shares: ids, priorities, task states, limits, retry
 //! policies, attempt outcomes and resource usage.
 
+mod args;
 mod id;
 mod limits;
 pub mod millis;
@@ -11,6 +12,7 @@ mod task;
 mod telemetry;
 pub mod wire;
 
+pub use args::{MAX_ARGS, MAX_ARGS_BYTES, check_args};
 pub use id::{ModuleId, ModuleKind, ParseModuleIdError};
 pub use limits::{Limits, RetryPolicy};
 pub use outcome::{

@@ -44,6 +44,12 @@ pub async fn run_with(wasm: &[u8], input: &[u8], limits: Limits) -> Attempt {
     sandbox().run(&agent, request, &CancelToken::new()).await
 }
 
+/// Runs `wasm` once on the shared sandbox with `request` as it is.
+pub async fn run_request(wasm: &[u8], request: RunRequest) -> Attempt {
+    let agent = load(wasm);
+    sandbox().run(&agent, request, &CancelToken::new()).await
+}
+
 pub async fn run(wasm: &[u8], input: &[u8]) -> Attempt {
     run_with(wasm, input, tight()).await
 }
