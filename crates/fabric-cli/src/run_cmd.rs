@@ -67,8 +67,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         args: args.args,
         progress: progress.clone(),
     };
+    let cancel = CancelToken::new();
     let attempt = runtime.block_on(async {
-        let run = sandbox.run(&agent, request, &CancelToken::new());
+        let run = sandbox.run(&agent, request, &cancel);
         if args.json {
             return run.await;
         }

@@ -22,7 +22,7 @@ const SUBSCRIBE_ID: u64 = 1;
 #[derive(Debug)]
 enum Frame {
     /// A `task.event` notification.
-    Event(TaskEventNotice),
+    Event(Box<TaskEventNotice>),
     /// The answer to the request with this id.
     Response(Option<u64>, Result<Value>),
     /// Anything else (another notification method): skipped.
@@ -39,7 +39,7 @@ fn classify(text: &str) -> Result<Frame> {
         let params = value.get("params").cloned().unwrap_or(Value::Null);
         let notice = serde_json::from_value(params)
             .map_err(|e| ClientError::decode("a task.event notification", e))?;
-        return Ok(Frame::Event(notice));
+        return Ok(Frame::Event(Box::new(notice)));
     }
     let id = value.get("id").and_then(Value::as_u64);
     Ok(Frame::Response(
@@ -105,7 +105,7 @@ impl Client {
         let mut early = VecDeque::new();
         loop {
             match next_frame(&mut socket, &url).await {
-                Some(Ok(Frame::Event(notice))) => early.push_back(notice),
+                Some(Ok(Frame::Event(notice))) => early.push_back(*notice),
                 Some(Ok(Frame::Response(Some(SUBSCRIBE_ID), result))) => {
                     result?;
                     break;
@@ -142,7 +142,7 @@ fn events(
         }
         loop {
             match next_frame(&mut socket, &url).await? {
-                Ok(Frame::Event(notice)) => return Some((Ok(notice), Some((socket, url, early)))),
+                Ok(Frame::Event(notice)) => return Some((Ok(*notice), Some((socket, url, early)))),
                 Ok(Frame::Response(_, Err(error))) => return Some((Err(error), None)),
                 Ok(Frame::Response(_, Ok(_)) | Frame::Other) => {}
                 Err(error) => return Some((Err(error), None)),

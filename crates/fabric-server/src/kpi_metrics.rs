@@ -14,6 +14,9 @@ pub const MAX_KPI_SERIES: usize = 1000;
 /// The label value series fold into past the cap.
 const OTHER: &str = "_other";
 
+/// Prints one family's value of a series' `(sum, count)`.
+type Render = fn(&(f64, u64)) -> String;
+
 /// Sum and count of each series.
 #[derive(Debug, Default)]
 pub struct KpiMetrics {
@@ -80,7 +83,7 @@ impl KpiMetrics {
     /// Both families in the text exposition.
     pub fn render(&self, out: &mut String) {
         let series = self.series.lock().expect("kpi metrics lock");
-        let families: [(&str, &str, fn(&(f64, u64)) -> String); 2] = [
+        let families: [(&str, &str, Render); 2] = [
             (
                 "fabric_agent_kpi_sum",
                 "Sum of the values agents recorded, by module and KPI.",
