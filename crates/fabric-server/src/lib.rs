@@ -11,6 +11,7 @@ mod http;
 mod memory;
 mod methods;
 mod metrics;
+mod retry;
 mod rpc;
 mod server;
 mod spec;

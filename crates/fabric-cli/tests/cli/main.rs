@@ -12,6 +12,7 @@ mod faults;
 mod hostmem;
 mod load;
 mod modules;
+mod retry;
 mod run;
 mod scheduling;
 mod server;
