@@ -17,6 +17,7 @@ mod server;
 mod spec;
 mod timed_store;
 mod tls;
+mod ui;
 mod waiters;
 mod ws;
 

@@ -17,6 +17,7 @@ mod run;
 mod scheduling;
 mod server;
 mod tls;
+mod ui;
 mod uploads;
 mod util;
 mod volumes;
