@@ -154,7 +154,6 @@ async fn the_pages_show_counts_tasks_a_failed_tasks_log_and_the_modules() {
     ] {
         assert_shows("the overview", &overview, wanted);
     }
-    screenshot(&format!("{ui}/"), "overview.png");
 
     let all = visible_text(&dom(&format!("{ui}/tasks")));
     for id in ok.iter().chain([&failed]) {
@@ -236,6 +235,8 @@ impl LivePage {
                 "--no-sandbox",
                 "--disable-gpu",
                 "--no-first-run",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
             ])
             .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -307,6 +308,36 @@ impl LivePage {
         }
     }
 
+    /// Writes the page as it looks now to `FABRIC_UI_SCREENSHOTS/name` when that is set.
+    async fn screenshot(&mut self, name: &str) {
+        let Some(dir) = std::env::var_os("FABRIC_UI_SCREENSHOTS") else {
+            return;
+        };
+        self.calls += 1;
+        let call = json!({"id": self.calls, "method": "Page.captureScreenshot", "params": {}});
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                call.to_string().into(),
+            ))
+            .await
+            .unwrap();
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a DevTools answer")
+                .unwrap()
+                .unwrap();
+            let answer: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+            if answer["id"] == self.calls {
+                let png = base64::engine::general_purpose::STANDARD
+                    .decode(answer["result"]["data"].as_str().expect("PNG data"))
+                    .unwrap();
+                std::fs::write(Path::new(&dir).join(name), png).unwrap();
+                return;
+            }
+        }
+    }
+
     /// Waits (in real time, at most [`WAIT`]) until the page shows `wanted`.
     async fn shows(&mut self, wanted: &str) -> String {
         let until = std::time::Instant::now() + WAIT;
@@ -369,6 +400,30 @@ async fn open_pages_follow_events_without_a_reload() {
     client.wait(&more, WAIT).await;
     // The throughput table counts the finished task the socket reported.
     overview.shows("last minute 1").await;
+
+    if std::env::var_os("FABRIC_UI_SCREENSHOTS").is_some() {
+        // For the docs: the overview after a few seconds of mixed work.
+        client.put_module(fabric_agents::p1::STRICT, "strict").await;
+        for round in 0..12 {
+            for i in 0..(10 + round % 4 * 5) {
+                let input = format!("{{\"name\": \"n{i}\"}}");
+                client
+                    .submit(json!({"module": "strict", "input": input}))
+                    .await;
+            }
+            if round % 3 == 0 {
+                client
+                    .submit(json!({"module": "strict", "input": "not json", "retry": {"max_attempts": 1}}))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+        client
+            .submit(json!({"module": "sleep", "input": "30000", "priority": "high"}))
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        overview.screenshot("overview.png").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
