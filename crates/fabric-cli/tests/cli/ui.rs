@@ -391,6 +391,8 @@ async fn open_pages_follow_events_without_a_reload() {
         .await;
     list.shows(&fresh).await;
     list.shows("2 shown of 2 loaded").await;
+    // Finished before the overview opens, so that it counts only what finishes after.
+    client.wait(&fresh, WAIT).await;
 
     let mut overview = LivePage::open(&format!("{}/ui/", fabric.url)).await;
     overview.shows("last minute 0").await;
