@@ -578,6 +578,9 @@ pub enum TaskCommand {
     Cancel(TaskIdArgs),
     /// List tasks, newest first.
     Ls(TaskLsArgs),
+    /// Queue a failed, cancelled or expired task again: a new task with the same spec,
+    /// labelled retry_of=ID.
+    Retry(TaskIdArgs),
 }
 
 #[derive(Debug, Args)]

@@ -211,6 +211,13 @@ impl Client {
             .await
     }
 
+    /// `task.retry`: a failed, cancelled or expired task queued again as a new task
+    /// (labelled `retry_of=<id>`); the new task's id and state.
+    pub async fn task_retry(&self, id: &str) -> Result<Submitted> {
+        self.invoke("task.retry", &TaskRef { id: id.to_owned() })
+            .await
+    }
+
     /// `fabric.stats`: task counts by state and the answering node's workers.
     pub async fn stats(&self) -> Result<FabricStats> {
         self.invoke("fabric.stats", &json!({})).await

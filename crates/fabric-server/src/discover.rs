@@ -149,6 +149,7 @@ mod tests {
             "task.wait",
             "task.list",
             "task.cancel",
+            "task.retry",
             "task.subscribe",
             "fabric.stats",
             "rpc.discover",

@@ -1,5 +1,5 @@
 //! The HTTP surface: `POST /rpc` (JSON-RPC, body size bounded), `GET /rpc` (WebSocket),
-//! `/healthz`, `/readyz` and `/metrics`, with a request id on every log line of a request.
+//! `/healthz`, `/readyz`, `/metrics` and the dashboard at `/ui`, with a request id on every log line of a request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::ui::routes())
         .layer(middleware::from_fn(request_id))
         .with_state(app)
 }
@@ -160,12 +161,21 @@ async fn rpc_websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // Browsers cannot set Authorization on a WebSocket: they may offer the token as a
+    // subprotocol instead (see ws::protocol_authorization); the header wins when both are.
+    let mut headers = headers;
+    if !headers.contains_key(header::AUTHORIZATION)
+        && let Some(value) = crate::ws::protocol_authorization(&headers)
+    {
+        headers.insert(header::AUTHORIZATION, value);
+    }
     let who = match principal(&app, &headers) {
         Ok(who) => who,
         Err(response) => return *response,
     };
     let limit = app.config.max_request_bytes as usize;
     upgrade
+        .protocols([crate::ws::PROTOCOL])
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| crate::ws::session(app, who, socket).in_current_span())

@@ -14,11 +14,13 @@ mod methods;
 mod metrics;
 mod module_names;
 mod reports;
+mod retry;
 mod rpc;
 mod server;
 mod spec;
 mod timed_store;
 mod tls;
+mod ui;
 mod waiters;
 mod ws;
 

@@ -158,6 +158,13 @@ pub static METHODS: &[Method] = &[
         handler: |app, who, params, _| Box::pin(task_cancel(app, who, params)),
     },
     Method {
+        name: "task.retry",
+        summary: "Queues a failed, cancelled or expired task again as a new task with the same spec, labelled retry_of=<id>.",
+        params: || vec![("id", true, json!({"type": "string"}))],
+        result: || object(&["id", "state", "deduplicated", "retry_of"]),
+        handler: |app, who, params, _| Box::pin(crate::retry::task_retry(app, who, params)),
+    },
+    Method {
         name: "task.subscribe",
         summary: "WebSocket only: sends task.event notifications for one task or all of the caller's.",
         params: || vec![("id", false, json!({"type": "string"}))],

@@ -23,6 +23,30 @@ use crate::methods::Transport;
 use crate::rpc;
 use crate::server::App;
 
+/// The subprotocol a browser offers on `GET /rpc` (and the server selects): JSON-RPC as
+/// over HTTP. Browsers fail a connection that offered subprotocols and got none back.
+pub const PROTOCOL: &str = "fabric.rpc";
+/// The prefix of the subprotocol that carries a bearer token, base64url-encoded (without
+/// padding) so that any token is a valid protocol name. Never selected, so never echoed.
+pub const BEARER_PROTOCOL_PREFIX: &str = "fabric.bearer.";
+
+/// The `Authorization: Bearer` value carried by an offered `fabric.bearer.<base64url>`
+/// subprotocol (browsers cannot set headers on a WebSocket), if there is one.
+pub fn protocol_authorization(headers: &axum::http::HeaderMap) -> Option<axum::http::HeaderValue> {
+    use base64::Engine as _;
+    let encoded = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|offered| offered.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))?;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    let token = String::from_utf8(token).ok()?;
+    axum::http::HeaderValue::from_str(&format!("Bearer {token}")).ok()
+}
+
 /// Messages queued for one socket before senders wait.
 const OUTBOX: usize = 1024;
 
@@ -293,6 +317,28 @@ mod tests {
             Step::Send(message) => serde_json::from_str(&message).unwrap(),
             other => panic!("expected a message, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_bearer_subprotocol_becomes_an_authorization_value() {
+        use axum::http::{HeaderMap, HeaderValue, header::SEC_WEBSOCKET_PROTOCOL};
+        let mut headers = HeaderMap::new();
+        // base64url("tok/en+x") = dG9rL2VuK3g
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("fabric.rpc, fabric.bearer.dG9rL2VuK3g"),
+        );
+        assert_eq!(protocol_authorization(&headers).unwrap(), "Bearer tok/en+x");
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("fabric.rpc"),
+        );
+        assert_eq!(protocol_authorization(&headers), None);
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("fabric.rpc, fabric.bearer.!!"),
+        );
+        assert_eq!(protocol_authorization(&headers), None, "not base64url");
     }
 
     #[test]

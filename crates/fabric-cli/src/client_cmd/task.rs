@@ -1,4 +1,4 @@
-//! `fabric task get | wait | cancel | ls`.
+//! `fabric task get | wait | cancel | ls | retry`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -26,6 +26,20 @@ pub fn main(command: TaskCommand) -> ExitCode {
                 emit_json(json!(task));
             } else {
                 emit(&format::tasks_table(std::slice::from_ref(&task)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        TaskCommand::Retry(args) => run(&args.client, async |client| {
+            let retried = client.task_retry(&args.id).await?;
+            if args.client.json {
+                emit_json(json!({
+                    "id": retried.id,
+                    "state": retried.state,
+                    "deduplicated": retried.deduplicated,
+                    "retry_of": args.id,
+                }));
+            } else {
+                emit(&format::submitted_table(std::slice::from_ref(&retried)));
             }
             Ok(ExitCode::SUCCESS)
         }),
