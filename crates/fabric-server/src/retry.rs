@@ -101,5 +101,6 @@ fn copy(record: fabric_store::TaskRecord) -> NewTask {
         labels,
         dirs: record.dirs,
         egress: record.egress,
+        args: record.args,
     }
 }
