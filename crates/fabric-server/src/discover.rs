@@ -151,6 +151,9 @@ mod tests {
             "task.cancel",
             "task.retry",
             "task.subscribe",
+            "kpi.query",
+            "kpi.subscribe",
+            "usage.report",
             "fabric.stats",
             "rpc.discover",
         ];
