@@ -86,7 +86,41 @@ fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, Box<Response>>
     })
 }
 
+/// A browser sends `Origin` with every cross-origin `POST` and WebSocket upgrade: a call to
+/// `/rpc` from a web page of another origin than the server it reached (its `Host`) is
+/// refused with 403, so that a page the user visits cannot drive a server it can reach
+/// (without `--auth`, a loopback one). Clients that are not browsers send no `Origin`.
+fn refuse_foreign_origin(headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = String::from_utf8_lossy(origin.as_bytes());
+    if same_origin(&origin, host) {
+        return None;
+    }
+    let error = RpcError::new(
+        code::UNAUTHORIZED,
+        format!(
+            "forbidden: a call from the web page of {origin:?} to this server is refused (cross-origin)"
+        ),
+    );
+    Some(json_response(
+        StatusCode::FORBIDDEN,
+        &rpc::error_response(Value::Null, &error),
+    ))
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the server reached at `host`.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((authority, host), (Some(a), Some(h)) if !a.is_empty() && a.eq_ignore_ascii_case(h))
+}
+
 async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
+    if let Some(refusal) = refuse_foreign_origin(request.headers()) {
+        return refusal;
+    }
     let who = match principal(&app, request.headers()) {
         Ok(who) => who,
         Err(response) => return *response,
@@ -161,6 +195,9 @@ async fn rpc_websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if let Some(refusal) = refuse_foreign_origin(&headers) {
+        return refusal;
+    }
     // Browsers cannot set Authorization on a WebSocket: they may offer the token as a
     // subprotocol instead (see ws::protocol_authorization); the header wins when both are.
     let mut headers = headers;
@@ -227,4 +264,45 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         Body::from(text),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_origin_naming_the_host_reached_is_the_same_origin() {
+        let host = Some("127.0.0.1:7070");
+        assert!(same_origin("http://127.0.0.1:7070", host));
+        assert!(same_origin(
+            "https://Fabric.Example:443/",
+            Some("fabric.example:443")
+        ));
+        assert!(!same_origin("http://evil.example", host));
+        assert!(!same_origin("http://127.0.0.1:7071", host));
+        assert!(!same_origin("null", host));
+        assert!(!same_origin("http://", Some("")));
+        assert!(!same_origin("http://127.0.0.1:7070", None));
+    }
+
+    #[test]
+    fn a_foreign_origin_is_refused_and_no_origin_is_let_through() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7070"));
+        assert!(
+            refuse_foreign_origin(&headers).is_none(),
+            "no Origin: not a browser"
+        );
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:7070"),
+        );
+        assert!(refuse_foreign_origin(&headers).is_none());
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        let refused = refuse_foreign_origin(&headers).expect("refused");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
 }

@@ -716,3 +716,56 @@ async fn a_config_file_is_read_and_unknown_keys_refuse_to_start() {
     assert_eq!(public.status.code(), Some(2));
     assert!(crate::util::stderr(&public).contains("loopback"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_cross_site_calls_from_a_foreign_web_page_are_refused() {
+    let fabric = Fabric::start(&["--workers", "2"]);
+    let client = fabric.client();
+    let http = reqwest::Client::new();
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "fabric.stats"}).to_string();
+    let post = |origin: &'static str| {
+        http.post(format!("{}/rpc", fabric.url))
+            .header("content-type", "text/plain")
+            .header("origin", origin)
+            .body(call.clone())
+            .send()
+    };
+    // A page of another origin posts a "simple" request (no preflight): refused.
+    let refused = post("http://evil.example").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(code(&answer["error"]), -32001, "{answer}");
+    // The server's own page (the dashboard) is the same origin: served.
+    let own = fabric.url.clone();
+    let own: &'static str = Box::leak(own.into_boxed_str());
+    assert_eq!(post(own).await.unwrap().status().as_u16(), 200);
+
+    // A WebSocket upgrade from a foreign page is refused before it is upgraded.
+    let ws_url = fabric.url.replacen("http://", "ws://", 1) + "/rpc";
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 403)
+        }
+        other => panic!("a foreign origin's upgrade was not refused: {other:?}"),
+    }
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", fabric.url.parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the same origin's upgrade is served");
+    client.assert_serves().await;
+}
