@@ -76,18 +76,22 @@ pub fn main(args: RunArgs) -> ExitCode {
         // Progress goes to stderr as the agent reports it (at most every PROGRESS_EVERY).
         tokio::pin!(run);
         let mut seen = 0;
+        let mut print_new = || {
+            if let Some((counter, now)) = progress.changed_since(seen) {
+                seen = counter;
+                eprintln!("fabric: progress {:.0}% {}", now.done * 100.0, now.message);
+            }
+        };
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
-        loop {
+        let attempt = loop {
             tokio::select! {
                 attempt = &mut run => break attempt,
-                _ = tick.tick() => {
-                    if let Some((counter, now)) = progress.changed_since(seen) {
-                        seen = counter;
-                        eprintln!("fabric: progress {:.0}% {}", now.done * 100.0, now.message);
-                    }
-                }
+                _ = tick.tick() => print_new(),
             }
-        }
+        };
+        // The last report too, when the agent ended before the next tick.
+        print_new();
+        attempt
     });
 
     if args.json {

@@ -267,3 +267,45 @@ fn granted_variables_reach_the_guest() {
     ]);
     assert_eq!(attempt_json(&out)["output"], "env -> ok: 1 vars: REGION\n");
 }
+
+#[test]
+fn a_reporting_agent_shows_its_arguments_last_progress_and_kpis() {
+    let dir = Workdir::new();
+    let reporter = dir.file("reporter.wasm", fabric_agents::p2::REPORTER);
+    let out = fabric(&[
+        "run",
+        reporter.to_str().unwrap(),
+        "--input",
+        "alpha beta\ngamma 42\ndelta\n",
+        "--",
+        "--print-args",
+        "x",
+    ]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let output = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        output.starts_with("args=[\"--print-args\", \"x\"]\n"),
+        "{output}"
+    );
+    assert!(log.contains("fabric: progress 100% line 3 of 3\n"), "{log}");
+    assert!(
+        log.contains(
+            "fabric: kpi words: count 3 · mean 1.6666666666666667 · min 1 · max 2 · last 1"
+        ),
+        "{log}"
+    );
+    let json = fabric(&[
+        "run",
+        reporter.to_str().unwrap(),
+        "--json",
+        "--input",
+        "a\n",
+    ]);
+    let attempt = attempt_json(&json);
+    assert_eq!(attempt["kpis"]["lines"]["last"], 1.0, "{attempt}");
+    assert!(
+        !stderr(&json).contains("fabric: progress"),
+        "--json prints only the attempt"
+    );
+}
