@@ -177,29 +177,21 @@ pub static METHODS: &[Method] = &[
         name: "kpi.query",
         summary: "KPI aggregates (count, sum, min, max, mean) of the caller's attempts, by name and optionally by module, tenant or hour.",
         params: || {
-            vec![
+            let mut params = vec![
                 ("module", false, json!({"type": "string"})),
                 (
                     "name",
                     false,
                     json!({"type": "string", "pattern": "^[a-z][a-z0-9_.]{0,63}$"}),
                 ),
-                (
-                    "since",
-                    false,
-                    json!({"type": "string", "format": "date-time"}),
-                ),
-                (
-                    "until",
-                    false,
-                    json!({"type": "string", "format": "date-time"}),
-                ),
-                (
-                    "group_by",
-                    false,
-                    json!({"enum": ["name", "module", "tenant", "hour"]}),
-                ),
-            ]
+            ];
+            params.extend(window_params());
+            params.push((
+                "group_by",
+                false,
+                json!({"enum": ["name", "module", "tenant", "hour"]}),
+            ));
+            params
         },
         result: || object(&["rows"]),
         handler: |app, who, params, _| Box::pin(crate::reports::kpi_query(app, who, params)),
@@ -217,23 +209,13 @@ pub static METHODS: &[Method] = &[
         name: "usage.report",
         summary: "Metered usage for billing (attempts, fuel, wall time, memory, HTTP) by tenant, module or day; every attempt counted once.",
         params: || {
-            vec![
-                (
-                    "since",
-                    false,
-                    json!({"type": "string", "format": "date-time"}),
-                ),
-                (
-                    "until",
-                    false,
-                    json!({"type": "string", "format": "date-time"}),
-                ),
-                (
-                    "group_by",
-                    false,
-                    json!({"enum": ["tenant", "module", "day"]}),
-                ),
-            ]
+            let mut params = window_params();
+            params.push((
+                "group_by",
+                false,
+                json!({"enum": ["tenant", "module", "day"]}),
+            ));
+            params
         },
         result: || object(&["rows"]),
         handler: |app, who, params, _| Box::pin(crate::reports::usage_report(app, who, params)),
@@ -265,6 +247,19 @@ pub static METHODS: &[Method] = &[
         handler: |_, _, _, _| Box::pin(async { Ok(discover()) }),
     },
 ];
+
+/// The `since` and `until` params of the reporting methods.
+fn window_params() -> Vec<(&'static str, bool, Value)> {
+    ["since", "until"]
+        .map(|name| {
+            (
+                name,
+                false,
+                json!({"type": "string", "format": "date-time"}),
+            )
+        })
+        .into()
+}
 
 /// The most tasks one `task.list` page holds.
 pub const MAX_LIST: usize = 1000;

@@ -6,32 +6,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 
-use crate::server::Fabric;
+use crate::server::{Fabric, next};
+use crate::util::{auth_file, code};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn code(error: &Value) -> i64 {
-    error["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no code in {error}"))
-}
-
-/// A token file with tenants `acme` and `globex` and an admin.
-fn auth_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let digest = |token: &str| fabric_server::token_digest(token);
-    let text = format!(
-        "[[token]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[token]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n[[token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
-        digest("acme-token"),
-        digest("globex-token"),
-        digest("admin-token"),
-    );
-    let path = dir.join("tokens.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_readiness_and_metrics_answer() {
@@ -514,22 +495,6 @@ async fn concurrent_uploads_cannot_pass_the_module_quota_together() {
         Some(2),
         "{listed}"
     );
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next message on a WebSocket, as JSON.
-async fn next(socket: &mut Socket) -> Value {
-    let message = tokio::time::timeout(WAIT, socket.next())
-        .await
-        .expect("a message in time");
-    let text = message
-        .expect("open")
-        .expect("frame")
-        .into_text()
-        .expect("text");
-    serde_json::from_str(&text).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

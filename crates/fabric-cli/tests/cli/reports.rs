@@ -6,23 +6,15 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 
-use crate::server::{Client, Fabric};
+use crate::server::{Client, Fabric, Socket, next};
+use crate::util::{auth_file, code};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Three lines of 2, 2 and 1 words, 4 of them letters only.
 const TEXT: &str = "alpha beta\ngamma 42\ndelta\n";
-
-fn code(error: &Value) -> i64 {
-    error["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no code in {error}"))
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn socket(fabric: &Fabric) -> Socket {
     let url = fabric.url.replacen("http://", "ws://", 1) + "/rpc";
@@ -40,14 +32,6 @@ async fn send(socket: &mut Socket, id: u64, method: &str, params: Value) {
         ))
         .await
         .unwrap();
-}
-
-async fn next(socket: &mut Socket) -> Value {
-    let message = tokio::time::timeout(WAIT, socket.next())
-        .await
-        .expect("a message in time");
-    let text = message.expect("open").expect("frame").into_text().unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 /// The rows of `kpi.query` with `params`.
@@ -296,18 +280,7 @@ async fn attack_telemetry_flood_is_refused_past_the_limit_and_the_server_keeps_s
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_see_only_their_own_reports_and_the_admin_sees_all() {
     let dir = tempfile::tempdir().unwrap();
-    let digest = fabric_server::token_digest;
-    let auth = dir.path().join("tokens.toml");
-    std::fs::write(
-        &auth,
-        format!(
-            "[[token]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[token]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n[[token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
-            digest("acme-token"),
-            digest("globex-token"),
-            digest("admin-token")
-        ),
-    )
-    .unwrap();
+    let auth = auth_file(dir.path());
     let fabric = Fabric::start(&["--auth", auth.to_str().unwrap()]);
     let (acme, globex, admin) = (
         fabric.with_token("acme-token"),

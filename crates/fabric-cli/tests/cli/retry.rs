@@ -6,23 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::Fabric;
-use crate::util::{json_of, stderr};
+use crate::util::{auth_file, json_of, stderr};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A token file with tenants `acme` and `globex` and an admin.
-pub fn auth_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let digest = fabric_server::token_digest;
-    let text = format!(
-        "[[token]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[token]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n[[token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
-        digest("acme-token"),
-        digest("globex-token"),
-        digest("admin-token"),
-    );
-    let path = dir.join("tokens.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_task_is_queued_again_as_a_new_task_with_the_same_spec() {

@@ -286,3 +286,21 @@ impl Client {
         (status, response.text().await.expect("HTTP body"))
     }
 }
+
+/// A client WebSocket to a server's `/rpc`.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next message on a WebSocket, as JSON (fails the test after 60 s).
+pub async fn next(socket: &mut Socket) -> Value {
+    use futures_util::StreamExt;
+    let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
+        .await
+        .expect("a message in time");
+    let text = message
+        .expect("open")
+        .expect("frame")
+        .into_text()
+        .expect("text");
+    serde_json::from_str(&text).unwrap()
+}

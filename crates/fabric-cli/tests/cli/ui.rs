@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::retry::auth_file;
 use crate::server::Fabric;
+use crate::util::auth_file;
 
 const WAIT: Duration = Duration::from_secs(60);
 

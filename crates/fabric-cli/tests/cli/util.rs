@@ -73,3 +73,25 @@ pub fn json_of(output: &Output) -> serde_json::Value {
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
+
+/// The JSON-RPC error code of an error object.
+pub fn code(error: &serde_json::Value) -> i64 {
+    error["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no code in {error}"))
+}
+
+/// A token file with tenants `acme` and `globex` and an admin (tokens `acme-token`,
+/// `globex-token`, `admin-token`).
+pub fn auth_file(dir: &std::path::Path) -> PathBuf {
+    let digest = fabric_server::token_digest;
+    let text = format!(
+        "[[token]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[token]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n[[token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        digest("acme-token"),
+        digest("globex-token"),
+        digest("admin-token"),
+    );
+    let path = dir.join("tokens.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
