@@ -218,6 +218,7 @@ async fn task_counts_follow_every_change_of_state() {
         .iter()
         .enumerate()
         .map(|(i, c)| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id.clone(),
             attempt: Attempt::new(Outcome::Exit),
             next: match i % 5 {
@@ -232,6 +233,7 @@ async fn task_counts_follow_every_change_of_state() {
     // The same attempt twice (the second is refused) and an attempt never made.
     completions.push(completions[0].clone());
     completions.push(Completion {
+        children: Vec::new(),
         attempt_id: fabric_store::AttemptId::from("no-such-attempt"),
         attempt: Attempt::new(Outcome::Ok),
         next: Next::Finish(TaskState::Succeeded),
@@ -453,6 +455,7 @@ async fn every_listing_finds_its_tasks() {
         .take(12)
         .enumerate()
         .map(|(i, c)| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id.clone(),
             attempt: Attempt::new(Outcome::Exit),
             next: Next::Finish(if i % 3 == 0 {
@@ -515,6 +518,7 @@ async fn every_listing_finds_its_tasks() {
                         state,
                         limit: 4,
                         cursor,
+                        ..TaskListParams::default()
                     })
                     .await
                     .unwrap_or_else(|e| panic!("listing {tenant:?} {state:?}: {e}"));
