@@ -189,7 +189,7 @@ async fn task_list_filters_by_state_module_labels_and_parent() {
             json!({"labels": {"team": "x"}, "state": "failed"}),
         )
         .await;
-    assert_eq!(ids(&page), [b.clone()]);
+    assert_eq!(ids(&page), [b]);
     let page = client.call("task.list", json!({"parent": a})).await;
     assert_eq!(ids(&page), Vec::<String>::new());
 
@@ -209,7 +209,7 @@ async fn task_list_filters_by_state_module_labels_and_parent() {
         "task", "ls", "--module", "echo", "--label", "team=x", "--json",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(ids(&json_of(&output)), [a.clone()]);
+    assert_eq!(ids(&json_of(&output)), std::slice::from_ref(&a));
     let output = fabric.fabric(&["task", "ls", "--parent", &a, "--state", "waiting", "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(ids(&json_of(&output)), Vec::<String>::new());
