@@ -376,7 +376,9 @@ async fn a_version_1_database_is_upgraded_in_place() {
         )
         .unwrap();
     assert!(
-        sql.contains("OR state = 'expired')") && !sql.contains("state IN"),
+        sql.contains("OR state = 'expired'")
+            && sql.contains("OR state = 'waiting')")
+            && !sql.contains("state IN"),
         "{sql}"
     );
     let refused = conn
@@ -386,6 +388,9 @@ async fn a_version_1_database_is_upgraded_in_place() {
         refused.sqlite_error_code(),
         Some(rusqlite::ErrorCode::ConstraintViolation)
     );
+    // ... and accepts the state 0009 added.
+    conn.execute("UPDATE tasks SET state = 'waiting' WHERE id = 'T2'", [])
+        .unwrap();
 }
 
 /// Every listing (any tenant or one, any state or one) pages through exactly the tasks
