@@ -497,6 +497,14 @@ pub struct SubmitArgs {
     /// Give up (state expired) when not finished by this time (RFC 3339).
     #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
     pub deadline: Option<time::OffsetDateTime>,
+    /// Run after the task ID has succeeded (repeatable, at most 100): the task waits
+    /// (state waiting) until all of them succeeded, and is cancelled when one does not.
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+    /// Run with the input {"input": <input>, "after": [{"id", "state", "output"}, ...]}
+    /// built from the outputs of the --after tasks.
+    #[arg(long, requires = "after")]
+    pub pass_outputs: bool,
     /// Submit N copies, in batches, with a progress bar on a terminal.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
@@ -606,10 +614,19 @@ pub struct TaskWaitArgs {
 
 #[derive(Debug, Args)]
 pub struct TaskLsArgs {
-    /// Only tasks in this state: scheduled, queued, running, succeeded, failed,
+    /// Only tasks in this state: waiting, scheduled, queued, running, succeeded, failed,
     /// cancelled or expired.
     #[arg(long, value_name = "S", value_parser = parse_task_state)]
     pub state: Option<fabric_types::TaskState>,
+    /// Only tasks of this module: `sha256:<hex>` or a name.
+    #[arg(long)]
+    pub module: Option<String>,
+    /// Only tasks with this label, `NAME=VALUE` (repeatable: all must match).
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+    pub labels: Vec<(String, String)>,
+    /// Only the child tasks of the task ID.
+    #[arg(long, value_name = "ID")]
+    pub parent: Option<String>,
     /// Most tasks to show (1 to 1000). [default: the server's, 100]
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,

@@ -385,6 +385,7 @@ async fn run_attempt(
     }
     let done = Done {
         completion: fabric_store::Completion {
+            children: Vec::new(),
             attempt_id: task.attempt_id,
             attempt: attempt.clone(),
             next,
@@ -441,6 +442,11 @@ mod tests {
             finished_at: None,
             cancel_requested: false,
             attempts: Vec::new(),
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
+            depth: 0,
+            error: None,
         };
         ClaimedTask::from_record(record, AttemptId::from("A".to_owned()), 1, now, now)
     }

@@ -90,6 +90,19 @@ pub(crate) fn task_spec_params() -> Vec<(&'static str, bool, Value)> {
                    "description": "command-line arguments after the program name (`agent`); at most MAX_ARGS_BYTES bytes together, no NUL",
                    "items": {"type": "string"}}),
         ),
+        (
+            "after",
+            false,
+            json!({"type": "array", "maxItems": fabric_types::workflow::MAX_AFTER, "uniqueItems": true,
+                   "description": "ids of tasks of the same tenant this one runs after: it waits (state `waiting`) until all succeeded, and is cancelled when one does not",
+                   "items": {"type": "string"}}),
+        ),
+        (
+            "pass_outputs",
+            false,
+            json!({"type": "boolean",
+                   "description": "run with the input {\"input\": <own input>, \"after\": [{\"id\", \"state\", \"output\"}, ...]} built from the `after` tasks' outputs"}),
+        ),
     ]
 }
 
@@ -175,7 +188,7 @@ mod tests {
             "limits": {"fuel": 1}, "retry": {"max_attempts": 1}, "idempotency_key": "k",
             "run_at": "2026-01-01T00:00:00Z", "deadline": "2026-01-02T00:00:00Z",
             "env": {"A": "1"}, "labels": {"l": "v"}, "dirs": {"/data": "d"}, "egress": ["e"],
-            "args": ["--flag"]
+            "args": ["--flag"], "after": ["01H"], "pass_outputs": true
         });
         let spec: fabric_types::wire::TaskSpec = serde_json::from_value(full).unwrap();
         let serialized = serde_json::to_value(&spec).unwrap();

@@ -126,7 +126,7 @@ impl StoreOp {
 #[derive(Debug)]
 pub struct Metrics {
     submitted: [AtomicU64; 5],
-    finished: [AtomicU64; 7],
+    finished: [AtomicU64; TaskState::ALL.len()],
     attempts: [AtomicU64; 9],
     attempt_seconds: Histogram,
     fuel: Histogram,
@@ -423,6 +423,13 @@ impl Metrics {
                 "Tasks waiting for their run_at or a retry backoff.",
             );
             let _ = writeln!(o, "fabric_scheduled_tasks {}", stats.scheduled);
+            header(
+                o,
+                "fabric_waiting_tasks",
+                "gauge",
+                "Tasks waiting for the tasks they run after.",
+            );
+            let _ = writeln!(o, "fabric_waiting_tasks {}", stats.waiting);
         }
         header(
             o,

@@ -16,7 +16,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::corrupt;
 
 /// The task columns [`read_task`] expects, in order. JSONB columns are read as text.
-const TASK_COLUMNS: [&str; 28] = [
+const TASK_COLUMNS: [&str; 33] = [
     "id",
     "tenant",
     "module",
@@ -45,6 +45,11 @@ const TASK_COLUMNS: [&str; 28] = [
     "egress",
     "args",
     "progress",
+    "after_ids",
+    "pass_outputs",
+    "parent",
+    "depth",
+    "error",
 ];
 
 /// How many columns [`read_task`] reads.
@@ -259,6 +264,19 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
             "tasks.progress",
         )?,
         attempts: Vec::new(),
+        after: col::<Option<Vec<String>>>(row, c(28))?
+            .unwrap_or_default()
+            .into_iter()
+            .map(TaskId::from)
+            .collect(),
+        pass_outputs: col(row, c(29))?,
+        parent: col::<Option<String>>(row, c(30))?.map(TaskId::from),
+        depth: {
+            let depth: i32 = col(row, c(31))?;
+            u32::try_from(depth)
+                .map_err(|_| corrupt(format!("tasks.depth {depth} is out of range")))?
+        },
+        error: col(row, c(32))?,
     })
 }
 

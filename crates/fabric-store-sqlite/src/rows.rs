@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
-    egress_json, from_millis, telemetry_json,
+    egress_json, from_millis, telemetry_json, workflow,
 };
 use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -15,7 +15,8 @@ use crate::db_err;
 /// The columns [`read_task`] expects, in order.
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
-     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress";
+     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress, \
+     after_ids, pass_outputs, parent, depth, error";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
@@ -115,6 +116,11 @@ struct RawTask {
     egress: Option<String>,
     args: Option<String>,
     progress: Option<String>,
+    after_ids: Option<String>,
+    pass_outputs: bool,
+    parent: Option<String>,
+    depth: i64,
+    error: Option<String>,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -149,6 +155,11 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         egress: row.get(25)?,
         args: row.get(26)?,
         progress: row.get(27)?,
+        after_ids: row.get(28)?,
+        pass_outputs: row.get(29)?,
+        parent: row.get(30)?,
+        depth: row.get(31)?,
+        error: row.get(32)?,
     })
 }
 
@@ -202,6 +213,13 @@ impl RawTask {
             finished_at: time_opt(self.finished_at),
             cancel_requested: self.cancel_requested,
             attempts: Vec::new(),
+            after: workflow::ids_decode(self.after_ids.as_deref(), "tasks.after_ids")?,
+            pass_outputs: self.pass_outputs,
+            parent: self.parent.map(TaskId::from),
+            depth: u32::try_from(self.depth).map_err(|_| {
+                StoreError::Corrupt(format!("tasks.depth {} is out of range", self.depth))
+            })?,
+            error: self.error,
         })
     }
 }
@@ -337,7 +355,7 @@ pub(crate) fn load_tasks(
 pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
-     dirs, egress, args, progress, attempt_count, rowid";
+     dirs, egress, args, progress, after_ids, pass_outputs, parent, depth, error, attempt_count, rowid";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {
@@ -349,8 +367,8 @@ pub(crate) struct RawCandidate {
 pub(crate) fn raw_candidate(row: &Row<'_>) -> rusqlite::Result<RawCandidate> {
     Ok(RawCandidate {
         task: raw_task(row)?,
-        attempt_count: row.get(28)?,
-        rowid: row.get(29)?,
+        attempt_count: row.get(33)?,
+        rowid: row.get(34)?,
     })
 }
 

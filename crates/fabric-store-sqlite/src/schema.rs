@@ -66,6 +66,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0008_reports.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 9,
+        name: "0009_workflows.sql",
+        sql: include_str!("../migrations/0009_workflows.sql"),
+        edits_schema_table: true,
+    },
 ];
 
 /// The schema version this build writes.

@@ -29,6 +29,7 @@ pub mod rules;
 pub mod telemetry_json;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod workflow;
 
 use std::fmt::Debug;
 

@@ -108,6 +108,15 @@ pub struct TaskSpec {
     /// Command-line arguments after the program name (which is always `agent`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Ids of tasks (of the same tenant) this one runs after: it waits until all of them
+    /// succeeded, and is cancelled when one of them does not (at most
+    /// [`crate::workflow::MAX_AFTER`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Run with the input `{"input": <own input>, "after": [{"id", "state", "output"}, ...]}`
+    /// built from the outputs of the `after` tasks when they all succeeded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_outputs: bool,
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
@@ -174,6 +183,15 @@ pub struct Task {
     /// The progress the running (or last) attempt reported last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The tasks this one runs after, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Whether its input is built from the outputs of its `after` tasks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_outputs: bool,
+    /// The task whose attempt submitted this one as a child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// `task.get`, `task.cancel` params.
@@ -198,6 +216,15 @@ pub struct TaskWait {
 pub struct TaskList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<TaskState>,
+    /// Only tasks of this module: a module name or `sha256:<hex>` id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// Only tasks carrying every one of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Only the children of this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +286,9 @@ pub struct QueuedByPriority {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FabricStats {
     pub queued: QueuedByPriority,
+    /// Tasks waiting for their `after` tasks (0 from a server that predates them).
+    #[serde(default)]
+    pub waiting: u64,
     pub scheduled: u64,
     pub running: u64,
     pub succeeded: u64,

@@ -274,6 +274,9 @@ mod tests {
             egress: Vec::new(),
             args: Vec::new(),
             progress: None,
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
         }
     }
 

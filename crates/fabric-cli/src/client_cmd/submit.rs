@@ -174,6 +174,8 @@ fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
         dirs: args.dirs.iter().cloned().collect(),
         egress: args.egress.clone(),
         args: args.args.clone(),
+        after: args.after.clone(),
+        pass_outputs: args.pass_outputs,
     }
 }
 
@@ -236,6 +238,11 @@ mod tests {
             "/data=shared",
             "--dir",
             "/in/models=models",
+            "--after",
+            "A1",
+            "--after",
+            "B2",
+            "--pass-outputs",
         ]);
         let spec = task_spec(&args, b"hi");
         let json = serde_json::to_value(&spec).unwrap();
@@ -246,7 +253,8 @@ mod tests {
                 "limits": {"fuel": 1000, "timeout_ms": 2000},
                 "retry": {"max_attempts": 3}, "idempotency_key": "k",
                 "run_at": "2030-01-01T00:00:00Z", "env": {"A": "1"}, "labels": {"team": "x"},
-                "dirs": {"/data": "shared", "/in/models": "models"}
+                "dirs": {"/data": "shared", "/in/models": "models"},
+                "after": ["A1", "B2"], "pass_outputs": true
             })
         );
     }

@@ -490,6 +490,9 @@ mod tests {
             egress: Vec::new(),
             args: Vec::new(),
             progress: None,
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
         };
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);

@@ -23,3 +23,4 @@ mod ui;
 mod uploads;
 mod util;
 mod volumes;
+mod workflows;

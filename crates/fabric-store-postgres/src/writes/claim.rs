@@ -174,6 +174,14 @@ pub(crate) async fn task_claim(db: &Db, p: TaskClaimParams) -> Result<Claimed, S
             break;
         }
     }
+    if !claimed.expired.is_empty() {
+        let expired = claimed.expired.iter().map(|id| id.to_string()).collect();
+        // The claimed tasks are committed and must reach their worker: a failure here
+        // leaves the waiting tasks for a later change (see `after_claim_expired`).
+        if let Err(e) = super::workflow::after_claim_expired(db, expired, now).await {
+            tracing::warn!(error = %e, "could not move on the tasks waiting on expired tasks");
+        }
+    }
     Ok(claimed)
 }
 

@@ -44,6 +44,10 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
         ]),
         egress: vec!["weather".into(), "search".into()],
         args: vec!["--verbose".into(), "two words".into(), String::new()],
+        id: None,
+        after: Vec::new(),
+        pass_outputs: false,
+        parent: None,
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -87,6 +91,8 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.finished_at, None);
     assert!(!got.cancel_requested);
     assert!(got.attempts.is_empty());
+    assert!(got.after.is_empty() && !got.pass_outputs);
+    assert_eq!((got.parent, got.depth, got.error), (None, 0, None));
 
     // A scheduled task keeps its run_at.
     let mut later = new_task("acme", "later");
@@ -167,6 +173,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     let done = store
         .task_complete(TaskCompleteParams {
             completions: vec![Completion {
+                children: Vec::new(),
                 attempt_id: c.attempt_id.clone(),
                 attempt: attempt.clone(),
                 next: Next::Finish(TaskState::Failed),
@@ -253,6 +260,7 @@ pub async fn idempotency_across_calls(store: Arc<dyn Store>) {
             state: None,
             limit: 10,
             cursor: None,
+            ..TaskListParams::default()
         })
         .await
         .unwrap();

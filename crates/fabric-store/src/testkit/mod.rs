@@ -14,6 +14,7 @@
 //! Every case drives time through its params from a fixed instant ([`T0_MS`]), never from
 //! the system clock, and waits on nothing.
 
+mod children;
 mod claim_order;
 mod completion;
 mod insert;
@@ -23,7 +24,12 @@ mod modules;
 mod reads;
 mod reports;
 mod tenants;
+mod workflow;
 
+pub use children::{
+    cancel_cascades_to_descendants, children_dropped_unless_success, children_fenced_after_rescue,
+    children_inserted_on_success, children_refused, list_filters,
+};
 pub use claim_order::{
     claim_aging, claim_order_priority_then_fifo, claim_tenant_cap, fair_share_between_tenants,
     fair_share_clock_persists_and_catches_up, fair_share_per_priority,
@@ -50,6 +56,10 @@ pub use reports::{
     usage_report_exact,
 };
 pub use tenants::{modules_put_get_list, tenant_isolation};
+pub use workflow::{
+    dependency_cancel_and_expiry_cascade, dependency_chain, dependency_failure_cascades,
+    dependency_fan_in, pass_outputs_document, unknown_after_refused,
+};
 
 use std::time::Duration;
 
@@ -164,6 +174,7 @@ pub async fn complete(
     let mut out = store
         .task_complete(TaskCompleteParams {
             completions: vec![Completion {
+                children: Vec::new(),
                 attempt_id: attempt_id.clone(),
                 attempt: Attempt::new(outcome),
                 next,
@@ -228,7 +239,19 @@ macro_rules! conformance_tests {
             progress_fenced,
             kpi_query_groups_and_filters,
             usage_report_exact,
-            rollup_batch_sums
+            rollup_batch_sums,
+            dependency_chain,
+            dependency_fan_in,
+            dependency_failure_cascades,
+            dependency_cancel_and_expiry_cascade,
+            pass_outputs_document,
+            unknown_after_refused,
+            children_inserted_on_success,
+            children_dropped_unless_success,
+            children_fenced_after_rescue,
+            children_refused,
+            cancel_cascades_to_descendants,
+            list_filters
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
