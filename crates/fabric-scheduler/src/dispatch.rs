@@ -441,6 +441,7 @@ mod tests {
             finished_at: None,
             cancel_requested: false,
             attempts: Vec::new(),
+            concurrency: None,
         };
         ClaimedTask::from_record(record, AttemptId::from("A".to_owned()), 1, now, now)
     }

@@ -109,6 +109,11 @@ pub fn new_task(
     )?;
     fabric_types::check_args(&spec.args)
         .map_err(|why| RpcError::invalid_params(field("args"), why))?;
+    if let Some(concurrency) = &spec.concurrency {
+        concurrency.check().map_err(|(name, why)| {
+            RpcError::invalid_params(field(&format!("concurrency.{name}")), why)
+        })?;
+    }
     Ok(NewTask {
         tenant: tenant.to_owned(),
         module,
@@ -124,6 +129,7 @@ pub fn new_task(
         dirs: spec.dirs,
         egress: spec.egress,
         args: spec.args,
+        concurrency: spec.concurrency,
     })
 }
 
@@ -336,6 +342,7 @@ pub fn task_view(record: TaskRecord) -> Task {
         egress: record.egress,
         args: record.args,
         progress: record.progress,
+        concurrency: record.concurrency,
         attempts,
     }
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use fabric_types::ModuleKind;
-use fabric_types::{Attempt, Limits, ModuleId, Priority, Progress, RetryPolicy, TaskState};
+use fabric_types::{
+    Attempt, Concurrency, Limits, ModuleId, Priority, Progress, RetryPolicy, TaskState,
+};
 use time::OffsetDateTime;
 
 use crate::{AttemptId, TaskId};
@@ -211,6 +213,9 @@ pub struct NewTask {
     pub egress: Vec<String>,
     /// The arguments after the program name, passed to every attempt.
     pub args: Vec<String>,
+    /// A claim starts this task only while fewer than `limit` tasks of its tenant with the
+    /// same key run (see [`TaskClaimParams`]).
+    pub concurrency: Option<Concurrency>,
 }
 
 impl NewTask {
@@ -231,6 +236,7 @@ impl NewTask {
             dirs: BTreeMap::new(),
             egress: Vec::new(),
             args: Vec::new(),
+            concurrency: None,
         }
     }
 }
@@ -328,9 +334,18 @@ pub struct TaskRecord {
     /// A cancel arrived while it ran; the worker should interrupt it.
     pub cancel_requested: bool,
     pub attempts: Vec<AttemptRecord>,
+    /// The concurrency key and limit, as inserted.
+    pub concurrency: Option<Concurrency>,
 }
 
 /// Claims up to `max` queued tasks for `node`, in claim order (see [`claim_sort_key`]).
+///
+/// **Concurrency keys.** A task with a [`Concurrency`] is started only while fewer than its
+/// `limit` tasks of its tenant with the same key are `running` (counting those this claim
+/// starts), exactly, also with several nodes claiming from one database at once. A task
+/// held back stays `queued` in its place in line without an attempt, and the claim goes on
+/// with the tasks behind it (without the key, or with another key). Within one claim, tasks
+/// with a key may be handed over after keyless tasks that stood behind them in line.
 #[derive(Debug, Clone)]
 pub struct TaskClaimParams {
     pub node: String,
@@ -412,6 +427,8 @@ pub struct ClaimedTask {
     pub args: Vec<String>,
     pub claimed_at: OffsetDateTime,
     pub lease_until: OffsetDateTime,
+    /// The concurrency key and limit it was claimed under.
+    pub concurrency: Option<Concurrency>,
 }
 
 impl ClaimedTask {
@@ -441,6 +458,7 @@ impl ClaimedTask {
             args: task.args,
             claimed_at,
             lease_until,
+            concurrency: task.concurrency,
         }
     }
 }

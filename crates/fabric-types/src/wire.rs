@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Attempt, ModuleKind, Priority, Progress, TaskState};
+use crate::{Attempt, Concurrency, ModuleKind, Priority, Progress, TaskState};
+
+pub use crate::schedule::{Schedule, ScheduleList, ScheduleName, SchedulePut};
 
 pub use crate::report::{
     KpiGroup, KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, UsageGroup, UsageQuery, UsageRow,
@@ -108,6 +110,9 @@ pub struct TaskSpec {
     /// Command-line arguments after the program name (which is always `agent`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// At most `limit` attempts of the tenant's tasks with this `key` run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
@@ -174,6 +179,9 @@ pub struct Task {
     /// The progress the running (or last) attempt reported last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The task's concurrency key and limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// `task.get`, `task.cancel` params.

@@ -274,6 +274,7 @@ mod tests {
             egress: Vec::new(),
             args: Vec::new(),
             progress: None,
+            concurrency: None,
         }
     }
 

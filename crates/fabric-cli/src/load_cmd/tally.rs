@@ -490,6 +490,7 @@ mod tests {
             egress: Vec::new(),
             args: Vec::new(),
             progress: None,
+            concurrency: None,
         };
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);

@@ -133,6 +133,8 @@ struct TaskRows {
     dirs: Vec<String>,
     egress: Vec<Option<String>>,
     args: Vec<Option<String>>,
+    concurrency_key: Vec<Option<String>>,
+    concurrency_limit: Vec<Option<i32>>,
 }
 
 /// A validated task ready to become a row.
@@ -172,23 +174,31 @@ impl TaskRows {
             .push(fabric_store::egress_json::names_encode(&t.egress));
         self.args
             .push(fabric_store::telemetry_json::args_encode(&t.args));
+        let concurrency = t
+            .concurrency
+            .map(|c| (c.key, i32::try_from(c.limit).unwrap_or(i32::MAX)));
+        let (key, limit) = concurrency.unzip();
+        self.concurrency_key.push(key);
+        self.concurrency_limit.push(limit);
     }
 }
 
 const INSERT_TASKS: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on,
-        idempotency_key, run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args)
+        idempotency_key, run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args,
+        concurrency_key, concurrency_limit)
     SELECT u.id, u.tenant, u.module, u.input, u.priority, u.state, u.fuel, u.memory_bytes, u.timeout_ms,
         u.output_bytes, u.log_bytes, u.max_attempts, u.backoff_ms, u.max_backoff_ms,
         string_to_array(u.retry_on, ','), u.idempotency_key, u.run_at, u.deadline, u.env::jsonb,
-        u.labels::jsonb, $21, u.sort_key, u.dirs::jsonb, u.egress::jsonb, u.args::jsonb
+        u.labels::jsonb, $21, u.sort_key, u.dirs::jsonb, u.egress::jsonb, u.args::jsonb,
+        u.concurrency_key, u.concurrency_limit
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::text[], $7::int8[],
         $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[],
         $15::text[], $16::text[], $17::int8[], $18::int8[], $19::text[], $20::text[], $22::int8[],
-        $23::text[], $24::text[], $25::text[])
+        $23::text[], $24::text[], $25::text[], $26::text[], $27::int4[])
         AS u(id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, output_bytes,
              log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at,
-             deadline, env, labels, sort_key, dirs, egress, args)
+             deadline, env, labels, sort_key, dirs, egress, args, concurrency_key, concurrency_limit)
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id";
 
@@ -290,6 +300,7 @@ fn validate(i: usize, t: &NewTask) -> Result<([i64; 5], [i64; 2]), StoreError> {
             "tasks[{i}].tenant is empty"
         )));
     }
+    fabric_store::concurrency::check_concurrency(i, t.concurrency.as_ref())?;
     let l = &t.limits;
     let field = |name: &str| format!("tasks[{i}].{name}");
     Ok((
@@ -430,6 +441,8 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
                 &cols.dirs,
                 &cols.egress,
                 &cols.args,
+                &cols.concurrency_key,
+                &cols.concurrency_limit,
             ],
         )
         .await?;

@@ -131,6 +131,7 @@ pub(crate) fn task_insert(
                 "tasks[{i}].tenant is empty"
             )));
         }
+        fabric_store::concurrency::check_concurrency(i, task.concurrency.as_ref())?;
         if let Some(key) = &task.idempotency_key {
             let found: Option<(String, String)> = find
                 .query_row(params![task.tenant, key], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -202,6 +203,8 @@ pub(crate) fn task_insert(
                 map_json(&task.dirs),
                 fabric_store::egress_json::names_encode(&task.egress),
                 fabric_store::telemetry_json::args_encode(&task.args),
+                task.concurrency.as_ref().map(|c| c.key.as_str()),
+                task.concurrency.as_ref().map(|c| c.limit),
             ])
             .map_err(db_err("insert a task"))?;
         ctx.counts.add(&task.tenant, state, priority, 1);

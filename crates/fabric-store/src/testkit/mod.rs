@@ -16,12 +16,14 @@
 
 mod claim_order;
 mod completion;
+mod concurrency;
 mod insert;
 mod lease;
 mod maintenance;
 mod modules;
 mod reads;
 mod reports;
+mod schedules;
 mod tenants;
 
 pub use claim_order::{
@@ -31,6 +33,10 @@ pub use claim_order::{
 pub use completion::{
     cancel_queued, cancel_running, max_attempts_then_failed, requeue_does_not_count,
     retry_schedules_then_promote_queues,
+};
+pub use concurrency::{
+    concurrency_key_caps_running, concurrency_key_does_not_hold_back_others,
+    concurrency_limit_is_the_tasks_own, keyed,
 };
 pub use insert::{
     idempotency_across_calls, idempotency_is_per_tenant, idempotency_within_batch,
@@ -49,6 +55,7 @@ pub use reports::{
     args_and_kpis_round_trip, kpi_query_groups_and_filters, progress_fenced, rollup_batch_sums,
     usage_report_exact,
 };
+pub use schedules::{schedule_due_and_advance, schedule_limit_per_tenant, schedule_round_trip};
 pub use tenants::{modules_put_get_list, tenant_isolation};
 
 use std::time::Duration;
@@ -228,7 +235,13 @@ macro_rules! conformance_tests {
             progress_fenced,
             kpi_query_groups_and_filters,
             usage_report_exact,
-            rollup_batch_sums
+            rollup_batch_sums,
+            concurrency_key_caps_running,
+            concurrency_key_does_not_hold_back_others,
+            concurrency_limit_is_the_tasks_own,
+            schedule_round_trip,
+            schedule_limit_per_tenant,
+            schedule_due_and_advance
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
