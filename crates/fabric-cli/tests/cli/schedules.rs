@@ -201,6 +201,12 @@ async fn bad_schedules_are_refused_naming_the_field() {
             "must name",
         ),
         (
+            json!({"name": "n", "cron": "* * * * *",
+                   "task": {"module": "echo", "labels": {"schedule": "x"}}}),
+            "task.labels.schedule",
+            "set by the schedule",
+        ),
+        (
             json!({"name": "n", "cron": "* * * * *", "task": {"module": "sha256:zz"}}),
             "task.module",
             "64 lowercase hex",
@@ -489,4 +495,38 @@ async fn fabric_schedule_puts_gets_lists_and_deletes() {
     let output = fabric.fabric(&["schedule", "get", "report"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("not found"), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rpc_discover_describes_schedules_and_concurrency_keys() {
+    let fabric = Fabric::start(&[]);
+    let doc = fabric.client().call("rpc.discover", json!({})).await;
+    let methods = doc["methods"].as_array().unwrap();
+    for name in [
+        "schedule.put",
+        "schedule.get",
+        "schedule.list",
+        "schedule.delete",
+    ] {
+        assert!(methods.iter().any(|m| m["name"] == name), "{name} missing");
+    }
+    let put = methods
+        .iter()
+        .find(|m| m["name"] == "schedule.put")
+        .unwrap();
+    let params: Vec<&str> = put["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["name", "cron", "task", "timezone"]);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Schedule"]["required"],
+        json!(["name", "cron", "task", "timezone", "next_run_at"])
+    );
+    let concurrency = &schemas["TaskSpec"]["properties"]["concurrency"];
+    assert_eq!(concurrency["properties"]["limit"]["maximum"], 10_000);
+    assert_eq!(concurrency["properties"]["key"]["maxLength"], 128);
 }

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::cron::Cron;
 use super::{
-    DEFAULT_TIMEZONE, MAX_SCHEDULES_PER_TENANT, check_name, from_timestamp, time_zone,
-    to_timestamp, view,
+    DEFAULT_TIMEZONE, MAX_SCHEDULES_PER_TENANT, SCHEDULE_LABEL, check_name, from_timestamp,
+    time_zone, to_timestamp, view,
 };
 use crate::auth::Principal;
 use crate::methods::{bounds as spec_bounds, decode, encode};
@@ -36,6 +36,23 @@ fn check_task(app: &App, who: &Principal, spec: &TaskSpec) -> Result<(), RpcErro
                  with the idempotency key schedule:<name>:<tick>",
             ));
         }
+    }
+    if spec.labels.contains_key(SCHEDULE_LABEL) {
+        return Err(RpcError::invalid_params(
+            format!("task.labels.{SCHEDULE_LABEL}"),
+            "is set by the schedule: schedule=<name> on every task it creates",
+        ));
+    }
+    if spec.labels.len() >= crate::spec::MAX_LABELS {
+        return Err(RpcError::invalid_params(
+            "task.labels",
+            format!(
+                "{} labels; a schedule's task may have at most {} (the schedule adds \
+                 schedule=<name>)",
+                spec.labels.len(),
+                crate::spec::MAX_LABELS - 1
+            ),
+        ));
     }
     if spec.module.is_empty() {
         return Err(RpcError::invalid_params(
