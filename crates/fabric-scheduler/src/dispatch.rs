@@ -383,6 +383,7 @@ async fn run_attempt(
     if matches!(next, Next::Retry { .. }) {
         shared.wake.notify_one();
     }
+    let keyed = task.concurrency.is_some();
     let done = Done {
         completion: fabric_store::Completion {
             attempt_id: task.attempt_id,
@@ -396,6 +397,7 @@ async fn run_attempt(
             module: task.module,
             attempt,
         }),
+        keyed,
     };
     // The guest has ended, so its worker slot is free once the completion is queued, not
     // once it is committed: a slot held through the group commit would cap throughput at
