@@ -15,7 +15,7 @@ pub enum ScheduleCommand {
     /// Create or replace the schedule NAME: at each tick of --cron (in --timezone), submit
     /// the task the rest of the command line describes, as `fabric submit` would. Each
     /// task is labelled schedule=NAME; after downtime only the latest missed tick fires.
-    Put(SchedulePutArgs),
+    Put(Box<SchedulePutArgs>),
     /// One schedule: its cron, time zone, task, next tick and last task.
     Get(ScheduleNameArgs),
     /// The schedules, by name.
