@@ -41,6 +41,9 @@ pub enum Command {
     /// Read, wait for, cancel or list a server's tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Cron schedules that submit a task at each tick: put, get, list, delete.
+    #[command(subcommand)]
+    Schedule(crate::client_cmd::ScheduleCommand),
     /// Metered usage for billing: attempts, fuel, wall time, memory and HTTP of every
     /// attempt, by tenant, module or day.
     Usage(UsageArgs),
@@ -388,6 +391,19 @@ fn parse_env_var(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `KEY=LIMIT`, split at the last `=`; the server checks the bounds.
+fn parse_concurrency(text: &str) -> Result<(String, u32), String> {
+    match text.rsplit_once('=') {
+        Some((key, limit)) if !key.is_empty() => limit
+            .parse()
+            .map(|limit| (key.to_string(), limit))
+            .map_err(|_| format!("the limit in {text:?} is not a whole number")),
+        _ => Err(format!(
+            "expected KEY=LIMIT such as model-api=4, got {text:?}"
+        )),
+    }
+}
+
 /// `GUEST=VOLUME`, split at the last `=` (a volume name has none); the server checks both.
 fn parse_volume_grant(text: &str) -> Result<(String, String), String> {
     match text.rsplit_once('=') {
@@ -505,6 +521,10 @@ pub struct SubmitArgs {
     /// built from the outputs of the --after tasks.
     #[arg(long, requires = "after")]
     pub pass_outputs: bool,
+    /// Run at most LIMIT attempts of this tenant's tasks with the concurrency key KEY at
+    /// once, across every node: `KEY=LIMIT`, such as `model-api=4`.
+    #[arg(long, value_name = "KEY=LIMIT", value_parser = parse_concurrency)]
+    pub concurrency: Option<(String, u32)>,
     /// Submit N copies, in batches, with a progress bar on a terminal.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,

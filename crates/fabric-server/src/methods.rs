@@ -241,6 +241,51 @@ pub static METHODS: &[Method] = &[
         handler: |app, who, params, _| Box::pin(crate::reports::usage_report(app, who, params)),
     },
     Method {
+        name: "schedule.put",
+        summary: "Creates or replaces a cron schedule (5 fields, or 6 with seconds first) that submits `task` at each tick, in `timezone` (IANA, default UTC).",
+        params: || {
+            vec![
+                (
+                    "name",
+                    true,
+                    json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
+                ),
+                ("cron", true, json!({"type": "string", "maxLength": 256})),
+                (
+                    "task",
+                    true,
+                    json!({"$ref": "#/components/schemas/TaskSpec"}),
+                ),
+                ("timezone", false, json!({"type": "string"})),
+            ]
+        },
+        result: schedule_schema,
+        handler: |app, who, params, _| Box::pin(crate::schedules::schedule_put(app, who, params)),
+    },
+    Method {
+        name: "schedule.get",
+        summary: "One of the caller's schedules.",
+        params: || vec![("name", true, json!({"type": "string"}))],
+        result: schedule_schema,
+        handler: |app, who, params, _| Box::pin(crate::schedules::schedule_get(app, who, params)),
+    },
+    Method {
+        name: "schedule.list",
+        summary: "The caller's schedules, by name, with their next tick and last task.",
+        params: Vec::new,
+        result: || object(&["schedules"]),
+        handler: |app, who, params, _| Box::pin(crate::schedules::schedule_list(app, who, params)),
+    },
+    Method {
+        name: "schedule.delete",
+        summary: "Deletes one of the caller's schedules; the tasks it created stay.",
+        params: || vec![("name", true, json!({"type": "string"}))],
+        result: || object(&["name", "deleted"]),
+        handler: |app, who, params, _| {
+            Box::pin(crate::schedules::schedule_delete(app, who, params))
+        },
+    },
+    Method {
         name: "fabric.stats",
         summary: "Task counts by state (queued by priority), this node's workers and its cap on one tenant's running attempts.",
         params: Vec::new,
@@ -267,6 +312,10 @@ pub static METHODS: &[Method] = &[
         handler: |_, _, _, _| Box::pin(async { Ok(discover()) }),
     },
 ];
+
+fn schedule_schema() -> Value {
+    json!({"$ref": "#/components/schemas/Schedule"})
+}
 
 /// The `since` and `until` params of the reporting methods.
 fn window_params() -> Vec<(&'static str, bool, Value)> {
@@ -500,7 +549,7 @@ async fn module_delete(app: &App, who: &Principal, params: Value) -> Result<Valu
     }
 }
 
-fn bounds<'a>(app: &'a App, who: &'a Principal) -> SpecBounds<'a> {
+pub(crate) fn bounds<'a>(app: &'a App, who: &'a Principal) -> SpecBounds<'a> {
     SpecBounds {
         max_input_bytes: app.config.max_input_bytes,
         max_task_memory: app.config.max_task_memory,

@@ -142,6 +142,8 @@ pub struct Metrics {
     egress_seconds: Mutex<std::collections::BTreeMap<String, Histogram>>,
     /// The agents' KPIs, by module and name (capped).
     pub kpis: crate::kpi_metrics::KpiMetrics,
+    /// Schedule ticks this node fired, by result.
+    pub schedules: crate::schedules::FiringCounts,
 }
 
 impl Default for Metrics {
@@ -164,6 +166,7 @@ impl Default for Metrics {
             egress_requests: Mutex::default(),
             egress_seconds: Mutex::default(),
             kpis: crate::kpi_metrics::KpiMetrics::new(),
+            schedules: Default::default(),
         }
     }
 }
@@ -496,6 +499,7 @@ impl Metrics {
         );
         let _ = writeln!(o, "fabric_module_cache_bytes {}", gauges.cache.bytes);
         self.kpis.render(o);
+        self.schedules.render(o);
         process(o);
         out
     }

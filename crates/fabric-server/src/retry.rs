@@ -119,5 +119,6 @@ fn copy(record: fabric_store::TaskRecord) -> NewTask {
         after,
         pass_outputs,
         parent: None,
+        concurrency: record.concurrency,
     }
 }

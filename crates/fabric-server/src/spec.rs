@@ -110,6 +110,11 @@ pub fn new_task(
     fabric_types::check_args(&spec.args)
         .map_err(|why| RpcError::invalid_params(field("args"), why))?;
     let after = check_after(&spec.after, spec.pass_outputs, &field)?;
+    if let Some(concurrency) = &spec.concurrency {
+        concurrency.check().map_err(|(name, why)| {
+            RpcError::invalid_params(field(&format!("concurrency.{name}")), why)
+        })?;
+    }
     Ok(NewTask {
         tenant: tenant.to_owned(),
         module,
@@ -129,6 +134,7 @@ pub fn new_task(
         after,
         pass_outputs: spec.pass_outputs,
         parent: None,
+        concurrency: spec.concurrency,
     })
 }
 
@@ -382,6 +388,7 @@ pub fn task_view(record: TaskRecord) -> Task {
         egress: record.egress,
         args: record.args,
         progress: record.progress,
+        concurrency: record.concurrency,
         attempts,
         after: record
             .after

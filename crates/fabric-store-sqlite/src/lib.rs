@@ -14,6 +14,7 @@ mod options;
 mod readers;
 mod reports;
 mod rows;
+mod schedules;
 mod schema;
 mod writer;
 mod writes;
@@ -32,6 +33,10 @@ use fabric_store::{
 };
 use fabric_store::{
     KpiAggregate, KpiQueryParams, TaskProgressParams, UsageAggregate, UsageReportParams,
+};
+use fabric_store::{
+    ScheduleAdvanceParams, ScheduleDeleteParams, ScheduleDueParams, ScheduleGetParams,
+    ScheduleListParams, SchedulePut, SchedulePutParams, ScheduleRecord,
 };
 use fabric_types::TaskState;
 use rusqlite::config::DbConfig;
@@ -522,6 +527,68 @@ impl Store for SqliteStore {
                     .and_then(|mut s| s.query_row([], |r| r.get(0)))
                     .map_err(db_err("find the next scheduled task"))?;
                 Ok(at.map(from_millis))
+            })
+            .await
+    }
+
+    async fn schedule_put(&self, params: SchedulePutParams) -> Result<SchedulePut, StoreError> {
+        self.writer
+            .write("schedule_put", move |ctx| schedules::put(ctx, params))
+            .await
+    }
+
+    async fn schedule_get(
+        &self,
+        params: ScheduleGetParams,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.readers
+            .read("schedule_get", move |tx| {
+                schedules::get(tx, &params.tenant, &params.name)
+            })
+            .await
+    }
+
+    async fn schedule_list(
+        &self,
+        params: ScheduleListParams,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.readers
+            .read("schedule_list", move |tx| {
+                schedules::list(tx, &params.tenant)
+            })
+            .await
+    }
+
+    async fn schedule_delete(&self, params: ScheduleDeleteParams) -> Result<bool, StoreError> {
+        self.writer
+            .write("schedule_delete", move |ctx| schedules::delete(ctx, params))
+            .await
+    }
+
+    async fn schedule_due(
+        &self,
+        params: ScheduleDueParams,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        if params.max == 0 {
+            return Ok(Vec::new());
+        }
+        self.readers
+            .read("schedule_due", move |tx| schedules::due(tx, params))
+            .await
+    }
+
+    async fn schedule_advance(&self, params: ScheduleAdvanceParams) -> Result<bool, StoreError> {
+        self.writer
+            .write("schedule_advance", move |ctx| {
+                schedules::advance(ctx, params)
+            })
+            .await
+    }
+
+    async fn schedule_next_due(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.readers
+            .read("schedule_next_due", |tx| {
+                Ok(schedules::next_due(tx)?.map(from_millis))
             })
             .await
     }

@@ -6,7 +6,9 @@ use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
     egress_json, from_millis, telemetry_json, workflow,
 };
-use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
+use fabric_types::{
+    Attempt, Concurrency, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
@@ -16,7 +18,7 @@ use crate::db_err;
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
      deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress, \
-     after_ids, pass_outputs, parent, depth, error";
+     after_ids, pass_outputs, parent, depth, error, concurrency_key, concurrency_limit";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
@@ -121,6 +123,8 @@ struct RawTask {
     parent: Option<String>,
     depth: i64,
     error: Option<String>,
+    concurrency_key: Option<String>,
+    concurrency_limit: Option<i64>,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -160,6 +164,8 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         parent: row.get(30)?,
         depth: row.get(31)?,
         error: row.get(32)?,
+        concurrency_key: row.get(33)?,
+        concurrency_limit: row.get(34)?,
     })
 }
 
@@ -189,8 +195,24 @@ impl RawTask {
         })
     }
 
+    fn concurrency(&self) -> Result<Option<Concurrency>, StoreError> {
+        match (&self.concurrency_key, self.concurrency_limit) {
+            (Some(key), Some(limit)) => Ok(Some(Concurrency {
+                key: key.clone(),
+                limit: u32::try_from(limit).map_err(|_| {
+                    StoreError::Corrupt(format!("tasks.concurrency_limit {limit} is out of range"))
+                })?,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Corrupt(
+                "tasks.concurrency_key and concurrency_limit must be set together".into(),
+            )),
+        }
+    }
+
     fn into_record(self) -> Result<TaskRecord, StoreError> {
         Ok(TaskRecord {
+            concurrency: self.concurrency()?,
             limits: self.limits()?,
             retry: self.retry()?,
             module: parse_module_id(&self.module, "tasks.module")?,
@@ -355,7 +377,8 @@ pub(crate) fn load_tasks(
 pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
-     dirs, egress, args, progress, after_ids, pass_outputs, parent, depth, error, attempt_count, rowid";
+     dirs, egress, args, progress, after_ids, pass_outputs, parent, depth, error, concurrency_key, \
+     concurrency_limit, attempt_count, rowid";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {
@@ -367,8 +390,8 @@ pub(crate) struct RawCandidate {
 pub(crate) fn raw_candidate(row: &Row<'_>) -> rusqlite::Result<RawCandidate> {
     Ok(RawCandidate {
         task: raw_task(row)?,
-        attempt_count: row.get(33)?,
-        rowid: row.get(34)?,
+        attempt_count: row.get(35)?,
+        rowid: row.get(36)?,
     })
 }
 
@@ -387,6 +410,14 @@ impl RawCandidate {
 
     pub(crate) fn deadline(&self) -> Option<i64> {
         self.task.deadline
+    }
+
+    /// The concurrency key and limit, when it has one.
+    pub(crate) fn concurrency(&self) -> Option<(&str, i64)> {
+        Some((
+            self.task.concurrency_key.as_deref()?,
+            self.task.concurrency_limit?,
+        ))
     }
 
     /// The number of the attempt a claim now starts.

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use fabric_types::ModuleKind;
-use fabric_types::{Attempt, Limits, ModuleId, Priority, Progress, RetryPolicy, TaskState};
+use fabric_types::{
+    Attempt, Concurrency, Limits, ModuleId, Priority, Progress, RetryPolicy, TaskState,
+};
 use time::OffsetDateTime;
 
 use crate::{AttemptId, TaskId};
@@ -226,6 +228,9 @@ pub struct NewTask {
     /// most [`MAX_TASK_DEPTH`](fabric_types::workflow::MAX_TASK_DEPTH)). The parent must be
     /// a stored task of the same tenant.
     pub parent: Option<TaskId>,
+    /// A claim starts this task only while fewer than `limit` tasks of its tenant with the
+    /// same key run (see [`TaskClaimParams`]).
+    pub concurrency: Option<Concurrency>,
 }
 
 impl NewTask {
@@ -250,6 +255,7 @@ impl NewTask {
             after: Vec::new(),
             pass_outputs: false,
             parent: None,
+            concurrency: None,
         }
     }
 }
@@ -364,9 +370,18 @@ pub struct TaskRecord {
     /// Why it ended without an attempt saying so: set when a dependency did not succeed
     /// (see [`crate::workflow::dependency_error`]).
     pub error: Option<String>,
+    /// The concurrency key and limit, as inserted.
+    pub concurrency: Option<Concurrency>,
 }
 
 /// Claims up to `max` queued tasks for `node`, in claim order (see [`claim_sort_key`]).
+///
+/// **Concurrency keys.** A task with a [`Concurrency`] is started only while fewer than its
+/// `limit` tasks of its tenant with the same key are `running` (counting those this claim
+/// starts), exactly, also with several nodes claiming from one database at once. A task
+/// held back stays `queued` in its place in line without an attempt, and the claim goes on
+/// with the tasks behind it (without the key, or with another key). Within one claim, tasks
+/// with a key may be handed over after keyless tasks that stood behind them in line.
 #[derive(Debug, Clone)]
 pub struct TaskClaimParams {
     pub node: String,
@@ -450,6 +465,8 @@ pub struct ClaimedTask {
     pub depth: u32,
     pub claimed_at: OffsetDateTime,
     pub lease_until: OffsetDateTime,
+    /// The concurrency key and limit it was claimed under.
+    pub concurrency: Option<Concurrency>,
 }
 
 impl ClaimedTask {
@@ -480,6 +497,7 @@ impl ClaimedTask {
             depth: task.depth,
             claimed_at,
             lease_until,
+            concurrency: task.concurrency,
         }
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Attempt, ModuleKind, Priority, Progress, TaskState};
+use crate::{Attempt, Concurrency, ModuleKind, Priority, Progress, TaskState};
+
+pub use crate::schedule::{Schedule, ScheduleList, ScheduleName, SchedulePut};
 
 pub use crate::report::{
     KpiGroup, KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, UsageGroup, UsageQuery, UsageRow,
@@ -117,6 +119,9 @@ pub struct TaskSpec {
     /// built from the outputs of the `after` tasks when they all succeeded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pass_outputs: bool,
+    /// At most `limit` attempts of the tenant's tasks with this `key` run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
@@ -192,6 +197,9 @@ pub struct Task {
     /// The task whose attempt submitted this one as a child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The task's concurrency key and limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// `task.get`, `task.cancel` params.

@@ -277,6 +277,7 @@ mod tests {
             after: Vec::new(),
             pass_outputs: false,
             parent: None,
+            concurrency: None,
         }
     }
 

@@ -150,7 +150,7 @@ fn copies(spec: &TaskSpec, count: u64) -> Vec<TaskSpec> {
 }
 
 /// The TaskSpec the command line describes; what it leaves out takes the server's defaults.
-fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
+pub(super) fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
     let (input, input_base64) = if input.is_empty() {
         (None, None)
     } else {
@@ -176,6 +176,10 @@ fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
         args: args.args.clone(),
         after: args.after.clone(),
         pass_outputs: args.pass_outputs,
+        concurrency: args
+            .concurrency
+            .clone()
+            .map(|(key, limit)| fabric_types::Concurrency { key, limit }),
     }
 }
 
@@ -291,6 +295,9 @@ mod tests {
             &["--run-at", "tomorrow"],
             &["--label", "novalue"],
             &["--dir", "/data"],
+            &["--concurrency", "model-api"],
+            &["--concurrency", "model-api=many"],
+            &["--concurrency", "=3"],
         ] {
             let parsed = Cli::try_parse_from(["fabric", "submit", "echo"].iter().chain(bad));
             assert!(parsed.is_err(), "{bad:?}");

@@ -493,6 +493,7 @@ mod tests {
             after: Vec::new(),
             pass_outputs: false,
             parent: None,
+            concurrency: None,
         };
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);

@@ -198,6 +198,7 @@ pub(super) fn insert_batch(
             )));
         }
         workflow::check_new_task(i, &task)?;
+        fabric_store::concurrency::check_concurrency(i, task.concurrency.as_ref())?;
         if let Some(key) = &task.idempotency_key {
             let found: Option<(String, String)> = find
                 .query_row(params![task.tenant, key], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -311,6 +312,8 @@ pub(super) fn insert_batch(
                 depth,
                 error,
                 state.is_terminal().then_some(now),
+                task.concurrency.as_ref().map(|c| c.key.as_str()),
+                task.concurrency.as_ref().map(|c| c.limit),
             ])
             .map_err(db_err("insert a task"))?;
         if state == TaskState::Waiting {

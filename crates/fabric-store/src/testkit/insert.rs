@@ -48,6 +48,10 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
         after: Vec::new(),
         pass_outputs: false,
         parent: None,
+        concurrency: Some(fabric_types::Concurrency {
+            key: "model-api".into(),
+            limit: 3,
+        }),
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -82,6 +86,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.deadline, task.deadline);
     assert_eq!(got.env, task.env);
     assert_eq!(got.labels, task.labels);
+    assert_eq!(got.concurrency, task.concurrency);
     assert_eq!(got.dirs, task.dirs);
     assert_eq!(got.egress, task.egress);
     assert_eq!(got.args, task.args);

@@ -17,12 +17,14 @@
 mod children;
 mod claim_order;
 mod completion;
+mod concurrency;
 mod insert;
 mod lease;
 mod maintenance;
 mod modules;
 mod reads;
 mod reports;
+mod schedules;
 mod tenants;
 mod workflow;
 
@@ -37,6 +39,10 @@ pub use claim_order::{
 pub use completion::{
     cancel_queued, cancel_running, max_attempts_then_failed, requeue_does_not_count,
     retry_schedules_then_promote_queues,
+};
+pub use concurrency::{
+    concurrency_key_caps_running, concurrency_key_does_not_hold_back_others,
+    concurrency_limit_is_the_tasks_own, keyed,
 };
 pub use insert::{
     idempotency_across_calls, idempotency_is_per_tenant, idempotency_within_batch,
@@ -55,6 +61,7 @@ pub use reports::{
     args_and_kpis_round_trip, kpi_query_groups_and_filters, progress_fenced, rollup_batch_sums,
     usage_report_exact,
 };
+pub use schedules::{schedule_due_and_advance, schedule_limit_per_tenant, schedule_round_trip};
 pub use tenants::{modules_put_get_list, tenant_isolation};
 pub use workflow::{
     dependency_cancel_and_expiry_cascade, dependency_chain, dependency_failure_cascades,
@@ -251,7 +258,13 @@ macro_rules! conformance_tests {
             children_fenced_after_rescue,
             children_refused,
             cancel_cascades_to_descendants,
-            list_filters
+            list_filters,
+            concurrency_key_caps_running,
+            concurrency_key_does_not_hold_back_others,
+            concurrency_limit_is_the_tasks_own,
+            schedule_round_trip,
+            schedule_limit_per_tenant,
+            schedule_due_and_advance
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
