@@ -2,11 +2,14 @@
 //! policies, attempt outcomes and resource usage.
 
 mod args;
+mod error_data;
 mod id;
 mod limits;
 pub mod millis;
+pub mod openrpc;
 mod outcome;
 mod report;
+pub mod schema;
 mod size;
 mod task;
 mod telemetry;

@@ -13,6 +13,7 @@ mod hostmem;
 mod load;
 mod modules;
 mod monitoring;
+mod openrpc;
 mod reports;
 mod retry;
 mod run;
