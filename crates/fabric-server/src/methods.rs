@@ -592,7 +592,7 @@ async fn get(app: &App, who: &Principal, id: &str) -> Result<wire::Task, RpcErro
         })
         .await
         .map_err(RpcError::store)?
-        .ok_or_else(|| task_not_found(&id))?;
+        .ok_or_else(|| task_not_found(id))?;
     Ok(spec::task_view(record))
 }
 
