@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use fabric_store::{ModuleGetParams, ModuleRef, StatsParams};
 use fabric_types::ModuleId;
-use fabric_types::wire::code;
-use serde_json::json;
+use fabric_types::wire::{FieldError, LimitExceeded, code};
 
 use crate::rpc::RpcError;
 use crate::server::App;
@@ -59,8 +58,9 @@ impl ModuleResolver {
             .await
             .map_err(RpcError::store)?
             .ok_or_else(|| {
-                RpcError::not_found(format!("module {reference:?}"))
-                    .with_data(json!({ "field": format!("{at}module") }))
+                RpcError::not_found(format!("module {reference:?}")).with_data(FieldError {
+                    field: format!("{at}module"),
+                })
             })?;
         let mut cache = self.cache.lock().expect("resolver lock");
         if cache.len() >= MAX_CACHED {
@@ -240,7 +240,11 @@ impl TaskQuota {
                     self.max
                 ),
             )
-            .with_data(json!({"limit": "tenant_max_tasks", "max": self.max, "current": current})));
+            .with_data(LimitExceeded {
+                limit: "tenant_max_tasks".into(),
+                max: self.max,
+                current: Some(current),
+            }));
         }
         count.pending += adding;
         Ok(Admitted {

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::config::{ConfigError, is_volume_name};
 use crate::rpc::RpcError;
 
-/// The most policies one task may name.
-pub const MAX_TASK_EGRESS: usize = 16;
+/// The most policies one task may name (in fabric-types: the `TaskSpec` schema states it).
+pub use fabric_types::wire::MAX_TASK_EGRESS;
 
 /// One `[[egress]]` table: what `fabric serve` turns into an [`EgressPolicy`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

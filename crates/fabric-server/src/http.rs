@@ -145,7 +145,11 @@ async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
                     "invalid request: the body is larger than {limit} bytes (max_request_bytes)"
                 ),
             )
-            .with_data(serde_json::json!({"limit": "max_request_bytes", "max": limit}));
+            .with_data(fabric_types::wire::LimitExceeded {
+                limit: "max_request_bytes".into(),
+                max: limit,
+                current: None,
+            });
             return json_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &rpc::error_response(Value::Null, &error),

@@ -12,18 +12,23 @@ use fabric_store::{
     ModuleDeleteParams, ModuleDeleted, ModuleListParams, ModulePutParams, StatsParams,
     TaskGetParams, TaskId, TaskInsertParams, TaskListParams,
 };
+use fabric_types::openrpc::OpenRpcDocument;
 use fabric_types::wire::{
-    self, FabricStats, ModuleEntry, ModuleListResult, ModulePut, ModulePutResult, QueuedByPriority,
-    SubmitBatch, Submitted, SubmittedBatch, TaskList, TaskRef, TaskSpec, TaskWait, code,
+    self, FabricStats, FieldError, KpiQuery, KpiRows, KpiSubscribe, KpiSubscribed, LimitExceeded,
+    ModuleDelete, ModuleEntry, ModuleInUse, ModuleListResult, ModulePut, ModulePutResult, NoParams,
+    QueuedByPriority, SubmitBatch, Submitted, SubmittedBatch, TaskList, TaskNotFound, TaskPage,
+    TaskRef, TaskRetried, TaskSpec, TaskSubscribe, TaskSubscribed, TaskWait, UnknownMethod,
+    UsageQuery, UsageRows, code,
 };
 use fabric_types::{ModuleId, Priority};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::auth::Principal;
-use crate::discover::{discover, object, task_schema, task_spec_params};
+use crate::discover::discover;
 use crate::rpc::RpcError;
 use crate::server::App;
 use crate::spec::{self, SpecBounds};
@@ -39,15 +44,28 @@ pub enum Transport<'a> {
 type Reply<'a> = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send + 'a>>;
 type Handler = for<'a> fn(&'a App, &'a Principal, Value, Transport<'a>) -> Reply<'a>;
 
-/// One method: its name, what it does, its params and result for `rpc.discover`, and the
-/// function that answers it.
+/// One method: its name, what it does, the types of its params and result (whose JSON
+/// Schemas `rpc.discover` publishes), the errors it may answer, and the function that
+/// answers it.
 pub struct Method {
     pub name: &'static str,
     pub summary: &'static str,
-    /// `(name, required, JSON Schema)` of each by-name parameter.
-    pub params: fn() -> Vec<(&'static str, bool, Value)>,
-    pub result: fn() -> Value,
+    /// The params object's schema: [`schema`] of the type the handler decodes.
+    pub params: SchemaFn,
+    /// The result's schema: [`schema`] of the type the handler encodes.
+    pub result: SchemaFn,
+    /// The application errors it may answer besides those any call may get (invalid
+    /// params, internal, unauthorized), by code.
+    pub errors: &'static [i64],
     handler: Handler,
+}
+
+/// Adds a type's schema to a generator, answering a `$ref` to it.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The [`SchemaFn`] of `T`.
+pub fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
 }
 
 impl std::fmt::Debug for Method {
@@ -58,137 +76,114 @@ impl std::fmt::Debug for Method {
     }
 }
 
+/// Errors of a call that may add work.
+const ADDS_TASKS: &[i64] = &[
+    code::DRAINING,
+    code::NOT_FOUND,
+    code::QUOTA,
+    code::STORE_FULL,
+];
+
 /// Every method the server answers.
 pub static METHODS: &[Method] = &[
     Method {
         name: "module.put",
         summary: "Stores a WebAssembly module or component (validated and compiled first).",
-        params: || {
-            vec![
-                (
-                    "wasm_base64",
-                    true,
-                    json!({"type": "string", "contentEncoding": "base64"}),
-                ),
-                ("name", false, json!({"type": "string"})),
-            ]
-        },
-        result: || object(&["module", "size", "kind"]),
+        params: schema::<ModulePut>,
+        result: schema::<ModulePutResult>,
+        errors: &[
+            code::DRAINING,
+            code::QUOTA,
+            code::MODULE_INVALID,
+            code::BUSY,
+            code::STORE_FULL,
+        ],
         handler: |app, who, params, _| Box::pin(module_put(app, who, params)),
     },
     Method {
         name: "module.list",
         summary: "The caller's modules, oldest first.",
-        params: Vec::new,
-        result: || object(&["modules"]),
+        params: schema::<NoParams>,
+        result: schema::<ModuleListResult>,
+        errors: &[],
         handler: |app, who, params, _| Box::pin(module_list(app, who, params)),
     },
     Method {
         name: "module.delete",
         summary: "Deletes one of the caller's modules (by id or name) unless unfinished tasks use it.",
-        params: || vec![("module", true, json!({"type": "string"}))],
-        result: || object(&["module", "size", "kind", "created_at"]),
+        params: schema::<ModuleDelete>,
+        result: schema::<ModuleEntry>,
+        errors: &[code::NOT_FOUND, code::CONFLICT, code::STORE_FULL],
         handler: |app, who, params, _| Box::pin(module_delete(app, who, params)),
     },
     Method {
         name: "task.submit",
         summary: "Validates a TaskSpec and commits the task before answering.",
-        params: task_spec_params,
-        result: || object(&["id", "state", "deduplicated"]),
+        params: schema::<TaskSpec>,
+        result: schema::<Submitted>,
+        errors: ADDS_TASKS,
         handler: |app, who, params, _| Box::pin(task_submit(app, who, params)),
     },
     Method {
         name: "task.submit_batch",
         summary: "Submits many TaskSpecs in one transaction: all are stored, or none.",
-        params: || {
-            vec![(
-                "tasks",
-                true,
-                json!({"type": "array", "items": {"$ref": "#/components/schemas/TaskSpec"}}),
-            )]
-        },
-        result: || object(&["tasks"]),
+        params: schema::<SubmitBatch>,
+        result: schema::<SubmittedBatch>,
+        errors: ADDS_TASKS,
         handler: |app, who, params, _| Box::pin(task_submit_batch(app, who, params)),
     },
     Method {
         name: "task.get",
         summary: "One task with all its attempts.",
-        params: || vec![("id", true, json!({"type": "string"}))],
-        result: task_schema,
+        params: schema::<TaskRef>,
+        result: schema::<wire::Task>,
+        errors: &[code::NOT_FOUND],
         handler: |app, who, params, _| Box::pin(task_get(app, who, params)),
     },
     Method {
         name: "task.wait",
         summary: "The task once it is terminal, or as it is when timeout_ms passes.",
-        params: || {
-            vec![
-                ("id", true, json!({"type": "string"})),
-                (
-                    "timeout_ms",
-                    false,
-                    json!({"type": "integer", "minimum": 0}),
-                ),
-            ]
-        },
-        result: task_schema,
+        params: schema::<TaskWait>,
+        result: schema::<wire::Task>,
+        errors: &[code::NOT_FOUND],
         handler: |app, who, params, _| Box::pin(task_wait(app, who, params)),
     },
     Method {
         name: "task.list",
         summary: "A page of the caller's tasks, newest first, of at most `limit` tasks and 4 MiB of task JSON, matching every filter given.",
-        params: || {
-            vec![
-                (
-                    "state",
-                    false,
-                    json!({"type": "string", "enum": fabric_types::TaskState::ALL.map(|s| s.as_str())}),
-                ),
-                (
-                    "module",
-                    false,
-                    json!({"type": "string", "description": "a module name or sha256:<hex> id"}),
-                ),
-                (
-                    "labels",
-                    false,
-                    json!({"type": "object", "additionalProperties": {"type": "string"},
-                           "description": "a task must carry every one of these labels"}),
-                ),
-                (
-                    "parent",
-                    false,
-                    json!({"type": "string", "description": "only the child tasks of this task"}),
-                ),
-                (
-                    "limit",
-                    false,
-                    json!({"type": "integer", "minimum": 1, "maximum": MAX_LIST}),
-                ),
-                ("cursor", false, json!({"type": "string"})),
-            ]
-        },
-        result: || object(&["tasks", "next_cursor"]),
+        params: schema::<TaskList>,
+        result: schema::<TaskPage>,
+        errors: &[],
         handler: |app, who, params, _| Box::pin(task_list(app, who, params)),
     },
     Method {
         name: "task.cancel",
         summary: "Cancels a waiting task at once, a running one within an epoch tick.",
-        params: || vec![("id", true, json!({"type": "string"}))],
-        result: task_schema,
+        params: schema::<TaskRef>,
+        result: schema::<wire::Task>,
+        errors: &[code::NOT_FOUND],
         handler: |app, who, params, _| Box::pin(task_cancel(app, who, params)),
     },
     Method {
         name: "task.retry",
         summary: "Queues a failed, cancelled or expired task again as a new task with the same spec, labelled retry_of=<id>.",
-        params: || vec![("id", true, json!({"type": "string"}))],
-        result: || object(&["id", "state", "deduplicated", "retry_of"]),
+        params: schema::<TaskRef>,
+        result: schema::<TaskRetried>,
+        errors: &[
+            code::DRAINING,
+            code::NOT_FOUND,
+            code::CONFLICT,
+            code::QUOTA,
+            code::STORE_FULL,
+        ],
         handler: |app, who, params, _| Box::pin(crate::retry::task_retry(app, who, params)),
     },
     Method {
         name: "task.subscribe",
         summary: "WebSocket only: sends task.event notifications for one task or all of the caller's.",
-        params: || vec![("id", false, json!({"type": "string"}))],
-        result: || object(&["subscribed"]),
+        params: schema::<TaskSubscribe>,
+        result: schema::<TaskSubscribed>,
+        errors: &[code::NOT_FOUND, code::METHOD_NOT_FOUND],
         handler: |app, who, params, transport| {
             Box::pin(task_subscribe(app, who, params, transport))
         },
@@ -196,31 +191,17 @@ pub static METHODS: &[Method] = &[
     Method {
         name: "kpi.query",
         summary: "KPI aggregates (count, sum, min, max, mean) of the caller's attempts, by name and optionally by module, tenant or hour.",
-        params: || {
-            let mut params = vec![
-                ("module", false, json!({"type": "string"})),
-                (
-                    "name",
-                    false,
-                    json!({"type": "string", "pattern": "^[a-z][a-z0-9_.]{0,63}$"}),
-                ),
-            ];
-            params.extend(window_params());
-            params.push((
-                "group_by",
-                false,
-                json!({"enum": ["name", "module", "tenant", "hour"]}),
-            ));
-            params
-        },
-        result: || object(&["rows"]),
+        params: schema::<KpiQuery>,
+        result: schema::<KpiRows>,
+        errors: &[code::NOT_FOUND],
         handler: |app, who, params, _| Box::pin(crate::reports::kpi_query(app, who, params)),
     },
     Method {
         name: "kpi.subscribe",
         summary: "WebSocket only: sends a kpi.report notification for each attempt this node finishes (of one module, when given).",
-        params: || vec![("module", false, json!({"type": "string"}))],
-        result: || object(&["subscribed"]),
+        params: schema::<KpiSubscribe>,
+        result: schema::<KpiSubscribed>,
+        errors: &[code::NOT_FOUND, code::METHOD_NOT_FOUND],
         handler: |app, who, params, transport| {
             Box::pin(crate::reports::kpi_subscribe(app, who, params, transport))
         },
@@ -228,59 +209,41 @@ pub static METHODS: &[Method] = &[
     Method {
         name: "usage.report",
         summary: "Metered usage for billing (attempts, fuel, wall time, memory, HTTP) by tenant, module or day; every attempt counted once.",
-        params: || {
-            let mut params = window_params();
-            params.push((
-                "group_by",
-                false,
-                json!({"enum": ["tenant", "module", "day"]}),
-            ));
-            params
-        },
-        result: || object(&["rows"]),
+        params: schema::<UsageQuery>,
+        result: schema::<UsageRows>,
+        errors: &[],
         handler: |app, who, params, _| Box::pin(crate::reports::usage_report(app, who, params)),
     },
     Method {
         name: "schedule.put",
         summary: "Creates or replaces a cron schedule (5 fields, or 6 with seconds first) that submits `task` at each tick, in `timezone` (IANA, default UTC).",
-        params: || {
-            vec![
-                (
-                    "name",
-                    true,
-                    json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
-                ),
-                ("cron", true, json!({"type": "string", "maxLength": 256})),
-                (
-                    "task",
-                    true,
-                    json!({"$ref": "#/components/schemas/TaskSpec"}),
-                ),
-                ("timezone", false, json!({"type": "string"})),
-            ]
-        },
-        result: schedule_schema,
+        params: schema::<fabric_types::wire::SchedulePut>,
+        result: schema::<fabric_types::wire::Schedule>,
+        errors: &[code::QUOTA],
         handler: |app, who, params, _| Box::pin(crate::schedules::schedule_put(app, who, params)),
     },
     Method {
         name: "schedule.get",
         summary: "One of the caller's schedules.",
-        params: || vec![("name", true, json!({"type": "string"}))],
-        result: schedule_schema,
+        params: schema::<fabric_types::wire::ScheduleName>,
+        result: schema::<fabric_types::wire::Schedule>,
+        errors: &[code::NOT_FOUND],
         handler: |app, who, params, _| Box::pin(crate::schedules::schedule_get(app, who, params)),
     },
     Method {
         name: "schedule.list",
         summary: "The caller's schedules, by name, with their next tick and last task.",
-        params: Vec::new,
-        result: || object(&["schedules"]),
+        params: schema::<NoParams>,
+        result: schema::<fabric_types::wire::ScheduleList>,
+        errors: &[],
         handler: |app, who, params, _| Box::pin(crate::schedules::schedule_list(app, who, params)),
     },
     Method {
         name: "schedule.delete",
         summary: "Deletes one of the caller's schedules; the tasks it created stay.",
-        params: || vec![("name", true, json!({"type": "string"}))],
-        result: || object(&["name", "deleted"]),
+        params: schema::<fabric_types::wire::ScheduleName>,
+        result: schema::<fabric_types::wire::ScheduleDeleted>,
+        errors: &[code::NOT_FOUND],
         handler: |app, who, params, _| {
             Box::pin(crate::schedules::schedule_delete(app, who, params))
         },
@@ -288,47 +251,25 @@ pub static METHODS: &[Method] = &[
     Method {
         name: "fabric.stats",
         summary: "Task counts by state (queued by priority), this node's workers and its cap on one tenant's running attempts.",
-        params: Vec::new,
-        result: || {
-            object(&[
-                "queued",
-                "scheduled",
-                "running",
-                "succeeded",
-                "failed",
-                "cancelled",
-                "expired",
-                "workers",
-                "tenant_max_running",
-            ])
-        },
+        params: schema::<NoParams>,
+        result: schema::<FabricStats>,
+        errors: &[],
         handler: |app, who, params, _| Box::pin(fabric_stats(app, who, params)),
     },
     Method {
         name: "rpc.discover",
         summary: "This OpenRPC document.",
-        params: Vec::new,
-        result: || json!({"type": "object"}),
-        handler: |_, _, _, _| Box::pin(async { Ok(discover()) }),
+        params: schema::<NoParams>,
+        result: schema::<OpenRpcDocument>,
+        errors: &[],
+        handler: |_, _, params, _| {
+            Box::pin(async move {
+                let _: NoParams = decode(params)?;
+                Ok(discover())
+            })
+        },
     },
 ];
-
-fn schedule_schema() -> Value {
-    json!({"$ref": "#/components/schemas/Schedule"})
-}
-
-/// The `since` and `until` params of the reporting methods.
-fn window_params() -> Vec<(&'static str, bool, Value)> {
-    ["since", "until"]
-        .map(|name| {
-            (
-                name,
-                false,
-                json!({"type": "string", "format": "date-time"}),
-            )
-        })
-        .into()
-}
 
 /// The most tasks one `task.list` page holds.
 pub const MAX_LIST: usize = 1000;
@@ -351,9 +292,16 @@ pub async fn dispatch(
             code::METHOD_NOT_FOUND,
             format!("method not found: {method:?}"),
         )
-        .with_data(json!({ "method": method })));
+        .with_data(UnknownMethod {
+            method: method.to_owned(),
+        }));
     };
     (entry.handler)(app, who, params, transport).await
+}
+
+/// -32002 for the task `id` (unknown, or another tenant's).
+pub(crate) fn task_not_found(id: &str) -> RpcError {
+    RpcError::not_found(format!("task {id:?}")).with_data(TaskNotFound { id: id.to_owned() })
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
@@ -476,13 +424,17 @@ async fn module_quota(
                 "module quota: this tenant stores {stored} bytes of modules; adding {size} would pass its limit of {quota} (tenant_max_module_bytes)"
             ),
         )
-        .with_data(json!({"limit": "tenant_max_module_bytes", "max": quota, "current": stored})));
+        .with_data(LimitExceeded {
+            limit: "tenant_max_module_bytes".into(),
+            max: quota,
+            current: Some(stored),
+        }));
     }
     Ok(())
 }
 
 async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
-    let _: Empty = decode(params)?;
+    let _: NoParams = decode(params)?;
     let modules = app
         .store
         .module_list(ModuleListParams {
@@ -502,16 +454,6 @@ async fn module_list(app: &App, who: &Principal, params: Value) -> Result<Value,
             })
             .collect(),
     })
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModuleDelete {
-    module: String,
 }
 
 async fn module_delete(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
@@ -538,14 +480,19 @@ async fn module_delete(app: &App, who: &Principal, params: Value) -> Result<Valu
             })
         }
         ModuleDeleted::NotFound => Err(RpcError::not_found(format!("module {reference:?}"))
-            .with_data(json!({ "field": "module" }))),
+            .with_data(FieldError {
+                field: "module".into(),
+            })),
         ModuleDeleted::InUse { id, unfinished } => Err(RpcError::new(
             code::CONFLICT,
             format!(
                 "module {reference:?} ({id}) is used by {unfinished} unfinished task(s) of this tenant (waiting, scheduled, queued or running); cancel them or wait for them to finish, then delete it"
             ),
         )
-        .with_data(json!({ "module": id.to_string(), "unfinished_tasks": unfinished }))),
+        .with_data(ModuleInUse {
+            module: id.to_string(),
+            unfinished_tasks: unfinished,
+        })),
     }
 }
 
@@ -619,8 +566,9 @@ async fn submit(
                 if let Ok(id) = module.parse::<ModuleId>() {
                     app.modules.forget(&who.tenant, &id);
                 }
-                RpcError::not_found(format!("module {module:?}"))
-                    .with_data(json!({ "field": format!("{at}module") }))
+                RpcError::not_found(format!("module {module:?}")).with_data(FieldError {
+                    field: format!("{at}module"),
+                })
             }
             // An `after` id that is not a task of this tenant.
             fabric_store::StoreError::UnknownDependency { index, id, .. } => {
@@ -687,7 +635,7 @@ async fn get(app: &App, who: &Principal, id: &str) -> Result<wire::Task, RpcErro
         })
         .await
         .map_err(RpcError::store)?
-        .ok_or_else(|| RpcError::not_found(format!("task {id:?}")).with_data(json!({"id": id})))?;
+        .ok_or_else(|| task_not_found(id))?;
     Ok(spec::task_view(record))
 }
 
@@ -800,14 +748,8 @@ async fn task_cancel(app: &App, who: &Principal, params: Value) -> Result<Value,
         .cancel(who.scope(), TaskId::from(id.as_str()))
         .await
         .map_err(RpcError::internal)?
-        .ok_or_else(|| RpcError::not_found(format!("task {id:?}")).with_data(json!({"id": id})))?;
+        .ok_or_else(|| task_not_found(&id))?;
     encode(spec::task_view(record))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubscribeParams {
-    id: Option<String>,
 }
 
 async fn task_subscribe(
@@ -816,7 +758,7 @@ async fn task_subscribe(
     params: Value,
     transport: Transport<'_>,
 ) -> Result<Value, RpcError> {
-    let SubscribeParams { id } = decode(params)?;
+    let TaskSubscribe { id } = decode(params)?;
     let Transport::WebSocket(session) = transport else {
         return Err(RpcError::new(
             code::METHOD_NOT_FOUND,
@@ -827,11 +769,14 @@ async fn task_subscribe(
         get(app, who, id).await?;
     }
     session.subscribe(who, id.clone());
-    Ok(json!({ "subscribed": true, "id": id }))
+    encode(TaskSubscribed {
+        subscribed: true,
+        id,
+    })
 }
 
 async fn fabric_stats(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
-    let _: Empty = decode(params)?;
+    let _: NoParams = decode(params)?;
     let stats = app
         .store
         .stats(StatsParams {

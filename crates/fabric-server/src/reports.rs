@@ -7,7 +7,8 @@ use std::sync::Arc;
 use fabric_scheduler::TaskEvent;
 use fabric_store::{KpiQueryParams, UsageReportParams};
 use fabric_types::wire::{
-    KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, UsageQuery, UsageRow, UsageRows, code,
+    Dropped, KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, KpiSubscribed, UsageQuery,
+    UsageRow, UsageRows, code,
 };
 use fabric_types::{ModuleId, is_kpi_name};
 use serde_json::{Value, json};
@@ -21,9 +22,11 @@ use crate::methods::{Transport, decode, encode};
 use crate::rpc::{self, RpcError};
 use crate::server::App;
 
+/// The notification `kpi.subscribe` sends for each finished attempt.
+pub(crate) const KPI_REPORT: &str = "kpi.report";
 /// The notification telling a `kpi.subscribe` subscriber that it fell behind and `dropped`
 /// reports were never sent to it.
-const REPORTS_DROPPED: &str = "kpi.reports_dropped";
+pub(crate) const REPORTS_DROPPED: &str = "kpi.reports_dropped";
 
 pub(crate) async fn kpi_query(
     app: &App,
@@ -164,14 +167,14 @@ pub(crate) async fn kpi_subscribe(
                 let message = match events.recv().await {
                     Ok(event) => match report(&app, &who, only.as_ref(), event).await {
                         Some(report) => match serde_json::to_value(&report) {
-                            Ok(params) => rpc::notification("kpi.report", params),
+                            Ok(params) => rpc::notification(KPI_REPORT, params),
                             Err(_) => continue,
                         },
                         None => continue,
                     },
                     Err(broadcast::error::RecvError::Lagged(dropped)) => {
                         tracing::warn!(dropped, "a KPI subscriber fell behind");
-                        rpc::notification(REPORTS_DROPPED, json!({ "dropped": dropped }))
+                        rpc::notification(REPORTS_DROPPED, json!(Dropped { dropped }))
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
@@ -182,7 +185,10 @@ pub(crate) async fn kpi_subscribe(
         }
         .in_current_span(),
     );
-    Ok(json!({ "subscribed": true, "module": module }))
+    encode(KpiSubscribed {
+        subscribed: true,
+        module,
+    })
 }
 
 /// The `kpi.report` for `event` when it is the end of an attempt `who` may see (of module

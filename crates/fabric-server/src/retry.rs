@@ -3,8 +3,8 @@
 
 use fabric_store::{NewTask, StoreError, TaskGetParams, TaskId, TaskInsertParams};
 use fabric_types::TaskState;
-use fabric_types::wire::{Submitted, TaskRef, code};
-use serde_json::{Value, json};
+use fabric_types::wire::{FieldError, TaskNotRetryable, TaskRef, TaskRetried, code};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::auth::Principal;
@@ -27,7 +27,7 @@ pub(crate) async fn task_retry(
         return Err(RpcError::draining());
     }
     let TaskRef { id } = serde_path_to_error::deserialize(params).map_err(RpcError::from_decode)?;
-    let not_found = || RpcError::not_found(format!("task {id:?}")).with_data(json!({"id": id}));
+    let not_found = || crate::methods::task_not_found(&id);
     let record = app
         .store
         .task_get(TaskGetParams {
@@ -45,7 +45,10 @@ pub(crate) async fn task_retry(
                 record.state
             ),
         )
-        .with_data(json!({"id": id, "state": record.state})));
+        .with_data(TaskNotRetryable {
+            id: id.clone(),
+            state: record.state,
+        }));
     }
     let tenant = record.tenant.clone();
     let task = copy(record);
@@ -62,11 +65,15 @@ pub(crate) async fn task_retry(
             StoreError::ModuleNotFound { module, .. } => RpcError::not_found(format!(
                 "module {module:?}: the task's module was deleted; put it again to retry"
             ))
-            .with_data(json!({"field": "module"})),
+            .with_data(FieldError {
+                field: "module".into(),
+            }),
             StoreError::UnknownDependency { id, .. } => RpcError::not_found(format!(
                 "task {id:?}: a task this one runs after is no longer stored"
             ))
-            .with_data(json!({"field": "after"})),
+            .with_data(FieldError {
+                field: "after".into(),
+            }),
             other => RpcError::store(other),
         })?;
     app.scheduler.wake();
@@ -76,14 +83,12 @@ pub(crate) async fn task_retry(
         .into_iter()
         .next()
         .ok_or_else(|| RpcError::internal("no task inserted"))?;
-    let submitted = Submitted {
+    crate::methods::encode(TaskRetried {
         id: inserted.id.into_string(),
         state: inserted.state,
         deduplicated: inserted.deduplicated,
-    };
-    let mut answer = serde_json::to_value(submitted).map_err(RpcError::internal)?;
-    answer["retry_of"] = json!(id);
-    Ok(answer)
+        retry_of: id,
+    })
 }
 
 /// The new task: the old one's spec without its idempotency key (which would find the old

@@ -2,7 +2,7 @@
 //! envelope, hands valid calls to the method table and frames results and errors.
 //! Notifications (calls without an `id`) run but get no answer.
 
-use fabric_types::wire::code;
+use fabric_types::wire::{FieldError, code};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -34,7 +34,7 @@ impl RpcError {
         Self {
             code: code::INVALID_PARAMS,
             message: format!("invalid params: {}: {}", field, message.into()),
-            data: Some(json!({ "field": field })),
+            data: Some(json!(FieldError { field })),
         }
     }
 
@@ -79,8 +79,10 @@ impl RpcError {
         )
     }
 
-    pub fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
+    /// Sets `data`: one of the shapes of `fabric_types::wire` (`FieldError`, ...) that
+    /// `rpc.discover` documents for the error's code.
+    pub fn with_data(mut self, data: impl serde::Serialize) -> Self {
+        self.data = Some(serde_json::to_value(data).unwrap_or(Value::Null));
         self
     }
 

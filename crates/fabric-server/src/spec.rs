@@ -34,12 +34,10 @@ pub const MAX_CAPTURE_BYTES: u64 = 16 << 20;
 /// The longest backoff: one day.
 pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
-pub const MAX_ENV_VARS: usize = 64;
 pub const MAX_ENV_VALUE_BYTES: usize = 4096;
-pub const MAX_LABELS: usize = 32;
 pub const MAX_LABEL_BYTES: usize = 256;
-/// The most directory grants one task may ask for.
-pub const MAX_DIRS: usize = 8;
+/// The bounds on a spec's maps and lists, which its JSON Schema states too.
+pub use fabric_types::wire::{MAX_DIRS, MAX_ENV_VARS, MAX_LABELS};
 /// The longest guest path of a directory grant.
 pub const MAX_GUEST_PATH_BYTES: usize = 256;
 

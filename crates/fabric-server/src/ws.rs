@@ -11,7 +11,7 @@ use axum::extract::ws::{Message, WebSocket};
 use fabric_scheduler::TaskEvent;
 use fabric_store::{TaskGetParams, TaskId};
 use fabric_types::TaskState;
-use fabric_types::wire::TaskEventNotice;
+use fabric_types::wire::{Dropped, TaskEventNotice};
 use futures_util::{SinkExt, StreamExt};
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
@@ -126,9 +126,11 @@ impl Session {
     }
 }
 
+/// The notification `task.subscribe` sends for each change of a followed task.
+pub(crate) const TASK_EVENT: &str = "task.event";
 /// The notification telling a subscriber that it fell behind and `dropped` task events
 /// were never sent to it.
-const EVENTS_DROPPED: &str = "task.events_dropped";
+pub(crate) const EVENTS_DROPPED: &str = "task.events_dropped";
 
 /// What one subscription forwards: `who`'s events (every tenant's for the admin), only
 /// task `id`'s when given.
@@ -177,7 +179,7 @@ impl Follow {
                     dropped,
                     "a subscriber fell behind; telling it events were dropped"
                 );
-                let params = serde_json::json!({ "dropped": dropped });
+                let params = serde_json::json!(Dropped { dropped });
                 Step::Send(rpc::notification(EVENTS_DROPPED, params).to_string())
             }
             Err(broadcast::error::RecvError::Closed) => Step::Stop,
@@ -201,7 +203,7 @@ impl Follow {
             self.last_progress = progress_at;
         }
         let params = serde_json::to_value(&notice).ok()?;
-        Some(rpc::notification("task.event", params).to_string())
+        Some(rpc::notification(TASK_EVENT, params).to_string())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Concurrency keys: at most `limit` attempts of one tenant's tasks that name the same
 //! `key` run at once, across every node.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The longest concurrency key, in bytes.
@@ -10,10 +11,12 @@ pub const MAX_CONCURRENCY_LIMIT: u32 = 10_000;
 
 /// A task's concurrency key and the most attempts of its tenant's tasks with that key that
 /// may run at once (checked against this task's own `limit` when it is claimed).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Concurrency {
+    #[schemars(length(min = 1, max = 128))]
     pub key: String,
+    #[schemars(range(min = 1, max = 10_000))]
     pub limit: u32,
 }
 

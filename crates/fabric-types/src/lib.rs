@@ -3,12 +3,15 @@
 
 mod args;
 mod concurrency;
+mod error_data;
 mod id;
 mod limits;
 pub mod millis;
+pub mod openrpc;
 mod outcome;
 mod report;
 mod schedule;
+pub mod schema;
 mod size;
 mod task;
 mod telemetry;

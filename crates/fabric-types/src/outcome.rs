@@ -5,13 +5,14 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
 use crate::Kpis;
 
 /// How one attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The guest finished with exit code 0.
@@ -85,7 +86,7 @@ impl FromStr for Outcome {
 }
 
 /// What an attempt used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
     pub fuel_consumed: u64,
     /// The most linear memory the instance held at once, all memories together.
@@ -117,7 +118,7 @@ impl Usage {
 
 /// An outbound request the host refused: what the guest asked for (scheme, authority and
 /// path; never the query or a header) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Denial {
     pub url: String,
     pub reason: String,
@@ -187,8 +188,10 @@ pub fn format_timestamp(at: OffsetDateTime) -> String {
     )
 }
 
-/// The wire shape of an attempt: text output as `output`, other bytes as `output_base64`.
-#[derive(Serialize, Deserialize)]
+/// One attempt at a task (docs/api.md `Attempt`): stdout as `output` when it is UTF-8,
+/// as `output_base64` otherwise.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Attempt")]
 struct WireAttempt {
     outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,12 +220,14 @@ struct WireAttempt {
         skip_serializing_if = "Option::is_none",
         with = "crate::millis::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     started_at: Option<OffsetDateTime>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "crate::millis::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     finished_at: Option<OffsetDateTime>,
 }
 
@@ -282,6 +287,17 @@ impl<'de> Deserialize<'de> for Attempt {
             started_at: wire.started_at,
             finished_at: wire.finished_at,
         })
+    }
+}
+
+/// The schema of the wire shape the `Serialize` and `Deserialize` impls go through.
+impl JsonSchema for Attempt {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        WireAttempt::schema_name()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        WireAttempt::json_schema(generator)
     }
 }
 

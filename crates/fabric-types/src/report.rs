@@ -1,6 +1,7 @@
 //! The JSON shapes of the reporting methods (docs/api.md): `kpi.query`, `kpi.subscribe`
 //! and its `kpi.report` notifications, and `usage.report`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -8,7 +9,7 @@ use crate::{Kpis, Outcome, Usage};
 
 /// What `kpi.query` groups by, besides the KPI name (always a key: values of different
 /// KPIs are never summed together).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KpiGroup {
     /// One row per KPI name.
@@ -23,13 +24,15 @@ pub enum KpiGroup {
 }
 
 /// `kpi.query` params.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KpiQuery {
     /// A module id (`sha256:<hex>`) or name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// Only this KPI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^[a-z][a-z0-9_.]{0,63}$"))]
     pub name: Option<String>,
     /// Attempts finished at or after this time (rounded down to its hour).
     #[serde(
@@ -37,6 +40,7 @@ pub struct KpiQuery {
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub since: Option<OffsetDateTime>,
     /// Attempts finished before this time (rounded up to an hour).
     #[serde(
@@ -44,13 +48,14 @@ pub struct KpiQuery {
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub until: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_by: Option<KpiGroup>,
 }
 
 /// One row of `kpi.query`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KpiRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
@@ -64,6 +69,7 @@ pub struct KpiRow {
         skip_serializing_if = "Option::is_none",
         with = "crate::millis::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub hour: Option<OffsetDateTime>,
     pub name: String,
     pub count: u64,
@@ -74,13 +80,13 @@ pub struct KpiRow {
 }
 
 /// `kpi.query` result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KpiRows {
     pub rows: Vec<KpiRow>,
 }
 
 /// `kpi.subscribe` params.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KpiSubscribe {
     /// Only attempts of this module (an id or a name).
@@ -89,7 +95,7 @@ pub struct KpiSubscribe {
 }
 
 /// `kpi.report` notification params: one finished attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KpiReport {
     pub task: String,
     /// The attempt's number, from 1.
@@ -104,7 +110,7 @@ pub struct KpiReport {
 }
 
 /// What `usage.report` groups by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageGroup {
     #[default]
@@ -115,7 +121,7 @@ pub enum UsageGroup {
 }
 
 /// `usage.report` params.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Attempts finished at or after this time (rounded down to its hour).
@@ -124,6 +130,7 @@ pub struct UsageQuery {
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub since: Option<OffsetDateTime>,
     /// Attempts finished before this time (rounded up to an hour).
     #[serde(
@@ -131,13 +138,14 @@ pub struct UsageQuery {
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub until: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_by: Option<UsageGroup>,
 }
 
 /// One row of `usage.report`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UsageRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -159,7 +167,7 @@ pub struct UsageRow {
 }
 
 /// `usage.report` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UsageRows {
     pub rows: Vec<UsageRow>,
 }

@@ -1,5 +1,6 @@
 //! The JSON shapes of the `schedule.*` methods (docs/api.md, "Schedules").
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -7,7 +8,7 @@ use crate::wire::TaskSpec;
 
 /// `schedule.put` params: a cron schedule (upserted by name) that submits `task` at each
 /// tick, in `timezone` (an IANA name; UTC when absent).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulePut {
     pub name: String,
@@ -18,14 +19,14 @@ pub struct SchedulePut {
 }
 
 /// `schedule.get` and `schedule.delete` params.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleName {
     pub name: String,
 }
 
 /// A schedule as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Schedule {
     pub name: String,
     pub cron: String,
@@ -33,6 +34,7 @@ pub struct Schedule {
     pub timezone: String,
     /// The next tick that fires.
     #[serde(with = "crate::millis")]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub next_run_at: OffsetDateTime,
     /// The id of the task the last firing created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,7 +42,15 @@ pub struct Schedule {
 }
 
 /// `schedule.list` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ScheduleList {
     pub schedules: Vec<Schedule>,
+}
+
+/// `schedule.delete` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScheduleDeleted {
+    pub name: String,
+    /// Always `true`: deleting a schedule that does not exist is an error (-32002).
+    pub deleted: bool,
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -18,7 +19,7 @@ pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 256;
 pub type Kpis = BTreeMap<String, KpiStats>;
 
 /// What one attempt recorded of one KPI.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KpiStats {
     pub count: u64,
     pub sum: f64,
@@ -51,13 +52,15 @@ impl KpiStats {
 }
 
 /// How far a running task says it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Progress {
     /// From 0.0 (nothing done) to 1.0 (all done).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub done: f64,
     pub message: String,
     /// When the agent reported it.
     #[serde(with = "crate::millis")]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub at: OffsetDateTime,
 }
 

@@ -3,13 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{Attempt, Concurrency, ModuleKind, Priority, Progress, TaskState};
 
-pub use crate::schedule::{Schedule, ScheduleList, ScheduleName, SchedulePut};
+pub use crate::schedule::{Schedule, ScheduleDeleted, ScheduleList, ScheduleName, SchedulePut};
 
+pub use crate::error_data::{
+    FieldError, LimitExceeded, ModuleInUse, ScheduleNotFound, TaskNotFound, TaskNotRetryable, UnknownMethod,
+};
 pub use crate::report::{
     KpiGroup, KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, UsageGroup, UsageQuery, UsageRow,
     UsageRows,
@@ -37,8 +41,17 @@ pub mod code {
     pub const CONFLICT: i64 = -32008;
 }
 
+/// The most `env` entries one task may set.
+pub const MAX_ENV_VARS: usize = 64;
+/// The most `labels` one task may carry.
+pub const MAX_LABELS: usize = 32;
+/// The most directory grants (`dirs`) one task may ask for.
+pub const MAX_DIRS: usize = 8;
+/// The most egress policies (`egress`) one task may name.
+pub const MAX_TASK_EGRESS: usize = 16;
+
 /// Optional per-task limits; absent fields take the server's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +67,7 @@ pub struct LimitsSpec {
 }
 
 /// Optional retry policy; absent fields take the defaults of [`crate::RetryPolicy`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,7 +79,7 @@ pub struct RetrySpec {
 }
 
 /// What a client submits (docs/api.md `TaskSpec`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// `sha256:<hex>` or a module name.
@@ -88,27 +101,36 @@ pub struct TaskSpec {
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub run_at: Option<OffsetDateTime>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub deadline: Option<OffsetDateTime>,
+    /// Environment variables the guest sees (names `[A-Za-z_][A-Za-z0-9_]*`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_ENV_VARS))]
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_LABELS))]
     pub labels: BTreeMap<String, String>,
     /// Directory grants: guest path (such as `/data`) → the name of a volume the
     /// operator defined (`fabric serve --volume NAME=DIR`). Each is read-only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_DIRS))]
     pub dirs: BTreeMap<String, String>,
     /// The egress policies (operator-defined, by name) the task's attempts may send HTTP
     /// requests under.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = MAX_TASK_EGRESS, "uniqueItems" = true))]
     pub egress: Vec<String>,
-    /// Command-line arguments after the program name (which is always `agent`).
+    /// Command-line arguments after the program name (which is always `agent`); at most
+    /// 64 KiB together, none holding a NUL byte.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = crate::MAX_ARGS))]
     pub args: Vec<String>,
     /// Ids of tasks (of the same tenant) this one runs after: it waits until all of them
     /// succeeded, and is cancelled when one of them does not (at most
@@ -125,7 +147,7 @@ pub struct TaskSpec {
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Submitted {
     pub id: String,
     pub state: TaskState,
@@ -133,38 +155,41 @@ pub struct Submitted {
 }
 
 /// `task.submit_batch` params and result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
     pub tasks: Vec<TaskSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SubmittedBatch {
     pub tasks: Vec<Submitted>,
 }
 
 /// A task as the API shows it (docs/api.md `Task`). `output`/`output_base64` and `error` come
 /// from the last attempt of a finished task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Task {
     pub id: String,
     pub module: String,
     pub state: TaskState,
     pub priority: Priority,
     #[serde(with = "crate::millis")]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub created_at: OffsetDateTime,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "crate::millis::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub started_at: Option<OffsetDateTime>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "crate::millis::option"
     )]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub finished_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub attempts: Vec<Attempt>,
@@ -203,14 +228,14 @@ pub struct Task {
 }
 
 /// `task.get`, `task.cancel` params.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRef {
     pub id: String,
 }
 
 /// `task.wait` params.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskWait {
     pub id: String,
@@ -219,7 +244,7 @@ pub struct TaskWait {
 }
 
 /// `task.list` params and result.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,7 +264,7 @@ pub struct TaskList {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskPage {
     pub tasks: Vec<Task>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,7 +272,7 @@ pub struct TaskPage {
 }
 
 /// `module.put` params.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModulePut {
     pub wasm_base64: String,
@@ -256,7 +281,7 @@ pub struct ModulePut {
 }
 
 /// `module.put` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModulePutResult {
     pub module: String,
     pub size: u64,
@@ -264,7 +289,7 @@ pub struct ModulePutResult {
 }
 
 /// One module of `module.list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModuleEntry {
     pub module: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,16 +297,17 @@ pub struct ModuleEntry {
     pub size: u64,
     pub kind: ModuleKind,
     #[serde(with = "crate::millis")]
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub created_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModuleListResult {
     pub modules: Vec<ModuleEntry>,
 }
 
 /// Queued tasks by priority, in `fabric.stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct QueuedByPriority {
     pub critical: u64,
     pub high: u64,
@@ -291,7 +317,7 @@ pub struct QueuedByPriority {
 }
 
 /// `fabric.stats` result.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FabricStats {
     pub queued: QueuedByPriority,
     /// Tasks waiting for their `after` tasks (0 from a server that predates them).
@@ -311,9 +337,65 @@ pub struct FabricStats {
     pub tenant_max_running: u64,
 }
 
+/// The params of a method that takes none: `{}` (or no `params` at all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// `module.delete` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleDelete {
+    /// `sha256:<hex>` or a name.
+    pub module: String,
+}
+
+/// `task.retry` result: the new task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskRetried {
+    pub id: String,
+    pub state: TaskState,
+    /// Always false: a retry is a new task.
+    pub deduplicated: bool,
+    /// The id of the task it copies.
+    pub retry_of: String,
+}
+
+/// `task.subscribe` params.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSubscribe {
+    /// Only this task's events; all of the caller's tasks when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `task.subscribe` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskSubscribed {
+    pub subscribed: bool,
+    /// The task followed, or null for all of the caller's.
+    pub id: Option<String>,
+}
+
+/// `kpi.subscribe` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct KpiSubscribed {
+    pub subscribed: bool,
+    /// The module followed (as given), or null for every module.
+    pub module: Option<String>,
+}
+
+/// `task.events_dropped` and `kpi.reports_dropped` notification params: the subscription
+/// fell behind and `dropped` notifications were never sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Dropped {
+    pub dropped: u64,
+}
+
 /// `task.event` notification params (WebSocket subscriptions): a change of state (with the
 /// attempt that caused it), or progress reported by the running attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskEventNotice {
     pub id: String,
     pub state: TaskState,

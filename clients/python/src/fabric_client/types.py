@@ -7,8 +7,11 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Type, TypeVar
+
+#: The time a record built without one shows (``Task()``): the Unix epoch, in UTC.
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: The states a task does not leave.
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "expired"})
@@ -118,7 +121,8 @@ class Task(_Record):
     module: str = ""
     state: str = ""
     priority: str = ""
-    created_at: Optional[datetime] = None
+    #: Always sent (``EPOCH`` only in a ``Task()`` built by hand).
+    created_at: datetime = EPOCH
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     attempts: List[Attempt] = field(default_factory=list)
@@ -141,7 +145,7 @@ class Task(_Record):
             module=obj.get("module", ""),
             state=obj.get("state", ""),
             priority=obj.get("priority", ""),
-            created_at=parse_time(obj.get("created_at")),
+            created_at=parse_time(obj.get("created_at")) or EPOCH,
             started_at=parse_time(obj.get("started_at")),
             finished_at=parse_time(obj.get("finished_at")),
             attempts=[Attempt.from_json(a) for a in obj.get("attempts") or []],
@@ -251,12 +255,14 @@ class TaskEvent(_Record):
     """One notification of a subscription: ``method`` is ``task.event`` (a task changed
     state: ``id``, ``state`` and, when one just ended, ``attempt``) or
     ``task.events_dropped`` (the subscription fell behind and ``dropped`` events were
-    never sent: read the tasks you follow again with ``get``)."""
+    never sent: read the tasks you follow again with ``get``). A ``task.event`` with
+    ``progress`` (``{done, message, at}``) is the running attempt's latest report."""
 
     method: str = ""
     id: Optional[str] = None
     state: Optional[str] = None
     attempt: Optional[Attempt] = None
+    progress: Optional[Dict[str, Any]] = None
     dropped: int = 0
 
     @classmethod
@@ -268,6 +274,7 @@ class TaskEvent(_Record):
             id=str(params["id"]) if params.get("id") is not None else None,
             state=params.get("state"),
             attempt=Attempt.from_json(attempt) if isinstance(attempt, dict) else None,
+            progress=params.get("progress"),
             dropped=int(params.get("dropped") or 0),
         )
 

@@ -14,6 +14,7 @@ mod hostmem;
 mod load;
 mod modules;
 mod monitoring;
+mod openrpc;
 mod reports;
 mod retry;
 mod run;

@@ -6,8 +6,9 @@ use fabric_store::{
     SchedulePutParams,
 };
 use fabric_types::ModuleId;
-use fabric_types::wire::{ScheduleList, ScheduleName, SchedulePut, TaskSpec, code};
-use serde_json::{Value, json};
+use fabric_types::wire::{
+    LimitExceeded, ScheduleDeleted, ScheduleNotFound, ScheduleList, ScheduleName, SchedulePut, TaskSpec, code};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::cron::Cron;
@@ -114,16 +115,18 @@ pub(crate) async fn schedule_put(
                  {MAX_SCHEDULES_PER_TENANT}; delete one first"
             ),
         )
-        .with_data(json!({
-            "limit": "schedules_per_tenant",
-            "max": MAX_SCHEDULES_PER_TENANT,
-            "current": count,
-        }))),
+        .with_data(LimitExceeded {
+            limit: "schedules_per_tenant".to_owned(),
+            max: MAX_SCHEDULES_PER_TENANT as u64,
+            current: Some(count as u64),
+        })),
     }
 }
 
 fn not_found(name: &str) -> RpcError {
-    RpcError::not_found(format!("schedule {name:?}")).with_data(json!({ "name": name }))
+    RpcError::not_found(format!("schedule {name:?}")).with_data(ScheduleNotFound {
+        name: name.to_owned(),
+    })
 }
 
 pub(crate) async fn schedule_get(
@@ -144,16 +147,12 @@ pub(crate) async fn schedule_get(
     encode(view(record)?)
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
 pub(crate) async fn schedule_list(
     app: &App,
     who: &Principal,
     params: Value,
 ) -> Result<Value, RpcError> {
-    let _: Empty = decode(params)?;
+    let _: fabric_types::wire::NoParams = decode(params)?;
     let records = app
         .store
         .schedule_list(ScheduleListParams {
@@ -185,5 +184,8 @@ pub(crate) async fn schedule_delete(
     if !deleted {
         return Err(not_found(&name));
     }
-    Ok(json!({ "name": name, "deleted": true }))
+    encode(ScheduleDeleted {
+        name,
+        deleted: true,
+    })
 }
