@@ -18,6 +18,8 @@ pub(crate) struct Done {
     pub task_id: TaskId,
     pub tenant: String,
     pub attempt: Arc<EndedAttempt>,
+    /// The task's span, should this attempt end a traced task.
+    pub trace: Option<crate::trace::TaskEnd>,
 }
 
 /// The sending side, shared by every attempt.
@@ -80,6 +82,9 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) {
                 for (done, result) in batch.drain(..).zip(results) {
                     match (result.accepted, result.state) {
                         (true, Some(state)) => {
+                            if let Some(end) = done.trace.as_ref().filter(|_| state.is_terminal()) {
+                                crate::trace::task_end(end, &done.task_id, &done.tenant, state);
+                            }
                             shared.emit(done.task_id, done.tenant, state, Some(done.attempt))
                         }
                         _ => {

@@ -283,6 +283,7 @@ fn egress(
     Ok(EgressGrant {
         policies,
         key_seed: task.task_id.as_str().to_string(),
+        calls: None,
     })
 }
 
@@ -317,8 +318,14 @@ async fn run_attempt(
         None,
     );
 
-    let granted = grants(&shared.config.volumes, &task)
-        .and_then(|dirs| Ok((dirs, egress(&shared.config.egress, &task)?)));
+    let traced = crate::trace::attempt_start(&shared, &task);
+    let granted = grants(&shared.config.volumes, &task).and_then(|dirs| {
+        let mut egress = egress(&shared.config.egress, &task)?;
+        if let Some(traced) = traced.as_ref().filter(|_| !egress.policies.is_empty()) {
+            egress.calls = Some(traced.calls.clone());
+        }
+        Ok((dirs, egress))
+    });
     let agent = match granted {
         Ok(granted) => load_agent(&shared, &task, &loading)
             .await
@@ -383,6 +390,8 @@ async fn run_attempt(
     if matches!(next, Next::Retry { .. }) {
         shared.wake.notify_one();
     }
+    let trace = traced
+        .map(|traced| crate::trace::attempt_end(traced, &task, &shared.config.node, &attempt));
     let done = Done {
         completion: fabric_store::Completion {
             attempt_id: task.attempt_id,
@@ -396,6 +405,7 @@ async fn run_attempt(
             module: task.module,
             attempt,
         }),
+        trace,
     };
     // The guest has ended, so its worker slot is free once the completion is queued, not
     // once it is committed: a slot held through the group commit would cap throughput at
@@ -441,6 +451,7 @@ mod tests {
             finished_at: None,
             cancel_requested: false,
             attempts: Vec::new(),
+            trace: None,
         };
         ClaimedTask::from_record(record, AttemptId::from("A".to_owned()), 1, now, now)
     }

@@ -102,5 +102,6 @@ fn copy(record: fabric_store::TaskRecord) -> NewTask {
         dirs: record.dirs,
         egress: record.egress,
         args: record.args,
+        trace: crate::otel::task_trace(),
     }
 }

@@ -124,6 +124,7 @@ pub fn new_task(
         dirs: spec.dirs,
         egress: spec.egress,
         args: spec.args,
+        trace: crate::otel::task_trace(),
     })
 }
 

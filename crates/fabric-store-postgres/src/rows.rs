@@ -16,7 +16,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::corrupt;
 
 /// The task columns [`read_task`] expects, in order. JSONB columns are read as text.
-const TASK_COLUMNS: [&str; 28] = [
+const TASK_COLUMNS: [&str; 29] = [
     "id",
     "tenant",
     "module",
@@ -45,6 +45,7 @@ const TASK_COLUMNS: [&str; 28] = [
     "egress",
     "args",
     "progress",
+    "trace",
 ];
 
 /// How many columns [`read_task`] reads.
@@ -259,6 +260,7 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
             "tasks.progress",
         )?,
         attempts: Vec::new(),
+        trace: col(row, c(28))?,
     })
 }
 

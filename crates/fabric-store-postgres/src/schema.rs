@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_reports.sql",
         include_str!("../migrations/0005_reports.sql"),
     ),
+    (
+        8,
+        "0008_trace.sql",
+        include_str!("../migrations/0008_trace.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the number of its last migration.

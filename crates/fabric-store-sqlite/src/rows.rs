@@ -15,7 +15,7 @@ use crate::db_err;
 /// The columns [`read_task`] expects, in order.
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
-     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress";
+     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress, trace";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
@@ -115,6 +115,7 @@ struct RawTask {
     egress: Option<String>,
     args: Option<String>,
     progress: Option<String>,
+    trace: Option<String>,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -149,6 +150,7 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         egress: row.get(25)?,
         args: row.get(26)?,
         progress: row.get(27)?,
+        trace: row.get("trace")?,
     })
 }
 
@@ -202,6 +204,7 @@ impl RawTask {
             finished_at: time_opt(self.finished_at),
             cancel_requested: self.cancel_requested,
             attempts: Vec::new(),
+            trace: self.trace,
         })
     }
 }
@@ -337,7 +340,7 @@ pub(crate) fn load_tasks(
 pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
-     dirs, egress, args, progress, attempt_count, rowid";
+     dirs, egress, args, progress, attempt_count, rowid, trace";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {

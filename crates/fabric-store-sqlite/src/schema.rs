@@ -66,6 +66,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0008_reports.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 11,
+        name: "0011_trace.sql",
+        sql: include_str!("../migrations/0011_trace.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

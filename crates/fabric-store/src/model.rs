@@ -211,6 +211,10 @@ pub struct NewTask {
     pub egress: Vec<String>,
     /// The arguments after the program name, passed to every attempt.
     pub args: Vec<String>,
+    /// The task's trace context in its stored form
+    /// ([`fabric_types::trace::TaskTrace::encode`]); `None` when it is not traced. The
+    /// store keeps it as it is.
+    pub trace: Option<String>,
 }
 
 impl NewTask {
@@ -231,6 +235,7 @@ impl NewTask {
             dirs: BTreeMap::new(),
             egress: Vec::new(),
             args: Vec::new(),
+            trace: None,
         }
     }
 }
@@ -328,6 +333,8 @@ pub struct TaskRecord {
     /// A cancel arrived while it ran; the worker should interrupt it.
     pub cancel_requested: bool,
     pub attempts: Vec<AttemptRecord>,
+    /// The trace context, as inserted.
+    pub trace: Option<String>,
 }
 
 /// Claims up to `max` queued tasks for `node`, in claim order (see [`claim_sort_key`]).
@@ -412,6 +419,8 @@ pub struct ClaimedTask {
     pub args: Vec<String>,
     pub claimed_at: OffsetDateTime,
     pub lease_until: OffsetDateTime,
+    /// The trace context, as inserted.
+    pub trace: Option<String>,
 }
 
 impl ClaimedTask {
@@ -441,6 +450,7 @@ impl ClaimedTask {
             args: task.args,
             claimed_at,
             lease_until,
+            trace: task.trace,
         }
     }
 }

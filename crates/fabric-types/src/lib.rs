@@ -10,6 +10,7 @@ mod report;
 mod size;
 mod task;
 mod telemetry;
+pub mod trace;
 pub mod wire;
 
 pub use args::{MAX_ARGS, MAX_ARGS_BYTES, check_args};

@@ -133,6 +133,7 @@ struct TaskRows {
     dirs: Vec<String>,
     egress: Vec<Option<String>>,
     args: Vec<Option<String>>,
+    trace: Vec<Option<String>>,
 }
 
 /// A validated task ready to become a row.
@@ -172,23 +173,24 @@ impl TaskRows {
             .push(fabric_store::egress_json::names_encode(&t.egress));
         self.args
             .push(fabric_store::telemetry_json::args_encode(&t.args));
+        self.trace.push(t.trace);
     }
 }
 
 const INSERT_TASKS: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on,
-        idempotency_key, run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args)
+        idempotency_key, run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args, trace)
     SELECT u.id, u.tenant, u.module, u.input, u.priority, u.state, u.fuel, u.memory_bytes, u.timeout_ms,
         u.output_bytes, u.log_bytes, u.max_attempts, u.backoff_ms, u.max_backoff_ms,
         string_to_array(u.retry_on, ','), u.idempotency_key, u.run_at, u.deadline, u.env::jsonb,
-        u.labels::jsonb, $21, u.sort_key, u.dirs::jsonb, u.egress::jsonb, u.args::jsonb
+        u.labels::jsonb, $21, u.sort_key, u.dirs::jsonb, u.egress::jsonb, u.args::jsonb, u.trace
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::text[], $7::int8[],
         $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[],
         $15::text[], $16::text[], $17::int8[], $18::int8[], $19::text[], $20::text[], $22::int8[],
-        $23::text[], $24::text[], $25::text[])
+        $23::text[], $24::text[], $25::text[], $26::text[])
         AS u(id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, output_bytes,
              log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at,
-             deadline, env, labels, sort_key, dirs, egress, args)
+             deadline, env, labels, sort_key, dirs, egress, args, trace)
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id";
 
@@ -430,6 +432,7 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
                 &cols.dirs,
                 &cols.egress,
                 &cols.args,
+                &cols.trace,
             ],
         )
         .await?;

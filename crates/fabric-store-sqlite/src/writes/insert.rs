@@ -202,6 +202,7 @@ pub(crate) fn task_insert(
                 map_json(&task.dirs),
                 fabric_store::egress_json::names_encode(&task.egress),
                 fabric_store::telemetry_json::args_encode(&task.args),
+                task.trace,
             ])
             .map_err(db_err("insert a task"))?;
         ctx.counts.add(&task.tenant, state, priority, 1);
