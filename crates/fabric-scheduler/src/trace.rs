@@ -64,24 +64,21 @@ pub(crate) fn attempt_end(
     } = traced;
     let mut attributes = common(&task.task_id, &task.tenant, &task.module);
     attributes.extend([
-        ("fabric.attempt.number", task.attempt_number.into()),
-        ("fabric.node", node.into()),
-        ("fabric.attempt.outcome", attempt.outcome.as_str().into()),
-        (
-            "fabric.attempt.fuel_consumed",
-            attempt.usage.fuel_consumed.into(),
-        ),
-        (
+        kv("fabric.attempt.number", task.attempt_number),
+        kv("fabric.node", node),
+        kv("fabric.attempt.outcome", attempt.outcome.as_str()),
+        kv("fabric.attempt.fuel_consumed", attempt.usage.fuel_consumed),
+        kv(
             "fabric.attempt.peak_memory_bytes",
-            attempt.usage.peak_memory_bytes.into(),
+            attempt.usage.peak_memory_bytes,
         ),
-        ("fabric.attempt.wall_ms", attempt.usage.wall_ms.into()),
+        kv("fabric.attempt.wall_ms", attempt.usage.wall_ms),
     ]);
     if let Some(code) = attempt.exit_code {
-        attributes.push(("fabric.attempt.exit_code", i64::from(code).into()));
+        attributes.push(kv("fabric.attempt.exit_code", i64::from(code)));
     }
     if let Some(trap) = &attempt.trap {
-        attributes.push(("fabric.attempt.trap", trap.clone().into()));
+        attributes.push(kv("fabric.attempt.trap", trap.clone()));
     }
     if attempt.usage.http_requests > 0 || attempt.usage.http_denied > 0 {
         attributes.push((
@@ -98,19 +95,19 @@ pub(crate) fn attempt_end(
         other => SpanStatus::Error(other.as_str().to_string()),
     };
     for call in calls.take() {
-        let mut attributes: Vec<(&'static str, AttrValue)> = vec![
-            ("http.request.method", call.method.clone().into()),
-            ("server.address", call.host.into()),
-            ("server.port", u32::from(call.port).into()),
-            ("fabric.egress.decision", call.decision.as_str().into()),
-            ("fabric.egress.bytes_sent", call.bytes_sent.into()),
-            ("fabric.egress.bytes_received", call.bytes_received.into()),
+        let mut attributes = vec![
+            kv("http.request.method", call.method.clone()),
+            kv("server.address", call.host),
+            kv("server.port", u32::from(call.port)),
+            kv("fabric.egress.decision", call.decision.as_str()),
+            kv("fabric.egress.bytes_sent", call.bytes_sent),
+            kv("fabric.egress.bytes_received", call.bytes_received),
         ];
         if let Some(policy) = call.policy {
-            attributes.push(("fabric.egress.policy", policy.into()));
+            attributes.push(kv("fabric.egress.policy", policy));
         }
         if let Some(status) = call.status {
-            attributes.push(("http.response.status_code", u32::from(status).into()));
+            attributes.push(kv("http.response.status_code", u32::from(status)));
         }
         let status = match (call.decision, call.status) {
             (Decision::Answered, Some(code)) if code >= 400 => {
@@ -211,9 +208,9 @@ fn record_task(
 ) {
     let mut attributes = common(task_id, tenant, module);
     attributes.extend([
-        ("fabric.task.priority", priority.as_str().into()),
-        ("fabric.task.state", state.as_str().into()),
-        ("fabric.task.attempts", attempts.into()),
+        kv("fabric.task.priority", priority.as_str()),
+        kv("fabric.task.state", state.as_str()),
+        kv("fabric.task.attempts", attempts),
     ]);
     let status = match state {
         TaskState::Succeeded => SpanStatus::Ok,
@@ -236,8 +233,12 @@ fn record_task(
 
 fn common(task_id: &TaskId, tenant: &str, module: &ModuleId) -> Vec<(&'static str, AttrValue)> {
     vec![
-        ("fabric.task.id", task_id.as_str().into()),
-        ("fabric.tenant", tenant.into()),
-        ("fabric.module", module.to_string().into()),
+        kv("fabric.task.id", task_id.as_str()),
+        kv("fabric.tenant", tenant),
+        kv("fabric.module", module.to_string()),
     ]
+}
+
+fn kv(key: &'static str, value: impl Into<AttrValue>) -> (&'static str, AttrValue) {
+    (key, value.into())
 }

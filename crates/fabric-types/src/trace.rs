@@ -84,7 +84,7 @@ impl TraceParent {
     /// invalid: the header is then ignored, as the specification says, never an error.
     pub fn parse(header: &str) -> Option<Self> {
         let header = header.trim_matches(|c| c == ' ' || c == '\t');
-        if header.len() < 55 {
+        if header.len() < 55 || !header.is_ascii() {
             return None;
         }
         let version = lower_hex::<1>(&header[..2])?[0];

@@ -13,6 +13,7 @@ mod hostmem;
 mod load;
 mod modules;
 mod monitoring;
+mod otel;
 mod reports;
 mod retry;
 mod run;

@@ -218,7 +218,11 @@ fn decode_json(body: &[u8]) -> (BTreeMap<String, Value>, Vec<Span>) {
     let hex_id = |v: &Value, len: usize| -> String {
         let text = v.as_str().unwrap_or("").to_string();
         assert!(
-            text.is_empty() || (text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())),
+            text.is_empty()
+                || (text.len() == len
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())),
             "{text:?} is not {len} lowercase hex digits"
         );
         text
@@ -278,7 +282,10 @@ async fn spans_until(receiver: &Receiver, done: impl Fn(&[Span]) -> bool) -> Vec
         if done(&spans) {
             return spans;
         }
-        assert!(Instant::now() < until, "spans never arrived; got {spans:#?}");
+        assert!(
+            Instant::now() < until,
+            "spans never arrived; got {spans:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -296,7 +303,12 @@ fn start(args: &[&str], vars: &[(&'static str, String)]) -> Fabric {
 }
 
 /// `method(params)` posted with these extra headers; the whole answer.
-async fn call_with(client: &Client, headers: &[(&str, &str)], method: &str, params: Value) -> Value {
+async fn call_with(
+    client: &Client,
+    headers: &[(&str, &str)],
+    method: &str,
+    params: Value,
+) -> Value {
     let mut request = reqwest::Client::new()
         .post(format!("{}/rpc", client.url))
         .header("content-type", "application/json")
@@ -319,13 +331,14 @@ async fn otel_a_submit_with_a_traceparent_puts_its_call_task_and_attempts_in_the
     let mut vars = env(&receiver);
     vars.push(("OTEL_SERVICE_NAME", "fabric-under-test".into()));
     vars.push(("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s%3Dcret".into()));
-    vars.push(("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test".into()));
+    vars.push((
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment=test".into(),
+    ));
     let server = start(&["--workers", "2", "--node", "node-a"], &vars);
     let client = server.client();
     // `strict` exits 3 on input that is not a JSON object: two attempts, then failed.
-    let module = client
-        .put_module(fabric_agents::p1::STRICT, "strict")
-        .await;
+    let module = client.put_module(fabric_agents::p1::STRICT, "strict").await;
     let headers = [
         ("traceparent", traceparent()),
         ("tracestate", "vendor=opaque".to_string()),
@@ -339,16 +352,23 @@ async fn otel_a_submit_with_a_traceparent_puts_its_call_task_and_attempts_in_the
                "retry": {"max_attempts": 2, "backoff_ms": 1}}),
     )
     .await;
-    let id = answer["result"]["id"].as_str().expect("task id").to_string();
+    let id = answer["result"]["id"]
+        .as_str()
+        .expect("task id")
+        .to_string();
     let task = client.wait(&id, WAIT).await;
     assert_eq!(task["state"], "failed", "{task}");
 
     let spans = spans_until(&receiver, |spans| {
-        spans.iter().any(|s| s.name == "task") && spans.iter().filter(|s| s.name == "attempt").count() == 2
+        spans.iter().any(|s| s.name == "task")
+            && spans.iter().filter(|s| s.name == "attempt").count() == 2
     })
     .await;
     let rpc = one(&spans, |s| s.name == "task.submit", "task.submit");
-    assert_eq!((rpc.trace_id.as_str(), rpc.parent.as_str()), (TRACE, CALLER_SPAN));
+    assert_eq!(
+        (rpc.trace_id.as_str(), rpc.parent.as_str()),
+        (TRACE, CALLER_SPAN)
+    );
     assert_eq!(rpc.kind, 2, "a server span");
     assert_eq!(rpc.str("rpc.system"), "jsonrpc");
     assert_eq!(rpc.str("rpc.method"), "task.submit");
@@ -358,7 +378,10 @@ async fn otel_a_submit_with_a_traceparent_puts_its_call_task_and_attempts_in_the
 
     let task_span = one(&spans, |s| s.name == "task", "task");
     assert_eq!(task_span.trace_id, TRACE);
-    assert_eq!(task_span.parent, rpc.span_id, "the task is a child of the call");
+    assert_eq!(
+        task_span.parent, rpc.span_id,
+        "the task is a child of the call"
+    );
     assert_eq!(task_span.str("fabric.task.id"), id);
     assert_eq!(task_span.str("fabric.tenant"), "default");
     assert_eq!(task_span.str("fabric.module"), module);
@@ -366,13 +389,19 @@ async fn otel_a_submit_with_a_traceparent_puts_its_call_task_and_attempts_in_the
     assert_eq!(task_span.str("fabric.task.state"), "failed");
     assert_eq!(task_span.int("fabric.task.attempts"), 2);
     assert_eq!(task_span.status_code, 2, "a failed task is an error");
-    assert!(task_span.start <= rpc.end, "the task's span starts at its submit");
+    assert!(
+        task_span.start <= rpc.end,
+        "the task's span starts at its submit"
+    );
 
     let mut attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "attempt").collect();
     attempts.sort_by_key(|s| s.int("fabric.attempt.number"));
     for (n, attempt) in attempts.iter().enumerate() {
         assert_eq!(attempt.trace_id, TRACE);
-        assert_eq!(attempt.parent, task_span.span_id, "an attempt is a child of its task");
+        assert_eq!(
+            attempt.parent, task_span.span_id,
+            "an attempt is a child of its task"
+        );
         assert_eq!(attempt.int("fabric.attempt.number"), n as i64 + 1);
         assert_eq!(attempt.str("fabric.attempt.outcome"), "exit");
         assert_eq!(attempt.int("fabric.attempt.exit_code"), 3);
@@ -424,7 +453,10 @@ async fn otel_a_submit_with_a_traceparent_puts_its_call_task_and_attempts_in_the
 async fn otel_the_json_protocol_posts_otlp_json_to_the_traces_endpoint() {
     let receiver = Receiver::start(Mode::Ok).await;
     let vars = vec![
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{}/custom/traces", receiver.url)),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{}/custom/traces", receiver.url),
+        ),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".into()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
     ];
@@ -456,14 +488,29 @@ async fn otel_the_json_protocol_posts_otlp_json_to_the_traces_endpoint() {
     let export = &receiver.exports()[0];
     assert_eq!(export.path, "/custom/traces");
     assert_eq!(export.headers["content-type"], "application/json");
-    let rpc = one(&spans, |s| s.name == "task.submit_batch", "task.submit_batch");
-    assert_eq!((rpc.trace_id.as_str(), rpc.parent.as_str()), (TRACE, CALLER_SPAN));
+    let rpc = one(
+        &spans,
+        |s| s.name == "task.submit_batch",
+        "task.submit_batch",
+    );
+    assert_eq!(
+        (rpc.trace_id.as_str(), rpc.parent.as_str()),
+        (TRACE, CALLER_SPAN)
+    );
     for id in &ids {
-        let task = one(&spans, |s| s.name == "task" && s.str("fabric.task.id") == id, "task");
+        let task = one(
+            &spans,
+            |s| s.name == "task" && s.str("fabric.task.id") == id,
+            "task",
+        );
         assert_eq!(task.parent, rpc.span_id);
         assert_eq!(task.str("fabric.task.state"), "succeeded");
         assert_eq!(task.status_code, 1, "a succeeded task is ok");
-        let attempt = one(&spans, |s| s.name == "attempt" && s.str("fabric.task.id") == id, "attempt");
+        let attempt = one(
+            &spans,
+            |s| s.name == "attempt" && s.str("fabric.task.id") == id,
+            "attempt",
+        );
         assert_eq!(attempt.parent, task.span_id);
         assert_eq!(attempt.trace_id, TRACE);
         assert_eq!(attempt.str("fabric.attempt.outcome"), "ok");
@@ -511,7 +558,10 @@ async fn otel_an_outbound_request_is_a_child_span_of_its_attempt_without_query_o
     assert_eq!(calls.len(), 3, "{spans:#?}");
     for call in &calls {
         assert_eq!(call.trace_id, TRACE);
-        assert_eq!(call.parent, attempt.span_id, "a request is a child of its attempt");
+        assert_eq!(
+            call.parent, attempt.span_id,
+            "a request is a child of its attempt"
+        );
         assert_eq!(call.name, "GET");
         assert_eq!(call.str("http.request.method"), "GET");
     }
@@ -530,7 +580,10 @@ async fn otel_an_outbound_request_is_a_child_span_of_its_attempt_without_query_o
     // Neither the query nor a header value is anywhere in what was exported.
     for export in receiver.exports() {
         let text = String::from_utf8_lossy(&export.body);
-        assert!(!text.contains("QUERY-SECRET") && !text.contains("token="), "the query leaked");
+        assert!(
+            !text.contains("QUERY-SECRET") && !text.contains("token="),
+            "the query leaked"
+        );
         assert!(!text.contains("SECRET"), "a header value leaked");
     }
 }
@@ -552,8 +605,16 @@ async fn otel_a_collector_down_or_slow_never_delays_nor_fails_tasks() {
         let client = server.client();
         let module = client.put_module(fabric_agents::p1::ECHO, "echo").await;
         let tp = traceparent();
-        let tasks: Vec<Value> = (0..40).map(|i| json!({"module": module, "input": format!("{i}")})).collect();
-        let answer = call_with(&client, &[("traceparent", &tp)], "task.submit_batch", json!({"tasks": tasks})).await;
+        let tasks: Vec<Value> = (0..40)
+            .map(|i| json!({"module": module, "input": format!("{i}")}))
+            .collect();
+        let answer = call_with(
+            &client,
+            &[("traceparent", &tp)],
+            "task.submit_batch",
+            json!({"tasks": tasks}),
+        )
+        .await;
         let ids: Vec<String> = answer["result"]["tasks"]
             .as_array()
             .unwrap_or_else(|| panic!("{what}: {answer}"))
@@ -579,7 +640,10 @@ async fn otel_a_collector_down_or_slow_never_delays_nor_fails_tasks() {
                 assert_eq!(metric(&metrics, "fabric_otel_spans_exported_total"), 0);
                 break;
             }
-            assert!(Instant::now() < until, "{what}: nothing counted as dropped:\n{metrics}");
+            assert!(
+                Instant::now() < until,
+                "{what}: nothing counted as dropped:\n{metrics}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The final flush is bounded too: the server stops although the collector does not
@@ -588,7 +652,10 @@ async fn otel_a_collector_down_or_slow_never_delays_nor_fails_tasks() {
         let status = server.wait_exit(WAIT).expect("the server stops");
         assert!(status.success(), "{what}: {status:?}");
     }
-    assert!(!slow.exports().is_empty(), "the slow collector was sent spans");
+    assert!(
+        !slow.exports().is_empty(),
+        "the slow collector was sent spans"
+    );
 }
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -602,21 +669,42 @@ async fn otel_nothing_is_exported_unless_the_variables_ask_for_it() {
     let receiver = Receiver::start(Mode::Ok).await;
     for vars in [
         // No endpoint: off, whatever else is set.
-        vec![("OTEL_SERVICE_NAME", "fabric".to_string()), ("OTEL_TRACES_SAMPLER", "always_on".into())],
+        vec![
+            ("OTEL_SERVICE_NAME", "fabric".to_string()),
+            ("OTEL_TRACES_SAMPLER", "always_on".into()),
+        ],
         // Disabled, with an endpoint.
-        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.clone()), ("OTEL_SDK_DISABLED", "true".into())],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.clone()),
+            ("OTEL_SDK_DISABLED", "true".into()),
+        ],
         // Sampled off.
-        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.clone()), ("OTEL_TRACES_SAMPLER", "always_off".into()), ("OTEL_BSP_SCHEDULE_DELAY", "50".into())],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.clone()),
+            ("OTEL_TRACES_SAMPLER", "always_off".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ],
     ] {
         let server = start(&["--workers", "2"], &vars);
         let client = server.client();
         let module = client.put_module(fabric_agents::p1::ECHO, "echo").await;
         let tp = traceparent();
-        let answer = call_with(&client, &[("traceparent", &tp)], "task.submit", json!({"module": module, "input": "x"})).await;
+        let answer = call_with(
+            &client,
+            &[("traceparent", &tp)],
+            "task.submit",
+            json!({"module": module, "input": "x"}),
+        )
+        .await;
         let id = answer["result"]["id"].as_str().unwrap().to_string();
         assert_eq!(client.wait(&id, WAIT).await["state"], "succeeded");
         let (_, metrics) = client.get("/metrics").await;
-        let sampled_off = vars.iter().any(|(k, _)| *k == "OTEL_TRACES_SAMPLER" && vars.iter().any(|(k, _)| *k == "OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let sampled_off = vars.iter().any(|(k, _)| {
+            *k == "OTEL_TRACES_SAMPLER"
+                && vars
+                    .iter()
+                    .any(|(k, _)| *k == "OTEL_EXPORTER_OTLP_ENDPOINT")
+        });
         assert_eq!(metrics.contains("fabric_otel_"), sampled_off, "{vars:?}");
         drop(server);
     }
@@ -639,11 +727,94 @@ fn otel_a_bad_variable_stops_the_server_at_start_naming_it() {
             vars.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"));
         }
         let out = fabric_with(
-            &["serve", "--listen", "127.0.0.1:0", "--data-dir", data.parent().unwrap().to_str().unwrap()],
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.parent().unwrap().to_str().unwrap(),
+            ],
             &vars,
             b"",
         );
         assert_eq!(out.status.code(), Some(2), "{var}: {}", stderr(&out));
         assert!(stderr(&out).contains(var), "{}", stderr(&out));
+    }
+}
+
+#[tokio::test]
+async fn otel_a_task_submitted_on_one_node_and_run_on_another_stays_in_the_callers_trace() {
+    let schema = crate::cluster::Schema::fresh();
+    let receiver = Receiver::start(Mode::Ok).await;
+    let vars = env(&receiver);
+    let node = |name: &str| schema.node_args(name);
+    let args_a = node("node-a");
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let mut a = start(&args_a, &vars);
+    let client = a.client();
+    let module = client.put_module(fabric_agents::p1::ECHO, "echo").await;
+    // Due in a few seconds: node A stops before it is, and node B runs it.
+    let run_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let run_at = run_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let tp = traceparent();
+    let answer = call_with(
+        &client,
+        &[("traceparent", &tp)],
+        "task.submit",
+        json!({"module": module, "input": "x", "run_at": run_at}),
+    )
+    .await;
+    let id = answer["result"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_string();
+    a.signal("TERM");
+    assert!(a.wait_exit(WAIT).expect("node A stops").success());
+
+    let args_b = node("node-b");
+    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let b = start(&args_b, &vars);
+    let task = b.client().wait(&id, WAIT).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["attempts"][0]["node"], "node-b", "{task}");
+    let spans = spans_until(&receiver, |spans| spans.iter().any(|s| s.name == "task")).await;
+    let rpc = one(&spans, |s| s.name == "task.submit", "task.submit");
+    assert_eq!(
+        (rpc.trace_id.as_str(), rpc.parent.as_str()),
+        (TRACE, CALLER_SPAN)
+    );
+    let task_span = one(&spans, |s| s.name == "task", "task");
+    assert_eq!(task_span.trace_id, TRACE);
+    assert_eq!(
+        task_span.parent, rpc.span_id,
+        "node B continues node A's trace"
+    );
+    let attempt = one(&spans, |s| s.name == "attempt", "attempt");
+    assert_eq!(attempt.parent, task_span.span_id);
+    assert_eq!(attempt.str("fabric.node"), "node-b");
+    // The resource says which node reported each span.
+    let nodes: Vec<(String, Vec<String>)> = receiver
+        .exports()
+        .iter()
+        .map(|e| {
+            let (resource, spans) = decode(e);
+            let node = resource["service.instance.id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (node, spans.into_iter().map(|s| s.name).collect())
+        })
+        .collect();
+    for (node, names) in &nodes {
+        for name in names {
+            let expected = if name == "task.submit" || name == "module.put" {
+                "node-a"
+            } else {
+                "node-b"
+            };
+            assert_eq!(node, expected, "{name} reported by {node}: {nodes:?}");
+        }
     }
 }

@@ -57,8 +57,10 @@ impl Fabric {
     fn start_full(wrapper: &[&str], data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let wrapper: Vec<String> = wrapper.iter().map(|a| a.to_string()).collect();
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let (child, url) = spawn(&wrapper, data_dir, &args, &env);
         Self {
             child,

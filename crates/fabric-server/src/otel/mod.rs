@@ -350,7 +350,7 @@ mod tests {
         }
         // A call with an invalid traceparent still runs, in a trace of its own.
         let answer = scoped(
-            incoming(Some(&otel), &headers(&[("traceparent", "garbage")])),
+            incoming(Some(&*otel), &headers(&[("traceparent", "garbage")])),
             otel.traced("task.get", "t", async {
                 let trace = task_trace().expect("the call is traced");
                 Ok(Value::String(trace))
@@ -366,7 +366,7 @@ mod tests {
 
         // With a valid one, the task joins the caller's trace.
         let answer = scoped(
-            incoming(Some(&otel), &headers(&[("traceparent", PARENT)])),
+            incoming(Some(&*otel), &headers(&[("traceparent", PARENT)])),
             otel.traced("task.submit", "t", async {
                 Ok(Value::String(task_trace().unwrap()))
             }),
