@@ -778,7 +778,6 @@ async fn otel_a_task_submitted_on_one_node_and_run_on_another_stays_in_the_calle
     let b = start(&args_b, &vars);
     let task = b.client().wait(&id, WAIT).await;
     assert_eq!(task["state"], "succeeded", "{task}");
-    assert_eq!(task["attempts"][0]["node"], "node-b", "{task}");
     let spans = spans_until(&receiver, |spans| spans.iter().any(|s| s.name == "task")).await;
     let rpc = one(&spans, |s| s.name == "task.submit", "task.submit");
     assert_eq!(
