@@ -69,9 +69,9 @@ fn attributes(kvs: &[KeyValue]) -> Vec<Json> {
 
 fn any(value: Option<&AnyValue>) -> Json {
     match value.and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => json!({ "stringValue": s }),
-        Some(Value::BoolValue(b)) => json!({ "boolValue": b }),
-        Some(Value::IntValue(i)) => json!({ "intValue": i.to_string() }),
+        Some(Value::String(s)) => json!({ "stringValue": s }),
+        Some(Value::Bool(b)) => json!({ "boolValue": b }),
+        Some(Value::Int(i)) => json!({ "intValue": i.to_string() }),
         None => json!({}),
     }
 }

@@ -94,11 +94,11 @@ pub struct AnyValue {
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Value {
     #[prost(string, tag = "1")]
-    StringValue(String),
+    String(String),
     #[prost(bool, tag = "2")]
-    BoolValue(bool),
+    Bool(bool),
     #[prost(int64, tag = "3")]
-    IntValue(i64),
+    Int(i64),
 }
 
 /// OTLP's `SpanKind` number.
@@ -124,9 +124,9 @@ pub fn key_value(key: &str, value: &AttrValue) -> KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
             value: Some(match value {
-                AttrValue::Str(s) => Value::StringValue(s.clone()),
-                AttrValue::Int(i) => Value::IntValue(*i),
-                AttrValue::Bool(b) => Value::BoolValue(*b),
+                AttrValue::Str(s) => Value::String(s.clone()),
+                AttrValue::Int(i) => Value::Int(*i),
+                AttrValue::Bool(b) => Value::Bool(*b),
             }),
         }),
     }
