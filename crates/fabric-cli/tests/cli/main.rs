@@ -14,6 +14,7 @@ mod load;
 mod modules;
 mod monitoring;
 mod otel;
+mod otlp;
 mod reports;
 mod retry;
 mod run;
