@@ -23,12 +23,16 @@ const CRITICAL_TASKS: usize = 50;
 const WAITERS: usize = 64;
 
 pub fn main(args: DemoArgs) -> ExitCode {
-    let config = match ServerConfig::resolve(args.options.into()) {
+    let mut config = match ServerConfig::resolve(args.options.into()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(crate::EXIT_USAGE);
         }
+    };
+    config.otel = match crate::serve_cmd::otel_from_env() {
+        Ok(otel) => otel,
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -125,6 +125,7 @@ fn egress(args: &RunArgs) -> anyhow::Result<EgressGrant> {
             "run-{}",
             time::OffsetDateTime::now_utc().unix_timestamp_nanos()
         ),
+        calls: None,
     })
 }
 

@@ -8,12 +8,16 @@ use crate::EXIT_USAGE;
 use crate::args::ServeArgs;
 
 pub fn main(args: ServeArgs) -> ExitCode {
-    let config = match ServerConfig::resolve(args.options.into()) {
+    let mut config = match ServerConfig::resolve(args.options.into()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(EXIT_USAGE);
         }
+    };
+    config.otel = match otel_from_env() {
+        Ok(otel) => otel,
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,4 +43,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The trace export the standard `OTEL_*` environment variables ask for (`None`: tracing
+/// off); a bad value is a usage error naming its variable.
+pub(crate) fn otel_from_env() -> Result<Option<fabric_server::OtelConfig>, ExitCode> {
+    fabric_server::OtelConfig::from_env(|var| std::env::var(var).ok()).map_err(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(EXIT_USAGE)
+    })
 }

@@ -27,8 +27,9 @@ pub use complexity::{
 pub use config::{Pooling, SandboxConfig};
 pub use egress::{
     DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_RESPONSE_BYTES, Decision,
-    Destination, EgressEvent, EgressGrant, EgressObserver, EgressPolicy, IDEMPOTENCY_KEY,
-    MAX_DENIAL_URL_CHARS, MAX_RECORDED_DENIALS, Rule, non_public,
+    Destination, EgressCall, EgressCalls, EgressEvent, EgressGrant, EgressObserver, EgressPolicy,
+    IDEMPOTENCY_KEY, MAX_DENIAL_URL_CHARS, MAX_LOGGED_CALLS, MAX_RECORDED_DENIALS, Rule,
+    non_public,
 };
 pub use grants::{GrantError, GrantScan, scan_grant};
 pub use hostcalls::{MAX_RANDOM_BYTES, MIN_HOSTCALL_BYTES, RANDOM_SLICE};

@@ -20,6 +20,8 @@ pub(crate) struct Done {
     pub attempt: Arc<EndedAttempt>,
     /// The task has a concurrency key: its end may let a held-back task start.
     pub keyed: bool,
+    /// The task's span, should this attempt end a traced task.
+    pub trace: Option<crate::trace::TaskEnd>,
 }
 
 /// The sending side, shared by every attempt.
@@ -86,6 +88,9 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) {
                 for (done, result) in batch.drain(..).zip(results) {
                     match (result.accepted, result.state) {
                         (true, Some(state)) => {
+                            if let Some(end) = done.trace.as_ref().filter(|_| state.is_terminal()) {
+                                crate::trace::task_end(end, &done.task_id, &done.tenant, state);
+                            }
                             shared.emit(done.task_id, done.tenant, state, Some(done.attempt))
                         }
                         _ => {

@@ -283,6 +283,7 @@ fn egress(
     Ok(EgressGrant {
         policies,
         key_seed: task.task_id.as_str().to_string(),
+        calls: None,
     })
 }
 
@@ -317,8 +318,14 @@ async fn run_attempt(
         None,
     );
 
-    let granted = grants(&shared.config.volumes, &task)
-        .and_then(|dirs| Ok((dirs, egress(&shared.config.egress, &task)?)));
+    let traced = crate::trace::attempt_start(&shared, &task);
+    let granted = grants(&shared.config.volumes, &task).and_then(|dirs| {
+        let mut egress = egress(&shared.config.egress, &task)?;
+        if let Some(traced) = traced.as_ref().filter(|_| !egress.policies.is_empty()) {
+            egress.calls = Some(traced.calls.clone());
+        }
+        Ok((dirs, egress))
+    });
     let agent = match granted {
         Ok(granted) => load_agent(&shared, &task, &loading)
             .await
@@ -384,6 +391,8 @@ async fn run_attempt(
         shared.wake.notify_one();
     }
     let keyed = task.concurrency.is_some();
+    let trace = traced
+        .map(|traced| crate::trace::attempt_end(traced, &task, &shared.config.node, &attempt));
     let done = Done {
         completion: fabric_store::Completion {
             children: Vec::new(),
@@ -399,6 +408,7 @@ async fn run_attempt(
             attempt,
         }),
         keyed,
+        trace,
     };
     // The guest has ended, so its worker slot is free once the completion is queued, not
     // once it is committed: a slot held through the group commit would cap throughput at
@@ -450,6 +460,7 @@ mod tests {
             depth: 0,
             error: None,
             concurrency: None,
+            trace: None,
         };
         ClaimedTask::from_record(record, AttemptId::from("A".to_owned()), 1, now, now)
     }

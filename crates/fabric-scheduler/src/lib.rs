@@ -8,6 +8,7 @@ mod dispatch;
 mod policy;
 mod progress;
 mod service;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub struct SchedulerConfig {
     /// announced: an agent may report progress as often as it likes, the store sees at
     /// most one write per attempt per period. Default 500 ms.
     pub progress_every: Duration,
+    /// Where the spans of traced tasks, their attempts and their outbound requests go
+    /// (see `trace`). Default none: nothing is traced, and nothing is spent on it.
+    pub spans: Option<Arc<dyn fabric_types::trace::SpanSink>>,
 }
 
 impl SchedulerConfig {
@@ -125,6 +129,7 @@ impl SchedulerConfig {
             volumes: BTreeMap::new(),
             egress: BTreeMap::new(),
             progress_every: Self::DEFAULT_PROGRESS_EVERY,
+            spans: None,
         }
     }
 }
@@ -366,12 +371,15 @@ impl Scheduler {
         if let Some(record) = &record {
             match record.state {
                 TaskState::Running => self.shared.interrupt_task(&id, Interruption::Cancel),
-                TaskState::Cancelled => self.shared.emit(
-                    record.id.clone(),
-                    record.tenant.clone(),
-                    TaskState::Cancelled,
-                    None,
-                ),
+                TaskState::Cancelled => {
+                    trace::record_ended(&self.shared, record);
+                    self.shared.emit(
+                        record.id.clone(),
+                        record.tenant.clone(),
+                        TaskState::Cancelled,
+                        None,
+                    )
+                }
                 _ => {}
             }
         }

@@ -118,6 +118,9 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
             Ok(rescued) => {
                 for task in rescued {
                     tracing::info!(task = %task.task_id, state = %task.state, "rescued a task whose lease ended");
+                    if shared.config.spans.is_some() && task.state.is_terminal() {
+                        crate::trace::record_ended_by_id(&shared, &task.task_id).await;
+                    }
                     shared.emit(task.task_id, task.tenant, task.state, None);
                 }
                 shared.wake.notify_one();
@@ -146,7 +149,10 @@ pub(crate) async fn emit_expired(shared: &Shared, expired: Vec<TaskId>) {
             id: id.clone(),
         };
         match shared.store.task_get(params).await {
-            Ok(Some(task)) => shared.emit(id, task.tenant, TaskState::Expired, None),
+            Ok(Some(task)) => {
+                crate::trace::record_ended(shared, &task);
+                shared.emit(id, task.tenant, TaskState::Expired, None)
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(task = %id, error = %e, "reading an expired task for its event failed")

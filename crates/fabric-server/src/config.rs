@@ -166,6 +166,9 @@ pub struct ServerConfig {
     pub volumes: BTreeMap<String, PathBuf>,
     /// Egress policies tasks may name, by name, their secrets read from the environment.
     pub egress: BTreeMap<String, std::sync::Arc<fabric_sandbox::EgressPolicy>>,
+    /// Where traces go (OTLP/HTTP); `None`, the default, traces nothing. Set from the
+    /// `OTEL_*` environment variables by the command line (see `OtelConfig::from_env`).
+    pub otel: Option<crate::otel::OtelConfig>,
 }
 
 impl ServerConfig {
@@ -297,6 +300,7 @@ impl ServerConfig {
                 |var| std::env::var(var).ok(),
             )?,
             data_dir,
+            otel: None,
         };
         config.validate()?;
         Ok(config)

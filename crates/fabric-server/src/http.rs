@@ -125,6 +125,7 @@ async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(who) => who,
         Err(response) => return *response,
     };
+    let incoming = crate::otel::incoming(app.otel.as_deref(), request.headers());
     let limit = app.config.max_request_bytes;
     let body: Bytes = match read_body(request.into_body(), limit as usize).await {
         Ok(body) => body,
@@ -156,7 +157,8 @@ async fn rpc_http(State(app): State<Arc<App>>, request: Request) -> Response {
             );
         }
     };
-    match rpc::handle_body(&app, &who, &body, Transport::Http).await {
+    let answer = rpc::handle_body(&app, &who, &body, Transport::Http);
+    match crate::otel::scoped(incoming, answer).await {
         Some(answer) => json_response(StatusCode::OK, &answer),
         None => StatusCode::NO_CONTENT.into_response(),
     }
@@ -215,11 +217,15 @@ async fn rpc_websocket(
         Err(response) => return *response,
     };
     let limit = app.config.max_request_bytes as usize;
+    // A traceparent on the upgrade is the parent of every call made over the socket.
+    let incoming = crate::otel::incoming(app.otel.as_deref(), &headers);
     upgrade
         .protocols([crate::ws::PROTOCOL])
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| crate::ws::session(app, who, socket).in_current_span())
+        .on_upgrade(move |socket| {
+            crate::otel::scoped(incoming, crate::ws::session(app, who, socket)).in_current_span()
+        })
 }
 
 async fn healthz() -> &'static str {
@@ -260,6 +266,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         ready: app.is_ready(),
         leader: app.scheduler.is_leader(),
     });
+    let mut text = text;
+    if let Some(otel) = &app.otel {
+        otel.render_metrics(&mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,

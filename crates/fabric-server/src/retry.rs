@@ -125,5 +125,6 @@ fn copy(record: fabric_store::TaskRecord) -> NewTask {
         pass_outputs,
         parent: None,
         concurrency: record.concurrency,
+        trace: crate::otel::task_trace(),
     }
 }

@@ -239,7 +239,13 @@ async fn handle_one(
         Err((id, error)) => return Some(error_response(id, &error)),
     };
     let method = call.method;
-    let outcome = methods::dispatch(app, who, &method, call.params, transport).await;
+    let outcome = match &app.otel {
+        None => methods::dispatch(app, who, &method, call.params, transport).await,
+        Some(otel) => {
+            let call = methods::dispatch(app, who, &method, call.params, transport);
+            otel.traced(&method, &who.tenant, call).await
+        }
+    };
     app.metrics
         .rpc_call(&method, outcome.as_ref().err().map(|e| e.code));
     if let Err(error) = &outcome {

@@ -49,6 +49,8 @@ pub struct App {
     pub(crate) waiters: Arc<Waiters>,
     /// Module names for KPI metrics and reports.
     pub(crate) module_names: crate::module_names::ModuleNames,
+    /// The trace export, when tracing is on.
+    pub otel: Option<Arc<crate::otel::Otel>>,
     phase: watch::Sender<Phase>,
 }
 
@@ -209,8 +211,15 @@ impl Server {
         for policy in config.egress.values() {
             tracing::info!(policy = ?policy, "egress policy tasks may name");
         }
+        let otel = config
+            .otel
+            .clone()
+            .map(|otel| crate::otel::Otel::start(otel, &config.node));
         let scheduler = Scheduler::start(
             SchedulerConfig {
+                spans: otel
+                    .clone()
+                    .map(|otel| otel as Arc<dyn fabric_types::trace::SpanSink>),
                 workers: config.workers,
                 tenant_max_running: Some(config.tenant_max_running),
                 lease: config.lease,
@@ -242,6 +251,7 @@ impl Server {
             modules: ModuleResolver::default(),
             waiters: Arc::default(),
             module_names: Default::default(),
+            otel,
             config,
             store,
             scheduler,
@@ -311,6 +321,10 @@ impl Server {
             }
         };
         drain.await.ok();
+        // After the scheduler's drain, so the spans of the last attempts are flushed too.
+        if let Some(otel) = &app.otel {
+            otel.shutdown().await;
+        }
         served.map_err(ServeError::Http)?;
         tracing::info!("stopped");
         Ok(())

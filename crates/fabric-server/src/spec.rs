@@ -133,6 +133,7 @@ pub fn new_task(
         pass_outputs: spec.pass_outputs,
         parent: None,
         concurrency: spec.concurrency,
+        trace: crate::otel::task_trace(),
     })
 }
 

@@ -281,16 +281,13 @@ pub async fn session(app: Arc<App>, who: Principal, socket: WebSocket) {
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         let (app, who, session) = (app.clone(), who.clone(), session.clone());
-        tokio::spawn(
-            async move {
-                let answer =
-                    rpc::handle_body(&app, &who, &body, Transport::WebSocket(&session)).await;
-                if let Some(answer) = answer {
-                    let _ = session.outbox.send(answer.to_string()).await;
-                }
+        let call = async move {
+            let answer = rpc::handle_body(&app, &who, &body, Transport::WebSocket(&session)).await;
+            if let Some(answer) = answer {
+                let _ = session.outbox.send(answer.to_string()).await;
             }
-            .in_current_span(),
-        );
+        };
+        tokio::spawn(crate::otel::scoped(crate::otel::current_incoming(), call).in_current_span());
     }
     tracing::debug!("websocket closed");
     drop(session);

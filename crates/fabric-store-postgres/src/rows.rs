@@ -18,7 +18,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::corrupt;
 
 /// The task columns [`read_task`] expects, in order. JSONB columns are read as text.
-const TASK_COLUMNS: [&str; 35] = [
+const TASK_COLUMNS: [&str; 36] = [
     "id",
     "tenant",
     "module",
@@ -54,6 +54,7 @@ const TASK_COLUMNS: [&str; 35] = [
     "error",
     "concurrency_key",
     "concurrency_limit",
+    "trace",
 ];
 
 /// How many columns [`read_task`] reads.
@@ -298,6 +299,7 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
                 ));
             }
         },
+        trace: col(row, c(35))?,
     })
 }
 

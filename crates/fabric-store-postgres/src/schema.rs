@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_schedules.sql",
         include_str!("../migrations/0007_schedules.sql"),
     ),
+    (
+        8,
+        "0008_trace.sql",
+        include_str!("../migrations/0008_trace.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the number of its last migration.

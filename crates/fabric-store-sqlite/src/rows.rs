@@ -18,7 +18,7 @@ use crate::db_err;
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
      deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress, \
-     after_ids, pass_outputs, parent, depth, error, concurrency_key, concurrency_limit";
+     after_ids, pass_outputs, parent, depth, error, concurrency_key, concurrency_limit, trace";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
@@ -125,6 +125,7 @@ struct RawTask {
     error: Option<String>,
     concurrency_key: Option<String>,
     concurrency_limit: Option<i64>,
+    trace: Option<String>,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -166,6 +167,7 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         error: row.get(32)?,
         concurrency_key: row.get(33)?,
         concurrency_limit: row.get(34)?,
+        trace: row.get("trace")?,
     })
 }
 
@@ -242,6 +244,7 @@ impl RawTask {
                 StoreError::Corrupt(format!("tasks.depth {} is out of range", self.depth))
             })?,
             error: self.error,
+            trace: self.trace,
         })
     }
 }
@@ -378,7 +381,7 @@ pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority,
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
      dirs, egress, args, progress, after_ids, pass_outputs, parent, depth, error, concurrency_key, \
-     concurrency_limit, attempt_count, rowid";
+     concurrency_limit, attempt_count, rowid, trace";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {

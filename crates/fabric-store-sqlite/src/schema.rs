@@ -78,6 +78,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0010_schedules.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 11,
+        name: "0011_trace.sql",
+        sql: include_str!("../migrations/0011_trace.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

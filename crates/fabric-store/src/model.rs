@@ -231,6 +231,10 @@ pub struct NewTask {
     /// A claim starts this task only while fewer than `limit` tasks of its tenant with the
     /// same key run (see [`TaskClaimParams`]).
     pub concurrency: Option<Concurrency>,
+    /// The task's trace context in its stored form
+    /// ([`fabric_types::trace::TaskTrace::encode`]); `None` when it is not traced. The
+    /// store keeps it as it is.
+    pub trace: Option<String>,
 }
 
 impl NewTask {
@@ -256,6 +260,7 @@ impl NewTask {
             pass_outputs: false,
             parent: None,
             concurrency: None,
+            trace: None,
         }
     }
 }
@@ -372,6 +377,8 @@ pub struct TaskRecord {
     pub error: Option<String>,
     /// The concurrency key and limit, as inserted.
     pub concurrency: Option<Concurrency>,
+    /// The trace context, as inserted.
+    pub trace: Option<String>,
 }
 
 /// Claims up to `max` queued tasks for `node`, in claim order (see [`claim_sort_key`]).
@@ -467,6 +474,8 @@ pub struct ClaimedTask {
     pub lease_until: OffsetDateTime,
     /// The concurrency key and limit it was claimed under.
     pub concurrency: Option<Concurrency>,
+    /// The trace context, as inserted.
+    pub trace: Option<String>,
 }
 
 impl ClaimedTask {
@@ -498,6 +507,7 @@ impl ClaimedTask {
             claimed_at,
             lease_until,
             concurrency: task.concurrency,
+            trace: task.trace,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod schema;
 mod size;
 mod task;
 mod telemetry;
+pub mod trace;
 pub mod wire;
 pub mod workflow;
 

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Deque, Dict, Iterable, Iterator, List, Ma
 import httpx
 
 from .errors import FabricError, TransportError, error_from
+from .tracing import trace_headers
 from .types import Module, Stats, Submitted, Task, TaskEvent, TaskPage
 
 #: The server a client talks to unless told otherwise (``fabric serve``'s default).
@@ -191,6 +192,7 @@ class Client:
         request = self._endpoint.request(method, params)
         try:
             response = self._http.post(self._endpoint.rpc_url, content=json.dumps(request),
+                                       headers=trace_headers(),
                                        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as exc:
             raise TransportError(f"cannot reach the server at {self._endpoint.rpc_url}: {exc}") from exc
@@ -356,7 +358,7 @@ class AsyncClient:
         request = self._endpoint.request(method, params)
         try:
             response = await self._http.post(
-                self._endpoint.rpc_url, content=json.dumps(request),
+                self._endpoint.rpc_url, content=json.dumps(request), headers=trace_headers(),
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as exc:
             raise TransportError(f"cannot reach the server at {self._endpoint.rpc_url}: {exc}") from exc

@@ -66,7 +66,7 @@ impl Schema {
     }
 
     /// The `fabric serve` arguments of node `node` on this schema.
-    fn node_args(&self, node: &str) -> Vec<String> {
+    pub(crate) fn node_args(&self, node: &str) -> Vec<String> {
         [
             "--store",
             &database_url(),

@@ -15,6 +15,8 @@ mod load;
 mod modules;
 mod monitoring;
 mod openrpc;
+mod otel;
+mod otlp;
 mod reports;
 mod retry;
 mod run;

@@ -17,6 +17,8 @@ pub struct Fabric {
     args: Vec<String>,
     /// A command that runs the server (the server's command line is appended).
     wrapper: Vec<String>,
+    /// Environment variables set for the server.
+    env: Vec<(String, String)>,
     http: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
 }
@@ -41,15 +43,32 @@ impl Fabric {
     /// Starts `<wrapper...> fabric serve ...`: the server runs under another command (one
     /// that sets up its namespace, say), which must end by executing its arguments.
     pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_full(wrapper, data_dir, args, &[])
+    }
+
+    /// [`Fabric::start`] with these environment variables set for the server.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let mut fabric = Self::start_full(&[], dir.path(), args, env);
+        fabric._dir = Some(dir);
+        fabric
+    }
+
+    fn start_full(wrapper: &[&str], data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let wrapper: Vec<String> = wrapper.iter().map(|a| a.to_string()).collect();
-        let (child, url) = spawn(&wrapper, data_dir, &args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, url) = spawn(&wrapper, data_dir, &args, &env);
         Self {
             child,
             url,
             data_dir: data_dir.to_owned(),
             args,
             wrapper,
+            env,
             http: reqwest::Client::new(),
             _dir: None,
         }
@@ -112,7 +131,7 @@ impl Fabric {
 
     /// Starts a new process on the same data directory (the old one must have exited).
     pub fn restart(&mut self) {
-        let (child, url) = spawn(&self.wrapper, &self.data_dir, &self.args);
+        let (child, url) = spawn(&self.wrapper, &self.data_dir, &self.args, &self.env);
         self.child = child;
         self.url = url;
     }
@@ -125,7 +144,12 @@ impl Drop for Fabric {
     }
 }
 
-fn spawn(wrapper: &[String], data_dir: &Path, args: &[String]) -> (Child, String) {
+fn spawn(
+    wrapper: &[String],
+    data_dir: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> (Child, String) {
     let fabric = env!("CARGO_BIN_EXE_fabric");
     let mut command = match wrapper.split_first() {
         Some((program, rest)) => {
@@ -140,6 +164,7 @@ fn spawn(wrapper: &[String], data_dir: &Path, args: &[String]) -> (Child, String
         .arg(data_dir)
         .args(args)
         .env("FABRIC_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::Error;
 
-use super::Meter;
+use super::{Call, Meter};
 
 /// Which way the bytes go, for the meter and the error past the bound.
 #[derive(Debug, Clone, Copy)]
@@ -28,17 +28,26 @@ pub(crate) struct Bounded<B> {
     passed: u64,
     max: u64,
     meter: Arc<Meter>,
+    /// The request's entry in the attempt's log, when it keeps one.
+    call: Option<Arc<Call>>,
     over: bool,
 }
 
 impl<B> Bounded<B> {
-    pub fn new(inner: B, direction: Direction, max: u64, meter: Arc<Meter>) -> Self {
+    pub fn new(
+        inner: B,
+        direction: Direction,
+        max: u64,
+        meter: Arc<Meter>,
+        call: Option<Arc<Call>>,
+    ) -> Self {
         Self {
             inner,
             direction,
             passed: 0,
             max,
             meter,
+            call,
             over: false,
         }
     }
@@ -68,7 +77,12 @@ where
         }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let (Direction::Response, Some(call)) = (self.direction, &self.call) {
+                    call.body_ended();
+                }
+                return Poll::Ready(None);
+            }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(Some(Ok(frame))) => frame,
         };
@@ -78,6 +92,12 @@ where
             match self.direction {
                 Direction::Request => self.meter.sent(len),
                 Direction::Response => self.meter.received(len),
+            }
+            if let Some(call) = &self.call {
+                match self.direction {
+                    Direction::Request => call.sent(len),
+                    Direction::Response => call.received(len),
+                }
             }
             if self.passed > self.max {
                 self.over = true;

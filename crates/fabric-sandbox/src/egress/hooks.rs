@@ -10,7 +10,7 @@ use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::{Destination, EgressGrant, Meter};
+use super::{Decision, Destination, EgressGrant, Meter};
 
 /// The header carrying a key derived from the task and the request's number within the
 /// attempt: the same on every attempt of the task, so an API that honours it can drop
@@ -111,11 +111,20 @@ impl WasiHttpHooks for EgressHooks {
             Ok(allowed) => allowed,
             Err((policy, reason)) => {
                 let policy = policy.map(str::to_string);
+                if let Some(log) = &self.grant.calls {
+                    let method = request.method().as_str();
+                    if let Some(call) = log.start(request.uri(), method, policy.as_deref()) {
+                        call.decided(Decision::Denied, None);
+                    }
+                }
                 self.meter.deny(policy.as_deref(), &url, reason);
                 return Box::new(async { Err(Error::HttpRequestDenied) });
             }
         };
         let policy = self.grant.policies[i].clone();
+        let call = self.grant.calls.as_ref().and_then(|log| {
+            log.start(request.uri(), request.method().as_str(), Some(&policy.name))
+        });
         let headers = request.headers_mut();
         for (name, value) in &policy.headers {
             headers.insert(name.clone(), value.clone());
@@ -131,6 +140,7 @@ impl WasiHttpHooks for EgressHooks {
             deadline: self.deadline,
             meter: self.meter.clone(),
             url,
+            call,
         }))
     }
 }

@@ -6,6 +6,7 @@
 
 mod address;
 mod body;
+mod calls;
 mod hooks;
 mod meter;
 mod rule;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 
 pub use address::non_public;
+pub(crate) use calls::Call;
+pub use calls::{EgressCall, EgressCalls, MAX_LOGGED_CALLS};
 pub(crate) use hooks::EgressHooks;
 pub use hooks::IDEMPOTENCY_KEY;
 pub(crate) use meter::Meter;
@@ -128,11 +131,13 @@ impl EgressPolicy {
 }
 
 /// The egress an attempt may use: the policies its task named, and the seed of its
-/// requests' idempotency keys (the task id: stable across the task's attempts).
+/// requests' idempotency keys (the task id: stable across the task's attempts); and, when
+/// the embedder wants one (for trace spans), the log every request is entered in.
 #[derive(Clone, Default)]
 pub struct EgressGrant {
     pub policies: Vec<Arc<EgressPolicy>>,
     pub key_seed: String,
+    pub calls: Option<Arc<EgressCalls>>,
 }
 
 impl std::fmt::Debug for EgressGrant {
@@ -147,6 +152,7 @@ impl std::fmt::Debug for EgressGrant {
                     .collect::<Vec<_>>(),
             )
             .field("key_seed", &self.key_seed)
+            .field("logged", &self.calls.is_some())
             .finish()
     }
 }

@@ -17,7 +17,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 use super::body::{Bounded, Direction};
 use super::meter::Decision;
-use super::{Destination, EgressPolicy, Host, Meter, Scheme, non_public};
+use super::{Call, Destination, EgressPolicy, Host, Meter, Scheme, non_public};
 
 /// An allowed request and what carrying it needs.
 pub(crate) struct Outbound {
@@ -29,6 +29,8 @@ pub(crate) struct Outbound {
     pub meter: Arc<Meter>,
     /// As a denial would record it.
     pub url: String,
+    /// The request's entry in the attempt's log, when it keeps one.
+    pub call: Option<Arc<Call>>,
 }
 
 type Io = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -45,14 +47,22 @@ pub(crate) async fn send(out: Outbound) -> Result<(http::Response<WasiBody>, Io)
         deadline,
         meter,
         url,
+        call,
     } = out;
+    let decided = |decision: Decision, status: Option<u16>| {
+        if let Some(call) = &call {
+            call.decided(decision, status);
+        }
+    };
     let addrs = match addresses(&to, &policy, deadline).await {
         Ok(addrs) => addrs,
         Err(Refusal::Denied(reason)) => {
+            decided(Decision::Denied, None);
             meter.deny(Some(&policy.name), &url, reason);
             return Err(Error::HttpRequestDenied);
         }
         Err(Refusal::Failed(e)) => {
+            decided(Decision::Failed, None);
             meter.observe(Some(&policy.name), Decision::Failed, None);
             return Err(e);
         }
@@ -60,6 +70,7 @@ pub(crate) async fn send(out: Outbound) -> Result<(http::Response<WasiBody>, Io)
     meter.sending();
     let started = Instant::now();
     let failed = |e: Error| {
+        decided(Decision::Failed, None);
         meter.observe(Some(&policy.name), Decision::Failed, None);
         e
     };
@@ -110,6 +121,7 @@ pub(crate) async fn send(out: Outbound) -> Result<(http::Response<WasiBody>, Io)
             Direction::Request,
             policy.max_request_bytes,
             meter.clone(),
+            call.clone(),
         )
     });
 
@@ -144,13 +156,21 @@ pub(crate) async fn send(out: Outbound) -> Result<(http::Response<WasiBody>, Io)
     {
         return Err(failed(Error::HttpResponseBodySize(Some(max))));
     }
+    decided(Decision::Answered, Some(response.status().as_u16()));
     meter.observe(
         Some(&policy.name),
         Decision::Answered,
         Some(started.elapsed()),
     );
     let response = response.map(|incoming| {
-        Bounded::new(incoming, Direction::Response, max, meter.clone()).boxed_unsync()
+        Bounded::new(
+            incoming,
+            Direction::Response,
+            max,
+            meter.clone(),
+            call.clone(),
+        )
+        .boxed_unsync()
     });
     let io: Io = Box::new(async move {
         if conn_done {

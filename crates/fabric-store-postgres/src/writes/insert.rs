@@ -144,6 +144,7 @@ struct TaskRows {
     finished_at: Vec<Option<i64>>,
     concurrency_key: Vec<Option<String>>,
     concurrency_limit: Vec<Option<i32>>,
+    trace: Vec<Option<String>>,
 }
 
 /// A validated task ready to become a row.
@@ -198,29 +199,31 @@ impl TaskRows {
         let (key, limit) = concurrency.unzip();
         self.concurrency_key.push(key);
         self.concurrency_limit.push(limit);
+        self.trace.push(t.trace);
     }
 }
 
 const INSERT_TASKS: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on,
         idempotency_key, run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args,
-        after_ids, pass_outputs, parent, depth, error, finished_at, concurrency_key, concurrency_limit)
+        after_ids, pass_outputs, parent, depth, error, finished_at, concurrency_key, concurrency_limit, trace)
     SELECT u.id, u.tenant, u.module, u.input, u.priority, u.state, u.fuel, u.memory_bytes, u.timeout_ms,
         u.output_bytes, u.log_bytes, u.max_attempts, u.backoff_ms, u.max_backoff_ms,
         string_to_array(u.retry_on, ','), u.idempotency_key, u.run_at, u.deadline, u.env::jsonb,
         u.labels::jsonb, $21, u.sort_key, u.dirs::jsonb, u.egress::jsonb, u.args::jsonb,
         CASE WHEN u.after_ids IS NULL THEN NULL
             ELSE ARRAY(SELECT jsonb_array_elements_text(u.after_ids::jsonb)) END,
-        u.pass_outputs, u.parent, u.depth, u.error, u.finished_at, u.concurrency_key, u.concurrency_limit
+        u.pass_outputs, u.parent, u.depth, u.error, u.finished_at, u.concurrency_key, u.concurrency_limit,
+        u.trace
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::text[], $7::int8[],
         $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[],
         $15::text[], $16::text[], $17::int8[], $18::int8[], $19::text[], $20::text[], $22::int8[],
         $23::text[], $24::text[], $25::text[], $26::text[], $27::bool[], $28::text[], $29::int4[],
-        $30::text[], $31::int8[], $32::text[], $33::int4[])
+        $30::text[], $31::int8[], $32::text[], $33::int4[], $34::text[])
         AS u(id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, output_bytes,
              log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at,
              deadline, env, labels, sort_key, dirs, egress, args, after_ids, pass_outputs, parent,
-             depth, error, finished_at, concurrency_key, concurrency_limit)
+             depth, error, finished_at, concurrency_key, concurrency_limit, trace)
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id";
 
@@ -626,6 +629,7 @@ pub(super) async fn insert_batch<C: GenericClient>(
                 &cols.finished_at,
                 &cols.concurrency_key,
                 &cols.concurrency_limit,
+                &cols.trace,
             ],
         )
         .await?;

@@ -314,6 +314,7 @@ pub(super) fn insert_batch(
                 state.is_terminal().then_some(now),
                 task.concurrency.as_ref().map(|c| c.key.as_str()),
                 task.concurrency.as_ref().map(|c| c.limit),
+                task.trace,
             ])
             .map_err(db_err("insert a task"))?;
         if state == TaskState::Waiting {

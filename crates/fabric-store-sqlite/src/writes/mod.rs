@@ -38,9 +38,9 @@ use crate::writer::WriteCtx;
 pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key,
         run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args, after_ids, pass_outputs, parent, depth,
-        error, finished_at, concurrency_key, concurrency_limit)
+        error, finished_at, concurrency_key, concurrency_limit, trace)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
-        ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
+        ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)";
 
 /// One tenant's fair-share clock at one priority (see [`fabric_store::FairClock`]).
 pub(crate) const READ_CLOCK: &str =

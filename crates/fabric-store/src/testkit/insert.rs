@@ -52,6 +52,9 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
             key: "model-api".into(),
             limit: 3,
         }),
+        trace: Some(
+            "4bf92f3577b34da6a3ce929d0e0e4736-0102030405060708-00f067aa0ba902b7-17 k=v,a=b".into(),
+        ),
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -91,6 +94,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.egress, task.egress);
     assert_eq!(got.args, task.args);
     assert_eq!(got.progress, None);
+    assert_eq!(got.trace, task.trace);
     assert_eq!(got.created_at, at(0));
     assert_eq!(got.started_at, None);
     assert_eq!(got.finished_at, None);
@@ -110,6 +114,10 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
         later.egress.is_empty(),
         "a task naming no policy reads none"
     );
+    assert_eq!(
+        later.trace, None,
+        "a task without a trace context reads none"
+    );
 
     // An attempt's every field survives complete and get.
     let claimed = claim(store, "node-a", 1, at(10)).await;
@@ -118,6 +126,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(c.task_id, id);
     assert_eq!(c.attempt_number, 1);
     assert_eq!(c.tenant, "acme");
+    assert_eq!(c.trace, task.trace, "a claim hands the trace context over");
     assert_eq!(c.module, task.module);
     assert_eq!(c.input, task.input);
     assert_eq!(c.priority, task.priority);

@@ -25,6 +25,7 @@ async fn fetch_as(seed: &str, lines: &str, policies: Vec<EgressPolicy>, limits: 
         egress: EgressGrant {
             policies: policies.into_iter().map(Arc::new).collect(),
             key_seed: seed.into(),
+            calls: None,
         },
         ..RunRequest::default()
     };
