@@ -11,6 +11,7 @@ mod size;
 mod task;
 mod telemetry;
 pub mod wire;
+pub mod workflow;
 
 pub use args::{MAX_ARGS, MAX_ARGS_BYTES, check_args};
 pub use id::{ModuleId, ModuleKind, ParseModuleIdError};
