@@ -41,6 +41,9 @@ pub enum Command {
     /// Read, wait for, cancel or list a server's tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Cron schedules that submit a task at each tick: put, get, list, delete.
+    #[command(subcommand)]
+    Schedule(crate::client_cmd::ScheduleCommand),
     /// Metered usage for billing: attempts, fuel, wall time, memory and HTTP of every
     /// attempt, by tenant, module or day.
     Usage(UsageArgs),
@@ -388,6 +391,19 @@ fn parse_env_var(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `KEY=LIMIT`, split at the last `=`; the server checks the bounds.
+fn parse_concurrency(text: &str) -> Result<(String, u32), String> {
+    match text.rsplit_once('=') {
+        Some((key, limit)) if !key.is_empty() => limit
+            .parse()
+            .map(|limit| (key.to_string(), limit))
+            .map_err(|_| format!("the limit in {text:?} is not a whole number")),
+        _ => Err(format!(
+            "expected KEY=LIMIT such as model-api=4, got {text:?}"
+        )),
+    }
+}
+
 /// `GUEST=VOLUME`, split at the last `=` (a volume name has none); the server checks both.
 fn parse_volume_grant(text: &str) -> Result<(String, String), String> {
     match text.rsplit_once('=') {
@@ -497,6 +513,18 @@ pub struct SubmitArgs {
     /// Give up (state expired) when not finished by this time (RFC 3339).
     #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
     pub deadline: Option<time::OffsetDateTime>,
+    /// Run after the task ID has succeeded (repeatable, at most 100): the task waits
+    /// (state waiting) until all of them succeeded, and is cancelled when one does not.
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+    /// Run with the input {"input": <input>, "after": [{"id", "state", "output"}, ...]}
+    /// built from the outputs of the --after tasks.
+    #[arg(long, requires = "after")]
+    pub pass_outputs: bool,
+    /// Run at most LIMIT attempts of this tenant's tasks with the concurrency key KEY at
+    /// once, across every node: `KEY=LIMIT`, such as `model-api=4`.
+    #[arg(long, value_name = "KEY=LIMIT", value_parser = parse_concurrency)]
+    pub concurrency: Option<(String, u32)>,
     /// Submit N copies, in batches, with a progress bar on a terminal.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
@@ -606,10 +634,19 @@ pub struct TaskWaitArgs {
 
 #[derive(Debug, Args)]
 pub struct TaskLsArgs {
-    /// Only tasks in this state: scheduled, queued, running, succeeded, failed,
+    /// Only tasks in this state: waiting, scheduled, queued, running, succeeded, failed,
     /// cancelled or expired.
     #[arg(long, value_name = "S", value_parser = parse_task_state)]
     pub state: Option<fabric_types::TaskState>,
+    /// Only tasks of this module: `sha256:<hex>` or a name.
+    #[arg(long)]
+    pub module: Option<String>,
+    /// Only tasks with this label, `NAME=VALUE` (repeatable: all must match).
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+    pub labels: Vec<(String, String)>,
+    /// Only the child tasks of the task ID.
+    #[arg(long, value_name = "ID")]
+    pub parent: Option<String>,
     /// Most tasks to show (1 to 1000). [default: the server's, 100]
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,

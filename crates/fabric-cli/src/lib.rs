@@ -31,6 +31,7 @@ pub fn main() -> ExitCode {
         Command::Module(command) => client_cmd::module(command),
         Command::Submit(args) => client_cmd::submit(args),
         Command::Task(command) => client_cmd::task(command),
+        Command::Schedule(command) => client_cmd::schedule(command),
         Command::Usage(args) => client_cmd::usage(args),
         Command::Kpi(args) => client_cmd::kpi(args),
         Command::Token(command) => token_cmd::main(command),

@@ -13,8 +13,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fabric_types::wire::{
     FabricStats, KpiQuery, KpiRows, ModuleEntry, ModuleListResult, ModulePut, ModulePutResult,
-    SubmitBatch, Submitted, SubmittedBatch, Task, TaskList, TaskPage, TaskRef, TaskSpec, TaskWait,
-    UsageQuery, UsageRows,
+    Schedule, ScheduleList, ScheduleName, SchedulePut, SubmitBatch, Submitted, SubmittedBatch,
+    Task, TaskList, TaskPage, TaskRef, TaskSpec, TaskWait, UsageQuery, UsageRows,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
@@ -231,6 +231,33 @@ impl Client {
     /// `usage.report`: metered usage for billing.
     pub async fn usage_report(&self, query: &UsageQuery) -> Result<UsageRows> {
         self.invoke("usage.report", query).await
+    }
+
+    /// `schedule.put`: creates or replaces a cron schedule; returns it as stored.
+    pub async fn schedule_put(&self, schedule: &SchedulePut) -> Result<Schedule> {
+        self.invoke("schedule.put", schedule).await
+    }
+
+    /// `schedule.get`: one of the caller's schedules.
+    pub async fn schedule_get(&self, name: &str) -> Result<Schedule> {
+        let params = ScheduleName {
+            name: name.to_owned(),
+        };
+        self.invoke("schedule.get", &params).await
+    }
+
+    /// `schedule.list`: the caller's schedules, by name.
+    pub async fn schedule_list(&self) -> Result<Vec<Schedule>> {
+        let result: ScheduleList = self.invoke("schedule.list", &json!({})).await?;
+        Ok(result.schedules)
+    }
+
+    /// `schedule.delete`: deletes one of the caller's schedules (its tasks stay).
+    pub async fn schedule_delete(&self, name: &str) -> Result<Value> {
+        let params = ScheduleName {
+            name: name.to_owned(),
+        };
+        self.invoke("schedule.delete", &params).await
     }
 
     /// `rpc.discover`: the server's OpenRPC document.

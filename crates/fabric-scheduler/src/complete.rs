@@ -18,6 +18,8 @@ pub(crate) struct Done {
     pub task_id: TaskId,
     pub tenant: String,
     pub attempt: Arc<EndedAttempt>,
+    /// The task has a concurrency key: its end may let a held-back task start.
+    pub keyed: bool,
 }
 
 /// The sending side, shared by every attempt.
@@ -77,6 +79,10 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) {
         };
         match shared.store.task_complete(params).await {
             Ok(results) => {
+                // A slot of a concurrency key came free: claim again now, not at the idle poll.
+                if batch.iter().any(|d| d.keyed) {
+                    shared.room.notify_one();
+                }
                 for (done, result) in batch.drain(..).zip(results) {
                     match (result.accepted, result.state) {
                         (true, Some(state)) => {

@@ -384,8 +384,10 @@ async fn run_attempt(
     if matches!(next, Next::Retry { .. }) {
         shared.wake.notify_one();
     }
+    let keyed = task.concurrency.is_some();
     let done = Done {
         completion: fabric_store::Completion {
+            children: Vec::new(),
             attempt_id: task.attempt_id,
             attempt: attempt.clone(),
             next,
@@ -397,6 +399,7 @@ async fn run_attempt(
             module: task.module,
             attempt,
         }),
+        keyed,
     };
     // The guest has ended, so its worker slot is free once the completion is queued, not
     // once it is committed: a slot held through the group commit would cap throughput at
@@ -442,6 +445,12 @@ mod tests {
             finished_at: None,
             cancel_requested: false,
             attempts: Vec::new(),
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
+            depth: 0,
+            error: None,
+            concurrency: None,
         };
         ClaimedTask::from_record(record, AttemptId::from("A".to_owned()), 1, now, now)
     }

@@ -216,7 +216,8 @@ struct Shared {
     /// Each tenant's claimed attempts on this node (from the claim until the slot is freed),
     /// for the tenant cap; tenants holding none are absent.
     held: Mutex<BTreeMap<String, usize>>,
-    /// Raised when a tenant at its cap frees a slot: its queued tasks may be claimable again.
+    /// Raised when a tenant at its cap frees a slot, or a task with a concurrency key ends:
+    /// queued tasks held back for either may be claimable again.
     room: Notify,
     events: broadcast::Sender<TaskEvent>,
     /// Raised when new work may be claimable or scheduled (a submit, a retry).

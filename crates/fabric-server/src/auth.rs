@@ -159,6 +159,25 @@ impl Auth {
         names
     }
 
+    /// What `tenant`'s tasks may name in `egress` when no request carries a token (a
+    /// schedule firing): what its tokens allow together; any policy with authentication off
+    /// or for the admin's tenant.
+    pub fn egress_of(&self, tenant: &str) -> EgressScope {
+        let Auth::Tokens(tokens) = self else {
+            return EgressScope::Any;
+        };
+        let mut names: Vec<String> = Vec::new();
+        for principal in tokens.values().filter(|p| p.tenant == tenant) {
+            match &principal.egress {
+                EgressScope::Any => return EgressScope::Any,
+                EgressScope::Only(list) => names.extend(list.iter().cloned()),
+            }
+        }
+        names.sort();
+        names.dedup();
+        EgressScope::Only(names)
+    }
+
     /// The principal of a request with this `Authorization` header value, or `None` when
     /// authentication is on and the header is missing or the token unknown.
     pub fn principal(&self, authorization: Option<&str>) -> Option<Principal> {

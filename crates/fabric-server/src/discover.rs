@@ -90,6 +90,28 @@ pub(crate) fn task_spec_params() -> Vec<(&'static str, bool, Value)> {
                    "description": "command-line arguments after the program name (`agent`); at most MAX_ARGS_BYTES bytes together, no NUL",
                    "items": {"type": "string"}}),
         ),
+        (
+            "after",
+            false,
+            json!({"type": "array", "maxItems": fabric_types::workflow::MAX_AFTER, "uniqueItems": true,
+                   "description": "ids of tasks of the same tenant this one runs after: it waits (state `waiting`) until all succeeded, and is cancelled when one does not",
+                   "items": {"type": "string"}}),
+        ),
+        (
+            "pass_outputs",
+            false,
+            json!({"type": "boolean",
+                   "description": "run with the input {\"input\": <own input>, \"after\": [{\"id\", \"state\", \"output\"}, ...]} built from the `after` tasks' outputs"}),
+        ),
+        (
+            "concurrency",
+            false,
+            json!({"type": "object", "required": ["key", "limit"], "additionalProperties": false,
+                   "description": "at most `limit` attempts of the tenant's tasks with this `key` run at once, across all nodes",
+                   "properties": {
+                       "key": {"type": "string", "minLength": 1, "maxLength": fabric_types::MAX_CONCURRENCY_KEY_BYTES},
+                       "limit": {"type": "integer", "minimum": 1, "maximum": fabric_types::MAX_CONCURRENCY_LIMIT}}}),
+        ),
     ]
 }
 
@@ -122,6 +144,10 @@ pub fn discover() -> Value {
         "components": {"schemas": {
             "TaskSpec": {"type": "object", "required": ["module"], "properties": spec_properties, "additionalProperties": false},
             "Task": {"type": "object", "required": ["id", "module", "state", "priority", "created_at", "attempts"]},
+            "Schedule": {"type": "object", "required": ["name", "cron", "task", "timezone", "next_run_at"], "properties": {
+                "name": {"type": "string"}, "cron": {"type": "string"},
+                "task": {"$ref": "#/components/schemas/TaskSpec"}, "timezone": {"type": "string"},
+                "next_run_at": {"type": "string", "format": "date-time"}, "last_task": {"type": "string"}}},
         }},
     })
 }
@@ -154,6 +180,10 @@ mod tests {
             "kpi.query",
             "kpi.subscribe",
             "usage.report",
+            "schedule.put",
+            "schedule.get",
+            "schedule.list",
+            "schedule.delete",
             "fabric.stats",
             "rpc.discover",
         ];
@@ -175,7 +205,8 @@ mod tests {
             "limits": {"fuel": 1}, "retry": {"max_attempts": 1}, "idempotency_key": "k",
             "run_at": "2026-01-01T00:00:00Z", "deadline": "2026-01-02T00:00:00Z",
             "env": {"A": "1"}, "labels": {"l": "v"}, "dirs": {"/data": "d"}, "egress": ["e"],
-            "args": ["--flag"]
+            "args": ["--flag"], "after": ["01H"], "pass_outputs": true,
+            "concurrency": {"key": "k", "limit": 2}
         });
         let spec: fabric_types::wire::TaskSpec = serde_json::from_value(full).unwrap();
         let serialized = serde_json::to_value(&spec).unwrap();

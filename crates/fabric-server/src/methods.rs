@@ -135,10 +135,30 @@ pub static METHODS: &[Method] = &[
     },
     Method {
         name: "task.list",
-        summary: "A page of the caller's tasks, newest first, of at most `limit` tasks and 4 MiB of task JSON.",
+        summary: "A page of the caller's tasks, newest first, of at most `limit` tasks and 4 MiB of task JSON, matching every filter given.",
         params: || {
             vec![
-                ("state", false, json!({"type": "string"})),
+                (
+                    "state",
+                    false,
+                    json!({"type": "string", "enum": fabric_types::TaskState::ALL.map(|s| s.as_str())}),
+                ),
+                (
+                    "module",
+                    false,
+                    json!({"type": "string", "description": "a module name or sha256:<hex> id"}),
+                ),
+                (
+                    "labels",
+                    false,
+                    json!({"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "a task must carry every one of these labels"}),
+                ),
+                (
+                    "parent",
+                    false,
+                    json!({"type": "string", "description": "only the child tasks of this task"}),
+                ),
                 (
                     "limit",
                     false,
@@ -221,6 +241,51 @@ pub static METHODS: &[Method] = &[
         handler: |app, who, params, _| Box::pin(crate::reports::usage_report(app, who, params)),
     },
     Method {
+        name: "schedule.put",
+        summary: "Creates or replaces a cron schedule (5 fields, or 6 with seconds first) that submits `task` at each tick, in `timezone` (IANA, default UTC).",
+        params: || {
+            vec![
+                (
+                    "name",
+                    true,
+                    json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
+                ),
+                ("cron", true, json!({"type": "string", "maxLength": 256})),
+                (
+                    "task",
+                    true,
+                    json!({"$ref": "#/components/schemas/TaskSpec"}),
+                ),
+                ("timezone", false, json!({"type": "string"})),
+            ]
+        },
+        result: schedule_schema,
+        handler: |app, who, params, _| Box::pin(crate::schedules::schedule_put(app, who, params)),
+    },
+    Method {
+        name: "schedule.get",
+        summary: "One of the caller's schedules.",
+        params: || vec![("name", true, json!({"type": "string"}))],
+        result: schedule_schema,
+        handler: |app, who, params, _| Box::pin(crate::schedules::schedule_get(app, who, params)),
+    },
+    Method {
+        name: "schedule.list",
+        summary: "The caller's schedules, by name, with their next tick and last task.",
+        params: Vec::new,
+        result: || object(&["schedules"]),
+        handler: |app, who, params, _| Box::pin(crate::schedules::schedule_list(app, who, params)),
+    },
+    Method {
+        name: "schedule.delete",
+        summary: "Deletes one of the caller's schedules; the tasks it created stay.",
+        params: || vec![("name", true, json!({"type": "string"}))],
+        result: || object(&["name", "deleted"]),
+        handler: |app, who, params, _| {
+            Box::pin(crate::schedules::schedule_delete(app, who, params))
+        },
+    },
+    Method {
         name: "fabric.stats",
         summary: "Task counts by state (queued by priority), this node's workers and its cap on one tenant's running attempts.",
         params: Vec::new,
@@ -247,6 +312,10 @@ pub static METHODS: &[Method] = &[
         handler: |_, _, _, _| Box::pin(async { Ok(discover()) }),
     },
 ];
+
+fn schedule_schema() -> Value {
+    json!({"$ref": "#/components/schemas/Schedule"})
+}
 
 /// The `since` and `until` params of the reporting methods.
 fn window_params() -> Vec<(&'static str, bool, Value)> {
@@ -473,14 +542,14 @@ async fn module_delete(app: &App, who: &Principal, params: Value) -> Result<Valu
         ModuleDeleted::InUse { id, unfinished } => Err(RpcError::new(
             code::CONFLICT,
             format!(
-                "module {reference:?} ({id}) is used by {unfinished} unfinished task(s) of this tenant (scheduled, queued or running); cancel them or wait for them to finish, then delete it"
+                "module {reference:?} ({id}) is used by {unfinished} unfinished task(s) of this tenant (waiting, scheduled, queued or running); cancel them or wait for them to finish, then delete it"
             ),
         )
         .with_data(json!({ "module": id.to_string(), "unfinished_tasks": unfinished }))),
     }
 }
 
-fn bounds<'a>(app: &'a App, who: &'a Principal) -> SpecBounds<'a> {
+pub(crate) fn bounds<'a>(app: &'a App, who: &'a Principal) -> SpecBounds<'a> {
     SpecBounds {
         max_input_bytes: app.config.max_input_bytes,
         max_task_memory: app.config.max_task_memory,
@@ -552,6 +621,15 @@ async fn submit(
                 }
                 RpcError::not_found(format!("module {module:?}"))
                     .with_data(json!({ "field": format!("{at}module") }))
+            }
+            // An `after` id that is not a task of this tenant.
+            fabric_store::StoreError::UnknownDependency { index, id, .. } => {
+                let at = if batch {
+                    format!("tasks[{index}].")
+                } else {
+                    String::new()
+                };
+                RpcError::invalid_params(format!("{at}after"), format!("no task {id:?}"))
             }
             other => RpcError::store(other),
         })?;
@@ -645,9 +723,44 @@ async fn task_wait(app: &App, who: &Principal, params: Value) -> Result<Value, R
 async fn task_list(app: &App, who: &Principal, params: Value) -> Result<Value, RpcError> {
     let TaskList {
         state,
+        module,
+        labels,
+        parent,
         limit,
         cursor,
     } = decode(params)?;
+    let module = match module {
+        None => None,
+        Some(reference) => Some(match reference.parse::<ModuleId>() {
+            Ok(id) => id,
+            Err(_) => app
+                .modules
+                .resolve(app, &who.tenant, &reference, "")
+                .await
+                .map_err(|err| {
+                    if err.code == code::NOT_FOUND {
+                        RpcError::invalid_params("module", format!("no module named {reference:?}"))
+                    } else {
+                        err
+                    }
+                })?,
+        }),
+    };
+    if let Some(key) = labels.keys().find(|k| k.is_empty()) {
+        return Err(RpcError::invalid_params(
+            "labels",
+            format!("label name {key:?} is empty"),
+        ));
+    }
+    if parent
+        .as_ref()
+        .is_some_and(|p| p.is_empty() || p.len() > 64)
+    {
+        return Err(RpcError::invalid_params(
+            "parent",
+            "a task id is 1 to 64 bytes",
+        ));
+    }
     let limit = limit.unwrap_or(100);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(RpcError::invalid_params(
@@ -660,6 +773,9 @@ async fn task_list(app: &App, who: &Principal, params: Value) -> Result<Value, R
         .task_list(TaskListParams {
             tenant: who.scope(),
             state,
+            module,
+            labels,
+            parent: parent.map(|p| TaskId::from(p.as_str())),
             limit,
             cursor,
         })
@@ -732,6 +848,7 @@ async fn fabric_stats(app: &App, who: &Principal, params: Value) -> Result<Value
             low,
             background,
         },
+        waiting: stats.waiting,
         scheduled: stats.scheduled,
         running: stats.running,
         succeeded: stats.succeeded,

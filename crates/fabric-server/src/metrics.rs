@@ -126,7 +126,7 @@ impl StoreOp {
 #[derive(Debug)]
 pub struct Metrics {
     submitted: [AtomicU64; 5],
-    finished: [AtomicU64; 7],
+    finished: [AtomicU64; TaskState::ALL.len()],
     attempts: [AtomicU64; 9],
     attempt_seconds: Histogram,
     fuel: Histogram,
@@ -142,6 +142,8 @@ pub struct Metrics {
     egress_seconds: Mutex<std::collections::BTreeMap<String, Histogram>>,
     /// The agents' KPIs, by module and name (capped).
     pub kpis: crate::kpi_metrics::KpiMetrics,
+    /// Schedule ticks this node fired, by result.
+    pub schedules: crate::schedules::FiringCounts,
 }
 
 impl Default for Metrics {
@@ -164,6 +166,7 @@ impl Default for Metrics {
             egress_requests: Mutex::default(),
             egress_seconds: Mutex::default(),
             kpis: crate::kpi_metrics::KpiMetrics::new(),
+            schedules: Default::default(),
         }
     }
 }
@@ -423,6 +426,13 @@ impl Metrics {
                 "Tasks waiting for their run_at or a retry backoff.",
             );
             let _ = writeln!(o, "fabric_scheduled_tasks {}", stats.scheduled);
+            header(
+                o,
+                "fabric_waiting_tasks",
+                "gauge",
+                "Tasks waiting for the tasks they run after.",
+            );
+            let _ = writeln!(o, "fabric_waiting_tasks {}", stats.waiting);
         }
         header(
             o,
@@ -489,6 +499,7 @@ impl Metrics {
         );
         let _ = writeln!(o, "fabric_module_cache_bytes {}", gauges.cache.bytes);
         self.kpis.render(o);
+        self.schedules.render(o);
         process(o);
         out
     }

@@ -63,6 +63,10 @@ pub(crate) async fn task_retry(
                 "module {module:?}: the task's module was deleted; put it again to retry"
             ))
             .with_data(json!({"field": "module"})),
+            StoreError::UnknownDependency { id, .. } => RpcError::not_found(format!(
+                "task {id:?}: a task this one runs after is no longer stored"
+            ))
+            .with_data(json!({"field": "after"})),
             other => RpcError::store(other),
         })?;
     app.scheduler.wake();
@@ -83,10 +87,19 @@ pub(crate) async fn task_retry(
 }
 
 /// The new task: the old one's spec without its idempotency key (which would find the old
-/// task again), `run_at` (it runs now) and deadline (it may have passed).
+/// task again), `run_at` (it runs now) and deadline (it may have passed). A task that never
+/// ran keeps its `after` and `pass_outputs`; one that ran already had its input built from
+/// its dependencies' outputs, and runs again with that input, after nothing. A retry is a
+/// top-level task (no `parent`).
 fn copy(record: fabric_store::TaskRecord) -> NewTask {
     let mut labels = record.labels;
     labels.insert(RETRY_OF.to_owned(), record.id.into_string());
+    let ran = !record.attempts.is_empty();
+    let (after, pass_outputs) = if ran {
+        (Vec::new(), false)
+    } else {
+        (record.after, record.pass_outputs)
+    };
     NewTask {
         tenant: record.tenant,
         module: record.module,
@@ -102,5 +115,10 @@ fn copy(record: fabric_store::TaskRecord) -> NewTask {
         dirs: record.dirs,
         egress: record.egress,
         args: record.args,
+        id: None,
+        after,
+        pass_outputs,
+        parent: None,
+        concurrency: record.concurrency,
     }
 }

@@ -253,6 +253,7 @@ impl Server {
         tokio::spawn(route_events(app.clone()));
         tokio::spawn(crate::reports::route_kpis(app.clone()));
         tokio::spawn(crate::memory::trim_periodically(app.phase.subscribe()));
+        tokio::spawn(crate::schedules::run_firing_loop(app.clone()));
         Ok(Self { app, listener, tls })
     }
 

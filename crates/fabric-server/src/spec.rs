@@ -109,6 +109,12 @@ pub fn new_task(
     )?;
     fabric_types::check_args(&spec.args)
         .map_err(|why| RpcError::invalid_params(field("args"), why))?;
+    let after = check_after(&spec.after, spec.pass_outputs, &field)?;
+    if let Some(concurrency) = &spec.concurrency {
+        concurrency.check().map_err(|(name, why)| {
+            RpcError::invalid_params(field(&format!("concurrency.{name}")), why)
+        })?;
+    }
     Ok(NewTask {
         tenant: tenant.to_owned(),
         module,
@@ -124,7 +130,53 @@ pub fn new_task(
         dirs: spec.dirs,
         egress: spec.egress,
         args: spec.args,
+        id: None,
+        after,
+        pass_outputs: spec.pass_outputs,
+        parent: None,
+        concurrency: spec.concurrency,
     })
+}
+
+/// A spec's `after` ids: at most [`MAX_AFTER`], each a task id (text of 1 to 64 bytes)
+/// named once; `pass_outputs` needs at least one. Whether each names a task of the tenant
+/// is the store's to say ([`fabric_store::StoreError::UnknownDependency`]).
+fn check_after(
+    after: &[String],
+    pass_outputs: bool,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Vec<fabric_store::TaskId>, RpcError> {
+    use fabric_types::workflow::MAX_AFTER;
+    if after.len() > MAX_AFTER {
+        return Err(RpcError::invalid_params(
+            field("after"),
+            format!("names {} tasks; the limit is {MAX_AFTER}", after.len()),
+        ));
+    }
+    for (i, id) in after.iter().enumerate() {
+        if id.is_empty() || id.len() > 64 {
+            return Err(RpcError::invalid_params(
+                field(&format!("after[{i}]")),
+                "a task id is 1 to 64 bytes",
+            ));
+        }
+        if after[..i].contains(id) {
+            return Err(RpcError::invalid_params(
+                field(&format!("after[{i}]")),
+                format!("{id} is named twice"),
+            ));
+        }
+    }
+    if pass_outputs && after.is_empty() {
+        return Err(RpcError::invalid_params(
+            field("pass_outputs"),
+            "passes the outputs of the tasks in after, and after is empty",
+        ));
+    }
+    Ok(after
+        .iter()
+        .map(|id| fabric_store::TaskId::from(id.as_str()))
+        .collect())
 }
 
 fn limits(
@@ -314,7 +366,7 @@ pub fn task_view(record: TaskRecord) -> Task {
             Some(last) => describe_failure(last, attempts.len()),
             None => "failed without an attempt".to_string(),
         }),
-        TaskState::Cancelled => Some("cancelled".to_string()),
+        TaskState::Cancelled => Some(record.error.unwrap_or_else(|| "cancelled".to_string())),
         TaskState::Expired => {
             Some("expired: its deadline passed before it could start".to_string())
         }
@@ -336,7 +388,15 @@ pub fn task_view(record: TaskRecord) -> Task {
         egress: record.egress,
         args: record.args,
         progress: record.progress,
+        concurrency: record.concurrency,
         attempts,
+        after: record
+            .after
+            .into_iter()
+            .map(|id| id.into_string())
+            .collect(),
+        pass_outputs: record.pass_outputs,
+        parent: record.parent.map(|id| id.into_string()),
     }
 }
 

@@ -52,6 +52,7 @@ mod options;
 mod reads;
 mod reports;
 mod rows;
+mod schedules;
 mod schema;
 mod tls;
 mod writes;
@@ -71,6 +72,10 @@ use fabric_store::{
 };
 use fabric_store::{
     KpiAggregate, KpiQueryParams, TaskProgressParams, UsageAggregate, UsageReportParams,
+};
+use fabric_store::{
+    ScheduleAdvanceParams, ScheduleDeleteParams, ScheduleDueParams, ScheduleGetParams,
+    ScheduleListParams, SchedulePut, SchedulePutParams, ScheduleRecord,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -351,5 +356,45 @@ impl Store for PostgresStore {
 
     async fn next_wakeup(&self) -> Result<Option<OffsetDateTime>, StoreError> {
         reads::next_wakeup(&self.db).await
+    }
+
+    async fn schedule_put(&self, params: SchedulePutParams) -> Result<SchedulePut, StoreError> {
+        schedules::put(&self.db, params).await
+    }
+
+    async fn schedule_get(
+        &self,
+        params: ScheduleGetParams,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        schedules::get(&self.db, params).await
+    }
+
+    async fn schedule_list(
+        &self,
+        params: ScheduleListParams,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        schedules::list(&self.db, params).await
+    }
+
+    async fn schedule_delete(&self, params: ScheduleDeleteParams) -> Result<bool, StoreError> {
+        schedules::delete(&self.db, params).await
+    }
+
+    async fn schedule_due(
+        &self,
+        params: ScheduleDueParams,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        if params.max == 0 {
+            return Ok(Vec::new());
+        }
+        schedules::due(&self.db, params).await
+    }
+
+    async fn schedule_advance(&self, params: ScheduleAdvanceParams) -> Result<bool, StoreError> {
+        schedules::advance(&self.db, params).await
+    }
+
+    async fn schedule_next_due(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        schedules::next_due(&self.db).await
     }
 }

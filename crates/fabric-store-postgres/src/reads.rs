@@ -42,7 +42,9 @@ pub(crate) async fn load_task<C: GenericClient>(
 }
 
 /// `task_list`: a page of tasks (newest first) joined with their attempts in one statement.
-/// The SQL is built for the filters present, so each variant gets its own plan.
+/// The SQL is built for the filters present, so each variant gets its own plan; the
+/// `parent`, `module` and `labels` filters each have an index (`tasks_parent`,
+/// `tasks_module`, `tasks_labels`).
 pub(crate) async fn task_list(db: &Db, p: TaskListParams) -> Result<TaskPage, StoreError> {
     let limit = p.limit.min(MAX_LIST_LIMIT);
     if limit == 0 {
@@ -62,6 +64,22 @@ pub(crate) async fn task_list(db: &Db, p: TaskListParams) -> Result<TaskPage, St
     if let Some(state) = &state {
         args.push(state);
         filters.push(format!("state = ${}", args.len()));
+    }
+    let module = p.module.map(|m| m.to_string());
+    if let Some(module) = &module {
+        args.push(module);
+        filters.push(format!("module = ${}", args.len()));
+    }
+    let parent = p.parent.as_ref().map(|id| id.as_str());
+    if let Some(parent) = &parent {
+        args.push(parent);
+        filters.push(format!("parent = ${}", args.len()));
+    }
+    // Containment, which the GIN index `tasks_labels` serves.
+    let labels = (!p.labels.is_empty()).then(|| crate::rows::map_json(&p.labels));
+    if let Some(labels) = &labels {
+        args.push(labels);
+        filters.push(format!("labels @> (${}::text)::jsonb", args.len()));
     }
     if let Some(cursor) = &p.cursor {
         args.push(cursor);

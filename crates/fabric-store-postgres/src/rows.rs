@@ -8,7 +8,9 @@ use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
     egress_json, from_millis, telemetry_json,
 };
-use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
+use fabric_types::{
+    Attempt, Concurrency, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage,
+};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
@@ -16,7 +18,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::corrupt;
 
 /// The task columns [`read_task`] expects, in order. JSONB columns are read as text.
-const TASK_COLUMNS: [&str; 28] = [
+const TASK_COLUMNS: [&str; 35] = [
     "id",
     "tenant",
     "module",
@@ -45,6 +47,13 @@ const TASK_COLUMNS: [&str; 28] = [
     "egress",
     "args",
     "progress",
+    "after_ids",
+    "pass_outputs",
+    "parent",
+    "depth",
+    "error",
+    "concurrency_key",
+    "concurrency_limit",
 ];
 
 /// How many columns [`read_task`] reads.
@@ -259,6 +268,36 @@ pub(crate) fn read_task(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
             "tasks.progress",
         )?,
         attempts: Vec::new(),
+        after: col::<Option<Vec<String>>>(row, c(28))?
+            .unwrap_or_default()
+            .into_iter()
+            .map(TaskId::from)
+            .collect(),
+        pass_outputs: col(row, c(29))?,
+        parent: col::<Option<String>>(row, c(30))?.map(TaskId::from),
+        depth: {
+            let depth: i32 = col(row, c(31))?;
+            u32::try_from(depth)
+                .map_err(|_| corrupt(format!("tasks.depth {depth} is out of range")))?
+        },
+        error: col(row, c(32))?,
+        concurrency: match (
+            col::<Option<String>>(row, c(33))?,
+            col::<Option<i32>>(row, c(34))?,
+        ) {
+            (Some(key), Some(limit)) => Some(Concurrency {
+                key,
+                limit: u32::try_from(limit).map_err(|_| {
+                    corrupt(format!("tasks.concurrency_limit {limit} is out of range"))
+                })?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(corrupt(
+                    "tasks.concurrency_key and concurrency_limit must be set together",
+                ));
+            }
+        },
     })
 }
 

@@ -33,6 +33,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_reports.sql",
         include_str!("../migrations/0005_reports.sql"),
     ),
+    (
+        6,
+        "0006_workflows.sql",
+        include_str!("../migrations/0006_workflows.sql"),
+    ),
+    (
+        7,
+        "0007_schedules.sql",
+        include_str!("../migrations/0007_schedules.sql"),
+    ),
 ];
 
 /// The schema version this build writes: the number of its last migration.

@@ -253,6 +253,7 @@ async fn completions_racing_a_rescue_are_applied_exactly_once() {
     let completions: Vec<Completion> = claimed
         .iter()
         .map(|c| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id.clone(),
             attempt: Attempt::new(Outcome::Ok),
             next: Next::Finish(TaskState::Succeeded),
@@ -331,6 +332,7 @@ async fn one_batch_of_completions_applies_each_fate() {
         .iter()
         .enumerate()
         .map(|(i, c)| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id.clone(),
             attempt: Attempt::new(Outcome::Trap),
             next: match i % 3 {
@@ -342,6 +344,7 @@ async fn one_batch_of_completions_applies_each_fate() {
         .collect();
     completions.push(completions[0].clone());
     completions.push(Completion {
+        children: Vec::new(),
         attempt_id: AttemptId::from("never-claimed"),
         attempt: Attempt::new(Outcome::Ok),
         next: Next::Finish(TaskState::Succeeded),
@@ -544,6 +547,7 @@ async fn a_write_sends_one_notify_however_many_tasks_it_makes_ready() {
     let completions = claimed
         .iter()
         .map(|c| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id.clone(),
             attempt: Attempt::new(Outcome::Exit),
             next: Next::Retry { run_at: at(2) },

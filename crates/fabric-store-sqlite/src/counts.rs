@@ -11,7 +11,7 @@ use crate::db_err;
 use crate::rows::{parse_priority, parse_state};
 
 /// The states a count is kept for, in the order of [`CountChanges`]' arrays.
-const STATES: [TaskState; 7] = TaskState::ALL;
+const STATES: [TaskState; TaskState::ALL.len()] = TaskState::ALL;
 
 /// Priorities are ranks 0 to 4.
 const PRIORITIES: usize = 5;
@@ -25,7 +25,7 @@ fn slot(state: TaskState, priority: i64) -> Option<usize> {
 /// The count changes one write operation made, applied when it succeeds (inside its
 /// savepoint, so a failed operation changes no count). Kept per tenant in an array by state
 /// and priority, so that counting a task allocates nothing once its tenant is known.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct CountChanges {
     by_tenant: HashMap<String, [i64; STATES.len() * PRIORITIES]>,
 }

@@ -14,6 +14,7 @@ mod options;
 mod readers;
 mod reports;
 mod rows;
+mod schedules;
 mod schema;
 mod writer;
 mod writes;
@@ -33,6 +34,10 @@ use fabric_store::{
 use fabric_store::{
     KpiAggregate, KpiQueryParams, TaskProgressParams, UsageAggregate, UsageReportParams,
 };
+use fabric_store::{
+    ScheduleAdvanceParams, ScheduleDeleteParams, ScheduleDueParams, ScheduleGetParams,
+    ScheduleListParams, SchedulePut, SchedulePutParams, ScheduleRecord,
+};
 use fabric_types::TaskState;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -51,28 +56,42 @@ use writer::Writer;
 pub const MAX_LIST_LIMIT: usize = 1_000;
 
 /// What a `task_list` page reads (`FROM ...`) and its condition on the state. Each listing
-/// names the index that serves it, so that none scans every task: the state is written into
-/// the SQL (a partial index serves only a condition that implies its own `WHERE`), and
-/// running tasks, which are few, come from `tasks_lease`.
-fn list_source(by_tenant: bool, state: Option<TaskState>) -> (&'static str, String) {
+/// names the index that serves it, so that none scans every task: a parent's children come
+/// from `tasks_parent`, a tenant's tasks of one module from `tasks_module`; otherwise the
+/// state is written into the SQL (a partial index serves only a condition that implies its
+/// own `WHERE`), and running tasks, which are few, come from `tasks_lease`. Labels are
+/// checked on the rows the index yields.
+fn list_source(p: &TaskListParams) -> (&'static str, String) {
     use TaskState as S;
-    let Some(state) = state else {
+    let by_tenant = p.tenant.is_some();
+    let condition = p.state.map_or_else(
+        || "1 = 1".to_string(),
+        |s| format!("state = '{}'", s.as_str()),
+    );
+    if p.parent.is_some() {
+        return ("tasks INDEXED BY tasks_parent", condition);
+    }
+    if p.module.is_some() && by_tenant {
+        return ("tasks INDEXED BY tasks_module", condition);
+    }
+    let Some(state) = p.state else {
         let source = if by_tenant {
             "tasks INDEXED BY tasks_tenant"
         } else {
             "tasks"
         };
-        return (source, "1 = 1".into());
+        return (source, condition);
     };
     let source = match (by_tenant, state) {
         (_, S::Running) => "tasks INDEXED BY tasks_lease",
+        (_, S::Waiting) => "tasks INDEXED BY tasks_waiting",
         (true, _) => "tasks INDEXED BY tasks_tenant_state",
         (false, S::Failed | S::Cancelled | S::Expired) => "tasks INDEXED BY tasks_state_rare",
         (false, S::Scheduled) => "tasks INDEXED BY tasks_scheduled",
         // Most tasks, or the newest ones: reading tasks newest first finds a page soon.
         (false, S::Queued | S::Succeeded) => "tasks",
     };
-    (source, format!("state = '{}'", state.as_str()))
+    (source, condition)
 }
 
 /// Maps a driver error to a [`StoreError`] that says what the store was doing.
@@ -354,13 +373,32 @@ impl Store for SqliteStore {
         }
         self.readers
             .read("task_list", move |tx| {
-                let (source, state) = list_source(params.tenant.is_some(), params.state);
+                let (source, state) = list_source(&params);
                 let mut sql = format!("SELECT {TASK_COLUMNS} FROM {source} WHERE {state}");
                 let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
                 let limit = limit as i64;
                 if let Some(tenant) = &params.tenant {
                     args.push(tenant);
                     sql.push_str(&format!(" AND tenant = ?{}", args.len()));
+                }
+                let module = params.module.map(|m| m.to_string());
+                if let Some(module) = &module {
+                    args.push(module);
+                    sql.push_str(&format!(" AND module = ?{}", args.len()));
+                }
+                let parent = params.parent.as_ref().map(|p| p.as_str().to_owned());
+                if let Some(parent) = &parent {
+                    args.push(parent);
+                    sql.push_str(&format!(" AND parent = ?{}", args.len()));
+                }
+                for (key, value) in &params.labels {
+                    args.push(key);
+                    args.push(value);
+                    sql.push_str(&format!(
+                        " AND EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ?{} AND value = ?{})",
+                        args.len() - 1,
+                        args.len()
+                    ));
                 }
                 if let Some(cursor) = &params.cursor {
                     args.push(cursor);
@@ -489,6 +527,68 @@ impl Store for SqliteStore {
                     .and_then(|mut s| s.query_row([], |r| r.get(0)))
                     .map_err(db_err("find the next scheduled task"))?;
                 Ok(at.map(from_millis))
+            })
+            .await
+    }
+
+    async fn schedule_put(&self, params: SchedulePutParams) -> Result<SchedulePut, StoreError> {
+        self.writer
+            .write("schedule_put", move |ctx| schedules::put(ctx, params))
+            .await
+    }
+
+    async fn schedule_get(
+        &self,
+        params: ScheduleGetParams,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.readers
+            .read("schedule_get", move |tx| {
+                schedules::get(tx, &params.tenant, &params.name)
+            })
+            .await
+    }
+
+    async fn schedule_list(
+        &self,
+        params: ScheduleListParams,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.readers
+            .read("schedule_list", move |tx| {
+                schedules::list(tx, &params.tenant)
+            })
+            .await
+    }
+
+    async fn schedule_delete(&self, params: ScheduleDeleteParams) -> Result<bool, StoreError> {
+        self.writer
+            .write("schedule_delete", move |ctx| schedules::delete(ctx, params))
+            .await
+    }
+
+    async fn schedule_due(
+        &self,
+        params: ScheduleDueParams,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        if params.max == 0 {
+            return Ok(Vec::new());
+        }
+        self.readers
+            .read("schedule_due", move |tx| schedules::due(tx, params))
+            .await
+    }
+
+    async fn schedule_advance(&self, params: ScheduleAdvanceParams) -> Result<bool, StoreError> {
+        self.writer
+            .write("schedule_advance", move |ctx| {
+                schedules::advance(ctx, params)
+            })
+            .await
+    }
+
+    async fn schedule_next_due(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.readers
+            .read("schedule_next_due", |tx| {
+                Ok(schedules::next_due(tx)?.map(from_millis))
             })
             .await
     }

@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 
 use fabric_store::{
     AttemptId, AttemptRecord, ClaimedTask, ModuleInfo, ModuleKind, StoreError, TaskId, TaskRecord,
-    egress_json, from_millis, telemetry_json,
+    egress_json, from_millis, telemetry_json, workflow,
 };
-use fabric_types::{Attempt, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage};
+use fabric_types::{
+    Attempt, Concurrency, Limits, ModuleId, Outcome, Priority, RetryPolicy, TaskState, Usage,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
@@ -15,7 +17,8 @@ use crate::db_err;
 /// The columns [`read_task`] expects, in order.
 pub(crate) const TASK_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, \
      output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at, \
-     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress";
+     deadline, env, labels, created_at, started_at, finished_at, cancel_requested, dirs, egress, args, progress, \
+     after_ids, pass_outputs, parent, depth, error, concurrency_key, concurrency_limit";
 
 /// The columns [`read_attempt`] expects, in order.
 const ATTEMPT_COLUMNS: &str = "id, number, node, claimed_at, lease_until, outcome, exit_code, trap, error, output, \
@@ -115,6 +118,13 @@ struct RawTask {
     egress: Option<String>,
     args: Option<String>,
     progress: Option<String>,
+    after_ids: Option<String>,
+    pass_outputs: bool,
+    parent: Option<String>,
+    depth: i64,
+    error: Option<String>,
+    concurrency_key: Option<String>,
+    concurrency_limit: Option<i64>,
 }
 
 fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
@@ -149,6 +159,13 @@ fn raw_task(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         egress: row.get(25)?,
         args: row.get(26)?,
         progress: row.get(27)?,
+        after_ids: row.get(28)?,
+        pass_outputs: row.get(29)?,
+        parent: row.get(30)?,
+        depth: row.get(31)?,
+        error: row.get(32)?,
+        concurrency_key: row.get(33)?,
+        concurrency_limit: row.get(34)?,
     })
 }
 
@@ -178,8 +195,24 @@ impl RawTask {
         })
     }
 
+    fn concurrency(&self) -> Result<Option<Concurrency>, StoreError> {
+        match (&self.concurrency_key, self.concurrency_limit) {
+            (Some(key), Some(limit)) => Ok(Some(Concurrency {
+                key: key.clone(),
+                limit: u32::try_from(limit).map_err(|_| {
+                    StoreError::Corrupt(format!("tasks.concurrency_limit {limit} is out of range"))
+                })?,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Corrupt(
+                "tasks.concurrency_key and concurrency_limit must be set together".into(),
+            )),
+        }
+    }
+
     fn into_record(self) -> Result<TaskRecord, StoreError> {
         Ok(TaskRecord {
+            concurrency: self.concurrency()?,
             limits: self.limits()?,
             retry: self.retry()?,
             module: parse_module_id(&self.module, "tasks.module")?,
@@ -202,6 +235,13 @@ impl RawTask {
             finished_at: time_opt(self.finished_at),
             cancel_requested: self.cancel_requested,
             attempts: Vec::new(),
+            after: workflow::ids_decode(self.after_ids.as_deref(), "tasks.after_ids")?,
+            pass_outputs: self.pass_outputs,
+            parent: self.parent.map(TaskId::from),
+            depth: u32::try_from(self.depth).map_err(|_| {
+                StoreError::Corrupt(format!("tasks.depth {} is out of range", self.depth))
+            })?,
+            error: self.error,
         })
     }
 }
@@ -337,7 +377,8 @@ pub(crate) fn load_tasks(
 pub(crate) const CANDIDATE_COLUMNS: &str = "id, tenant, module, input, priority, state, fuel, \
      memory_bytes, timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, \
      idempotency_key, run_at, deadline, env, labels, created_at, started_at, finished_at, cancel_requested, \
-     dirs, egress, args, progress, attempt_count, rowid";
+     dirs, egress, args, progress, after_ids, pass_outputs, parent, depth, error, concurrency_key, \
+     concurrency_limit, attempt_count, rowid";
 
 /// A queued task about to be claimed, as stored.
 pub(crate) struct RawCandidate {
@@ -349,8 +390,8 @@ pub(crate) struct RawCandidate {
 pub(crate) fn raw_candidate(row: &Row<'_>) -> rusqlite::Result<RawCandidate> {
     Ok(RawCandidate {
         task: raw_task(row)?,
-        attempt_count: row.get(28)?,
-        rowid: row.get(29)?,
+        attempt_count: row.get(35)?,
+        rowid: row.get(36)?,
     })
 }
 
@@ -369,6 +410,14 @@ impl RawCandidate {
 
     pub(crate) fn deadline(&self) -> Option<i64> {
         self.task.deadline
+    }
+
+    /// The concurrency key and limit, when it has one.
+    pub(crate) fn concurrency(&self) -> Option<(&str, i64)> {
+        Some((
+            self.task.concurrency_key.as_deref()?,
+            self.task.concurrency_limit?,
+        ))
     }
 
     /// The number of the attempt a claim now starts.

@@ -66,6 +66,18 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0008_reports.sql"),
         edits_schema_table: false,
     },
+    Migration {
+        version: 9,
+        name: "0009_workflows.sql",
+        sql: include_str!("../migrations/0009_workflows.sql"),
+        edits_schema_table: true,
+    },
+    Migration {
+        version: 10,
+        name: "0010_schedules.sql",
+        sql: include_str!("../migrations/0010_schedules.sql"),
+        edits_schema_table: false,
+    },
 ];
 
 /// The schema version this build writes.

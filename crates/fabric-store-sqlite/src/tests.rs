@@ -218,6 +218,7 @@ async fn task_counts_follow_every_change_of_state() {
         .iter()
         .enumerate()
         .map(|(i, c)| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id.clone(),
             attempt: Attempt::new(Outcome::Exit),
             next: match i % 5 {
@@ -232,6 +233,7 @@ async fn task_counts_follow_every_change_of_state() {
     // The same attempt twice (the second is refused) and an attempt never made.
     completions.push(completions[0].clone());
     completions.push(Completion {
+        children: Vec::new(),
         attempt_id: fabric_store::AttemptId::from("no-such-attempt"),
         attempt: Attempt::new(Outcome::Ok),
         next: Next::Finish(TaskState::Succeeded),
@@ -374,7 +376,9 @@ async fn a_version_1_database_is_upgraded_in_place() {
         )
         .unwrap();
     assert!(
-        sql.contains("OR state = 'expired')") && !sql.contains("state IN"),
+        sql.contains("OR state = 'expired'")
+            && sql.contains("OR state = 'waiting')")
+            && !sql.contains("state IN"),
         "{sql}"
     );
     let refused = conn
@@ -384,6 +388,9 @@ async fn a_version_1_database_is_upgraded_in_place() {
         refused.sqlite_error_code(),
         Some(rusqlite::ErrorCode::ConstraintViolation)
     );
+    // ... and accepts the state 0009 added.
+    conn.execute("UPDATE tasks SET state = 'waiting' WHERE id = 'T2'", [])
+        .unwrap();
 }
 
 /// Every listing (any tenant or one, any state or one) pages through exactly the tasks
@@ -453,6 +460,7 @@ async fn every_listing_finds_its_tasks() {
         .take(12)
         .enumerate()
         .map(|(i, c)| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id.clone(),
             attempt: Attempt::new(Outcome::Exit),
             next: Next::Finish(if i % 3 == 0 {
@@ -515,6 +523,7 @@ async fn every_listing_finds_its_tasks() {
                         state,
                         limit: 4,
                         cursor,
+                        ..TaskListParams::default()
                     })
                     .await
                     .unwrap_or_else(|e| panic!("listing {tenant:?} {state:?}: {e}"));

@@ -85,6 +85,7 @@ fn crash_child() {
             let completions = claimed
                 .into_iter()
                 .map(|c| Completion {
+                    children: Vec::new(),
                     attempt_id: c.attempt_id,
                     attempt: Attempt::new(Outcome::Ok),
                     next: Next::Finish(TaskState::Succeeded),
@@ -200,6 +201,7 @@ fn kill_9_loses_no_acknowledged_task() {
             let completions = claimed
                 .into_iter()
                 .map(|c| Completion {
+                    children: Vec::new(),
                     attempt_id: c.attempt_id,
                     attempt: Attempt::new(Outcome::Ok),
                     next: Next::Finish(TaskState::Succeeded),

@@ -61,6 +61,7 @@ async fn complete(store: &dyn Store, claimed: Vec<ClaimedTask>) {
     let completions = claimed
         .into_iter()
         .map(|c| Completion {
+            children: Vec::new(),
             attempt_id: c.attempt_id,
             attempt: Attempt::new(Outcome::Ok),
             next: Next::Finish(TaskState::Succeeded),

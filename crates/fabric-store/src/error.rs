@@ -40,6 +40,23 @@ pub enum StoreError {
         tenant: String,
         module: String,
     },
+    /// A task's `after` names a task its tenant does not have (nor one earlier in the
+    /// batch): nothing of the batch was written.
+    #[error("tasks[{index}].after: tenant {tenant:?} has no task {id}")]
+    UnknownDependency {
+        /// The task's index in its batch.
+        index: usize,
+        tenant: String,
+        id: String,
+    },
+    /// A task's caller-chosen `id` is already stored (or given twice in the batch):
+    /// nothing of the batch was written.
+    #[error("tasks[{index}].id: a task {id} already exists")]
+    DuplicateTaskId {
+        /// The task's index in its batch.
+        index: usize,
+        id: String,
+    },
     /// The caller passed something the store cannot accept; the message names the field.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

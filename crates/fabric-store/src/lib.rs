@@ -19,6 +19,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod concurrency;
 pub mod egress_json;
 mod error;
 mod id;
@@ -26,9 +27,11 @@ mod model;
 mod report;
 pub mod rollup;
 pub mod rules;
+mod schedule;
 pub mod telemetry_json;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod workflow;
 
 use std::fmt::Debug;
 
@@ -49,6 +52,10 @@ pub use model::{
 pub use report::{
     KpiAggregate, KpiQueryParams, ProgressUpdate, TaskProgressParams, UsageAggregate,
     UsageReportParams,
+};
+pub use schedule::{
+    ScheduleAdvanceParams, ScheduleDeleteParams, ScheduleDueParams, ScheduleGetParams,
+    ScheduleListParams, SchedulePut, SchedulePutParams, ScheduleRecord,
 };
 
 /// The durable home of modules, tasks and attempts. Object-safe: hold it as
@@ -145,4 +152,27 @@ pub trait Store: Send + Sync + Debug {
     /// scheduler can sleep exactly until the next promotion is due; `None` when nothing is
     /// scheduled.
     async fn next_wakeup(&self) -> Result<Option<OffsetDateTime>>;
+
+    /// Creates or replaces a cron schedule (see [`SchedulePutParams`]).
+    async fn schedule_put(&self, params: SchedulePutParams) -> Result<SchedulePut>;
+
+    /// One schedule of one tenant.
+    async fn schedule_get(&self, params: ScheduleGetParams) -> Result<Option<ScheduleRecord>>;
+
+    /// A tenant's schedules, by name.
+    async fn schedule_list(&self, params: ScheduleListParams) -> Result<Vec<ScheduleRecord>>;
+
+    /// Deletes a schedule; `true` when it existed.
+    async fn schedule_delete(&self, params: ScheduleDeleteParams) -> Result<bool>;
+
+    /// The schedules due to fire (see [`ScheduleDueParams`]).
+    async fn schedule_due(&self, params: ScheduleDueParams) -> Result<Vec<ScheduleRecord>>;
+
+    /// Moves a schedule past a fired tick, if no one did (see [`ScheduleAdvanceParams`]);
+    /// `true` when this call moved it.
+    async fn schedule_advance(&self, params: ScheduleAdvanceParams) -> Result<bool>;
+
+    /// The earliest `next_run_at` of any tenant's schedule, so the firing loop can sleep
+    /// until then; `None` without schedules.
+    async fn schedule_next_due(&self) -> Result<Option<OffsetDateTime>>;
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use fabric_types::ModuleKind;
-use fabric_types::{Attempt, Limits, ModuleId, Priority, Progress, RetryPolicy, TaskState};
+use fabric_types::{
+    Attempt, Concurrency, Limits, ModuleId, Priority, Progress, RetryPolicy, TaskState,
+};
 use time::OffsetDateTime;
 
 use crate::{AttemptId, TaskId};
@@ -142,7 +144,7 @@ pub struct ModuleListParams {
 }
 
 /// Deletes one module of one tenant, by id or by name, unless an unfinished task
-/// (`scheduled`, `queued` or `running`) of that tenant names it. The check and the delete
+/// (`waiting`, `scheduled`, `queued` or `running`) of that tenant names it. The check and the delete
 /// are one transaction, and [`Store::task_insert`](crate::Store::task_insert) refuses a
 /// task whose module its tenant does not store, so a delete never leaves an unfinished task
 /// without its module. Finished tasks keep the module id they ran.
@@ -211,6 +213,24 @@ pub struct NewTask {
     pub egress: Vec<String>,
     /// The arguments after the program name, passed to every attempt.
     pub args: Vec<String>,
+    /// The id to store the task under, chosen by the caller (a child task whose id its
+    /// guest already holds); `None`: the store mints one. An id already stored refuses
+    /// the batch ([`StoreError::DuplicateTaskId`](crate::StoreError::DuplicateTaskId)).
+    pub id: Option<TaskId>,
+    /// Tasks of the same tenant this one runs after (at most
+    /// [`MAX_AFTER`](fabric_types::workflow::MAX_AFTER)): stored ones, or ones earlier in
+    /// the same batch. See [`crate::workflow`] for the states this leads to.
+    pub after: Vec<TaskId>,
+    /// When the task becomes ready, its input becomes the document
+    /// [`crate::workflow::pass_outputs_input`] builds from its `after` tasks' outputs.
+    pub pass_outputs: bool,
+    /// The task whose attempt submitted this one; its depth is the parent's plus one (at
+    /// most [`MAX_TASK_DEPTH`](fabric_types::workflow::MAX_TASK_DEPTH)). The parent must be
+    /// a stored task of the same tenant.
+    pub parent: Option<TaskId>,
+    /// A claim starts this task only while fewer than `limit` tasks of its tenant with the
+    /// same key run (see [`TaskClaimParams`]).
+    pub concurrency: Option<Concurrency>,
 }
 
 impl NewTask {
@@ -231,6 +251,11 @@ impl NewTask {
             dirs: BTreeMap::new(),
             egress: Vec::new(),
             args: Vec::new(),
+            id: None,
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
+            concurrency: None,
         }
     }
 }
@@ -260,12 +285,18 @@ pub struct TaskGetParams {
     pub id: TaskId,
 }
 
-/// One page of tasks, newest first.
-#[derive(Debug, Clone)]
+/// One page of tasks, newest first, of those matching every filter given.
+#[derive(Debug, Clone, Default)]
 pub struct TaskListParams {
     /// `None` lists every tenant's tasks (admin).
     pub tenant: Option<String>,
     pub state: Option<TaskState>,
+    /// Only tasks of this module.
+    pub module: Option<ModuleId>,
+    /// Only tasks carrying every one of these labels (with these values).
+    pub labels: BTreeMap<String, String>,
+    /// Only the children of this task.
+    pub parent: Option<TaskId>,
     /// At most this many tasks (a store may cap it; zero returns an empty page).
     pub limit: usize,
     /// The `next_cursor` of the previous page, which is the id of that page's last task:
@@ -328,9 +359,29 @@ pub struct TaskRecord {
     /// A cancel arrived while it ran; the worker should interrupt it.
     pub cancel_requested: bool,
     pub attempts: Vec<AttemptRecord>,
+    /// The tasks it runs after, in the order given.
+    pub after: Vec<TaskId>,
+    /// Its input was (or will be) built from its `after` tasks' outputs.
+    pub pass_outputs: bool,
+    /// The task whose attempt submitted it.
+    pub parent: Option<TaskId>,
+    /// 0 for a top-level task; a child's is its parent's plus one.
+    pub depth: u32,
+    /// Why it ended without an attempt saying so: set when a dependency did not succeed
+    /// (see [`crate::workflow::dependency_error`]).
+    pub error: Option<String>,
+    /// The concurrency key and limit, as inserted.
+    pub concurrency: Option<Concurrency>,
 }
 
 /// Claims up to `max` queued tasks for `node`, in claim order (see [`claim_sort_key`]).
+///
+/// **Concurrency keys.** A task with a [`Concurrency`] is started only while fewer than its
+/// `limit` tasks of its tenant with the same key are `running` (counting those this claim
+/// starts), exactly, also with several nodes claiming from one database at once. A task
+/// held back stays `queued` in its place in line without an attempt, and the claim goes on
+/// with the tasks behind it (without the key, or with another key). Within one claim, tasks
+/// with a key may be handed over after keyless tasks that stood behind them in line.
 #[derive(Debug, Clone)]
 pub struct TaskClaimParams {
     pub node: String,
@@ -410,8 +461,12 @@ pub struct ClaimedTask {
     pub egress: Vec<String>,
     /// The arguments after the program name, for the sandbox.
     pub args: Vec<String>,
+    /// 0 for a top-level task; a child's is its parent's plus one.
+    pub depth: u32,
     pub claimed_at: OffsetDateTime,
     pub lease_until: OffsetDateTime,
+    /// The concurrency key and limit it was claimed under.
+    pub concurrency: Option<Concurrency>,
 }
 
 impl ClaimedTask {
@@ -439,8 +494,10 @@ impl ClaimedTask {
             dirs: task.dirs,
             egress: task.egress,
             args: task.args,
+            depth: task.depth,
             claimed_at,
             lease_until,
+            concurrency: task.concurrency,
         }
     }
 }
@@ -481,12 +538,29 @@ pub enum Next {
 }
 
 /// One attempt's end.
+///
+/// **Children.** `children` are the tasks the attempt submitted. They are inserted in the
+/// same transaction as the completion, and only when it is accepted (its attempt still
+/// holds the task) and its step is `Finish(Succeeded)`; otherwise they are dropped. The
+/// store sets each child's tenant to the task's, its `parent` to the task, and its depth
+/// to the task's plus one, and stores it under its given `id` (or a minted one). A
+/// child's `after` may name children earlier in the list or stored tasks of the tenant.
+/// When the children cannot be inserted — more than
+/// [`MAX_CHILDREN_PER_ATTEMPT`](fabric_types::workflow::MAX_CHILDREN_PER_ATTEMPT), deeper
+/// than [`MAX_TASK_DEPTH`](fabric_types::workflow::MAX_TASK_DEPTH), an unknown `after` id,
+/// a module the tenant no longer stores, an id already stored, or any other invalid
+/// child — this completion alone is applied as a failure: the attempt is recorded with
+/// outcome `invalid` and an error starting `child tasks refused: ` that names the child's
+/// index and the reason, the task ends `failed`, and no child exists. Other completions of
+/// the same call are unaffected. See [`crate::workflow::refuse_children`].
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub attempt_id: AttemptId,
     /// What the attempt did. For [`Next::Requeue`] it is discarded.
     pub attempt: Attempt,
     pub next: Next,
+    /// The child tasks the attempt submitted, in order.
+    pub children: Vec<NewTask>,
 }
 
 /// Records the ends of attempts, all in one transaction, each fenced by its attempt id.
@@ -513,9 +587,12 @@ pub struct Completed {
     pub state: Option<TaskState>,
 }
 
-/// Cancels a task: `queued`/`scheduled` become `cancelled` at once; `running` gets
-/// `cancel_requested` (the worker sees it on its next heartbeat) and stays `running`
-/// until its attempt completes; terminal tasks are left as they are.
+/// Cancels a task: `waiting`/`queued`/`scheduled` become `cancelled` at once; `running`
+/// gets `cancel_requested` (the worker sees it on its next heartbeat) and stays `running`
+/// until its attempt completes; terminal tasks are left as they are. In the same
+/// transaction every task waiting on a cancelled task is cancelled (transitively), and
+/// every unfinished descendant (by `parent`, transitively) is cancelled the same way,
+/// whatever the task's own state.
 #[derive(Debug, Clone)]
 pub struct TaskCancelParams {
     /// `None` is the admin view; otherwise another tenant's task is not found.
@@ -561,7 +638,8 @@ pub struct TaskPromoteParams {
     pub max: usize,
 }
 
-/// Moves `queued` and `scheduled` tasks whose deadline is before `now` to `expired`.
+/// Moves `waiting`, `queued` and `scheduled` tasks whose deadline is before `now` to
+/// `expired` (and, in the same transaction, cancels the tasks waiting on them).
 #[derive(Debug, Clone, Copy)]
 pub struct TaskExpireParams {
     pub now: OffsetDateTime,
@@ -603,6 +681,7 @@ pub struct StatsParams {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub queued_by_priority: [u64; 5],
+    pub waiting: u64,
     pub scheduled: u64,
     pub running: u64,
     pub succeeded: u64,
@@ -622,6 +701,7 @@ impl Stats {
     pub fn add(&mut self, state: TaskState, priority: Priority, count: u64) {
         match state {
             TaskState::Queued => self.queued_by_priority[usize::from(priority.rank())] += count,
+            TaskState::Waiting => self.waiting += count,
             TaskState::Scheduled => self.scheduled += count,
             TaskState::Running => self.running += count,
             TaskState::Succeeded => self.succeeded += count,

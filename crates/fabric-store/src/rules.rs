@@ -8,11 +8,15 @@ use time::OffsetDateTime;
 use crate::{Completion, Next, StoreError};
 
 /// The states of a task that may still run: a module such a task names cannot be deleted.
-pub const UNFINISHED: [TaskState; 3] =
-    [TaskState::Scheduled, TaskState::Queued, TaskState::Running];
+pub const UNFINISHED: [TaskState; 4] = [
+    TaskState::Waiting,
+    TaskState::Scheduled,
+    TaskState::Queued,
+    TaskState::Running,
+];
 
 /// [`UNFINISHED`] as the SQL condition both backends filter `tasks.state` with.
-pub const UNFINISHED_SQL: &str = "state IN ('scheduled', 'queued', 'running')";
+pub const UNFINISHED_SQL: &str = "state IN ('waiting', 'scheduled', 'queued', 'running')";
 
 /// The task's next step after attempt number `attempt_number` (1 for the first) ended with
 /// `outcome`: success and cancellation are final; an outcome the policy retries gets another
@@ -249,6 +253,7 @@ mod tests {
             attempt_id: AttemptId::from("a".to_string()),
             attempt: Attempt::new(Outcome::Ok),
             next,
+            children: Vec::new(),
         };
         assert!(check_completions(&[completion(Next::Finish(TaskState::Failed))]).is_ok());
         let err = check_completions(&[

@@ -2,11 +2,13 @@
 //! policies, attempt outcomes and resource usage.
 
 mod args;
+mod concurrency;
 mod id;
 mod limits;
 pub mod millis;
 mod outcome;
 mod report;
+mod schedule;
 mod size;
 mod task;
 mod telemetry;
@@ -14,6 +16,7 @@ pub mod wire;
 pub mod workflow;
 
 pub use args::{MAX_ARGS, MAX_ARGS_BYTES, check_args};
+pub use concurrency::{Concurrency, MAX_CONCURRENCY_KEY_BYTES, MAX_CONCURRENCY_LIMIT};
 pub use id::{ModuleId, ModuleKind, ParseModuleIdError};
 pub use limits::{Limits, RetryPolicy};
 pub use outcome::{

@@ -77,6 +77,8 @@ impl FromStr for Priority {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
+    /// Waiting for the tasks it runs `after` to finish (see `workflow`).
+    Waiting,
     /// Waiting for its `run_at`, or for the backoff before its next attempt.
     Scheduled,
     /// Ready to be claimed.
@@ -90,7 +92,8 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 7] = [
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Waiting,
         TaskState::Scheduled,
         TaskState::Queued,
         TaskState::Running,
@@ -110,6 +113,7 @@ impl TaskState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Waiting => "waiting",
             TaskState::Scheduled => "scheduled",
             TaskState::Queued => "queued",
             TaskState::Running => "running",
@@ -130,7 +134,7 @@ impl fmt::Display for TaskState {
 /// Why a string is not a task state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown task state {0:?}: expected scheduled, queued, running, succeeded, failed, cancelled or expired"
+    "unknown task state {0:?}: expected waiting, scheduled, queued, running, succeeded, failed, cancelled or expired"
 )]
 pub struct ParseTaskStateError(String);
 

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Attempt, ModuleKind, Priority, Progress, TaskState};
+use crate::{Attempt, Concurrency, ModuleKind, Priority, Progress, TaskState};
+
+pub use crate::schedule::{Schedule, ScheduleList, ScheduleName, SchedulePut};
 
 pub use crate::report::{
     KpiGroup, KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, UsageGroup, UsageQuery, UsageRow,
@@ -108,6 +110,18 @@ pub struct TaskSpec {
     /// Command-line arguments after the program name (which is always `agent`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Ids of tasks (of the same tenant) this one runs after: it waits until all of them
+    /// succeeded, and is cancelled when one of them does not (at most
+    /// [`crate::workflow::MAX_AFTER`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Run with the input `{"input": <own input>, "after": [{"id", "state", "output"}, ...]}`
+    /// built from the outputs of the `after` tasks when they all succeeded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_outputs: bool,
+    /// At most `limit` attempts of the tenant's tasks with this `key` run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// The answer to `task.submit`, and each element of `task.submit_batch`.
@@ -174,6 +188,18 @@ pub struct Task {
     /// The progress the running (or last) attempt reported last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The tasks this one runs after, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Whether its input is built from the outputs of its `after` tasks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_outputs: bool,
+    /// The task whose attempt submitted this one as a child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The task's concurrency key and limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// `task.get`, `task.cancel` params.
@@ -198,6 +224,15 @@ pub struct TaskWait {
 pub struct TaskList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<TaskState>,
+    /// Only tasks of this module: a module name or `sha256:<hex>` id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// Only tasks carrying every one of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Only the children of this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +294,9 @@ pub struct QueuedByPriority {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FabricStats {
     pub queued: QueuedByPriority,
+    /// Tasks waiting for their `after` tasks (0 from a server that predates them).
+    #[serde(default)]
+    pub waiting: u64,
     pub scheduled: u64,
     pub running: u64,
     pub succeeded: u64,

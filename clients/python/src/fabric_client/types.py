@@ -225,6 +225,7 @@ class Module(_Record):
 @dataclass
 class Stats(_Record):
     queued: Dict[str, int] = field(default_factory=dict)
+    waiting: int = 0
     scheduled: int = 0
     running: int = 0
     succeeded: int = 0
@@ -236,7 +237,7 @@ class Stats(_Record):
 
     @classmethod
     def from_json(cls, obj: Dict[str, Any]) -> "Stats":
-        counts = ["scheduled", "running", "succeeded", "failed", "cancelled", "expired",
+        counts = ["waiting", "scheduled", "running", "succeeded", "failed", "cancelled", "expired",
                   "workers", "tenant_max_running"]
         return cls._build(
             obj,

@@ -274,6 +274,10 @@ mod tests {
             egress: Vec::new(),
             args: Vec::new(),
             progress: None,
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
+            concurrency: None,
         }
     }
 

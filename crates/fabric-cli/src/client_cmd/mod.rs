@@ -1,8 +1,9 @@
-//! The client commands (`module`, `submit`, `task`): each calls a server's JSON-RPC API
+//! The client commands (`module`, `submit`, `task`, `schedule`): each calls a server's JSON-RPC API
 //! through `fabric-client` and prints the answer as a table or as one JSON object.
 
 pub(crate) mod format;
 mod report;
+mod schedule;
 mod submit;
 mod task;
 
@@ -20,6 +21,7 @@ use crate::args::{ClientArgs, ModuleCommand};
 use crate::run_cmd::{read_input, read_module};
 
 pub use report::{kpi, usage};
+pub use schedule::{ScheduleCommand, main as schedule};
 pub use submit::main as submit;
 pub use task::main as task;
 

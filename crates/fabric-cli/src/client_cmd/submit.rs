@@ -150,7 +150,7 @@ fn copies(spec: &TaskSpec, count: u64) -> Vec<TaskSpec> {
 }
 
 /// The TaskSpec the command line describes; what it leaves out takes the server's defaults.
-fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
+pub(super) fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
     let (input, input_base64) = if input.is_empty() {
         (None, None)
     } else {
@@ -174,6 +174,12 @@ fn task_spec(args: &SubmitArgs, input: &[u8]) -> TaskSpec {
         dirs: args.dirs.iter().cloned().collect(),
         egress: args.egress.clone(),
         args: args.args.clone(),
+        after: args.after.clone(),
+        pass_outputs: args.pass_outputs,
+        concurrency: args
+            .concurrency
+            .clone()
+            .map(|(key, limit)| fabric_types::Concurrency { key, limit }),
     }
 }
 
@@ -236,6 +242,11 @@ mod tests {
             "/data=shared",
             "--dir",
             "/in/models=models",
+            "--after",
+            "A1",
+            "--after",
+            "B2",
+            "--pass-outputs",
         ]);
         let spec = task_spec(&args, b"hi");
         let json = serde_json::to_value(&spec).unwrap();
@@ -246,7 +257,8 @@ mod tests {
                 "limits": {"fuel": 1000, "timeout_ms": 2000},
                 "retry": {"max_attempts": 3}, "idempotency_key": "k",
                 "run_at": "2030-01-01T00:00:00Z", "env": {"A": "1"}, "labels": {"team": "x"},
-                "dirs": {"/data": "shared", "/in/models": "models"}
+                "dirs": {"/data": "shared", "/in/models": "models"},
+                "after": ["A1", "B2"], "pass_outputs": true
             })
         );
     }
@@ -283,6 +295,9 @@ mod tests {
             &["--run-at", "tomorrow"],
             &["--label", "novalue"],
             &["--dir", "/data"],
+            &["--concurrency", "model-api"],
+            &["--concurrency", "model-api=many"],
+            &["--concurrency", "=3"],
         ] {
             let parsed = Cli::try_parse_from(["fabric", "submit", "echo"].iter().chain(bad));
             assert!(parsed.is_err(), "{bad:?}");

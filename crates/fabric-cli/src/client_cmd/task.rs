@@ -87,6 +87,9 @@ fn list(args: TaskLsArgs) -> ExitCode {
     run(&args.client, async |client| {
         let params = TaskList {
             state: args.state,
+            module: args.module.clone(),
+            labels: args.labels.iter().cloned().collect(),
+            parent: args.parent.clone(),
             limit: args.limit,
             cursor: args.cursor.clone(),
         };

@@ -375,6 +375,7 @@ async fn read_back(client: &Client, tally: &mut Tally, warm: &Task) -> Result<()
                 state: None,
                 limit: Some(RECONCILE_BATCH),
                 cursor,
+                ..Default::default()
             })
             .await?;
         let mut older = false;

@@ -490,6 +490,10 @@ mod tests {
             egress: Vec::new(),
             args: Vec::new(),
             progress: None,
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
+            concurrency: None,
         };
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);

@@ -518,6 +518,7 @@ async fn the_library_client_speaks_every_method() {
             state: Some(TaskState::Succeeded),
             limit: Some(2),
             cursor: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -138,6 +138,34 @@ impl Store for HeldCompletions {
     async fn next_wakeup(&self) -> Result<Option<OffsetDateTime>> {
         self.inner.next_wakeup().await
     }
+
+    async fn schedule_put(&self, params: SchedulePutParams) -> Result<SchedulePut> {
+        self.inner.schedule_put(params).await
+    }
+
+    async fn schedule_get(&self, params: ScheduleGetParams) -> Result<Option<ScheduleRecord>> {
+        self.inner.schedule_get(params).await
+    }
+
+    async fn schedule_list(&self, params: ScheduleListParams) -> Result<Vec<ScheduleRecord>> {
+        self.inner.schedule_list(params).await
+    }
+
+    async fn schedule_delete(&self, params: ScheduleDeleteParams) -> Result<bool> {
+        self.inner.schedule_delete(params).await
+    }
+
+    async fn schedule_due(&self, params: ScheduleDueParams) -> Result<Vec<ScheduleRecord>> {
+        self.inner.schedule_due(params).await
+    }
+
+    async fn schedule_advance(&self, params: ScheduleAdvanceParams) -> Result<bool> {
+        self.inner.schedule_advance(params).await
+    }
+
+    async fn schedule_next_due(&self) -> Result<Option<OffsetDateTime>> {
+        self.inner.schedule_next_due().await
+    }
 }
 
 /// One worker, two tasks, and the first task's completion held back by the store: the

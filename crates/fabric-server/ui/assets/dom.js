@@ -50,7 +50,7 @@ export function throttle(fn, ms) {
 }
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled', 'expired'];
-export const STATES = ['scheduled', 'queued', 'running', ...TERMINAL];
+export const STATES = ['waiting', 'scheduled', 'queued', 'running', ...TERMINAL];
 export const PRIORITIES = ['critical', 'high', 'normal', 'low', 'background'];
 
 export function time(value) {

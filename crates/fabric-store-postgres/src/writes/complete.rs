@@ -2,12 +2,17 @@
 
 use std::collections::HashMap;
 
+use deadpool_postgres::GenericClient;
 use fabric_store::rollup::Rollup;
 use fabric_store::{
-    Completed, Next, StoreError, TaskCancelParams, TaskCompleteParams, TaskId, TaskRecord, rules,
+    Completed, NewTask, Next, StoreError, TaskCancelParams, TaskCompleteParams, TaskId, TaskRecord,
+    rules, workflow,
 };
 use fabric_types::{Attempt, TaskState};
+use time::OffsetDateTime;
 
+use super::insert::insert_batch;
+use super::workflow::{cancel_descendants, dependents_move_on};
 use super::{Transition, apply_transitions, begin, commit, record_attempts, write_rollup};
 use crate::db::{Db, execute, query};
 use crate::reads;
@@ -34,7 +39,7 @@ type Held = (String, i16, bool, String, String);
 /// set-based statements, and the accepted completions added to the KPI and usage rollups.
 pub(crate) async fn task_complete(
     db: &Db,
-    p: TaskCompleteParams,
+    mut p: TaskCompleteParams,
 ) -> Result<Vec<Completed>, StoreError> {
     rules::check_completions(&p.completions)?;
     if p.completions.is_empty() {
@@ -67,7 +72,7 @@ pub(crate) async fn task_complete(
     let mut fates: Vec<Option<(String, TaskState)>> = Vec::with_capacity(p.completions.len());
     let mut made_ready = false;
     let mut rollup = Rollup::default();
-    for c in p.completions.iter() {
+    for c in p.completions.iter_mut() {
         // `remove`: a second completion of one attempt in the batch is rejected.
         let Some((task_id, priority, cancel_requested, tenant, module)) =
             held.remove(c.attempt_id.as_str())
@@ -75,7 +80,19 @@ pub(crate) async fn task_complete(
             fates.push(None);
             continue;
         };
-        let next = rules::honour_cancel(c.next, cancel_requested);
+        let mut next = rules::honour_cancel(c.next, cancel_requested);
+        if next == Next::Finish(TaskState::Succeeded) && !cancel_requested && !c.children.is_empty()
+        {
+            let children = std::mem::take(&mut c.children);
+            match insert_children(&tx, &tenant, &task_id, children, p.now, db.aging_step_ms).await?
+            {
+                Ok(ready) => made_ready |= ready,
+                Err(refusal) => {
+                    c.attempt = workflow::refused_attempt(c.attempt.clone(), refusal);
+                    next = Next::Finish(TaskState::Failed);
+                }
+            }
+        }
         let recorded = !matches!(next, Next::Requeue);
         rollup.ended(&tenant, &module, p.now, &c.attempt, recorded);
         let transition = match next {
@@ -142,6 +159,12 @@ pub(crate) async fn task_complete(
         .await?;
     }
     apply_transitions(&tx, &transitions).await?;
+    let ended: Vec<String> = transitions
+        .iter()
+        .filter(|t| t.state.is_terminal())
+        .map(|t| t.task_id.clone())
+        .collect();
+    made_ready |= dependents_move_on(&tx, ended, now, db.aging_step_ms).await?;
     write_rollup(&tx, &rollup).await?;
     commit(tx, "commit task_complete").await?;
     if made_ready {
@@ -173,26 +196,92 @@ pub(crate) async fn task_complete(
         .collect())
 }
 
+/// Inserts the children a succeeding attempt of `task_id` submitted, in a savepoint of
+/// their own: `Ok(made_ready)`, or the refusal (see [`workflow::children_refusal`]) after
+/// rolling them back.
+async fn insert_children<C: GenericClient>(
+    tx: &C,
+    tenant: &str,
+    task_id: &str,
+    children: Vec<NewTask>,
+    now: OffsetDateTime,
+    aging_step_ms: u64,
+) -> Result<Result<bool, String>, StoreError> {
+    let parent = TaskId::from(task_id);
+    let children = match workflow::prepare_children(tenant, &parent, children) {
+        Ok(children) => children,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    tx.batch_execute("SAVEPOINT children")
+        .await
+        .map_err(crate::error::db_err("insert child tasks"))?;
+    match insert_batch(tx, children, now, aging_step_ms).await {
+        Ok((_, made_ready)) => {
+            tx.batch_execute("RELEASE SAVEPOINT children")
+                .await
+                .map_err(crate::error::db_err("insert child tasks"))?;
+            Ok(Ok(made_ready))
+        }
+        Err(e) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT children; RELEASE SAVEPOINT children")
+                .await
+                .map_err(crate::error::db_err("refuse child tasks"))?;
+            workflow::children_refusal(&e).map(Err).ok_or(e)
+        }
+    }
+}
+
 const CANCEL_SQL: &str = "UPDATE tasks SET
-        state = CASE WHEN state IN ('queued', 'scheduled') THEN 'cancelled' ELSE state END,
-        finished_at = CASE WHEN state IN ('queued', 'scheduled') THEN $3 ELSE finished_at END,
-        sort_key = CASE WHEN state IN ('queued', 'scheduled') THEN NULL ELSE sort_key END,
+        state = CASE WHEN state IN ('waiting', 'queued', 'scheduled') THEN 'cancelled' ELSE state END,
+        finished_at = CASE WHEN state IN ('waiting', 'queued', 'scheduled') THEN $3 ELSE finished_at END,
+        sort_key = CASE WHEN state IN ('waiting', 'queued', 'scheduled') THEN NULL ELSE sort_key END,
         cancel_requested = cancel_requested OR state = 'running'
     WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
-        AND state IN ('queued', 'scheduled', 'running')";
+        AND state IN ('waiting', 'queued', 'scheduled', 'running')
+    RETURNING state";
 
-/// `task_cancel`: end a waiting task or flag a running one in one statement, then read it.
+const TASK_EXISTS: &str = "SELECT 1 FROM tasks WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)";
+
+/// `task_cancel`: in one transaction, end a waiting task or flag a running one, move the
+/// tasks waiting on it on, and cancel its unfinished descendants; then read it.
 pub(crate) async fn task_cancel(
     db: &Db,
     p: TaskCancelParams,
 ) -> Result<Option<TaskRecord>, StoreError> {
-    let client = db.client("task_cancel").await?;
-    execute(
-        &client,
+    let now = ms(p.now);
+    let mut client = db.client("task_cancel").await?;
+    let tx = begin(&mut client, "begin task_cancel").await?;
+    let changed = query(
+        &tx,
         "cancel a task",
         CANCEL_SQL,
-        &[&p.id.as_str(), &p.tenant, &ms(p.now)],
+        &[&p.id.as_str(), &p.tenant, &now],
     )
     .await?;
+    let exists = !changed.is_empty()
+        || !query(
+            &tx,
+            "find a task",
+            TASK_EXISTS,
+            &[&p.id.as_str(), &p.tenant],
+        )
+        .await?
+        .is_empty();
+    if !exists {
+        return Ok(None);
+    }
+    let mut made_ready = false;
+    if changed
+        .first()
+        .is_some_and(|r| r.get::<_, &str>(0) == TaskState::Cancelled.as_str())
+    {
+        made_ready |=
+            dependents_move_on(&tx, vec![p.id.to_string()], now, db.aging_step_ms).await?;
+    }
+    cancel_descendants(&tx, p.id.as_str(), now, db.aging_step_ms).await?;
+    commit(tx, "commit task_cancel").await?;
+    if made_ready {
+        db.made_ready();
+    }
     reads::load_task(&client, p.tenant.as_deref(), p.id.as_str()).await
 }

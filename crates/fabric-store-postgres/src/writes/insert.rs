@@ -4,12 +4,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::GenericClient;
+use fabric_store::workflow::{self, Readiness};
 use fabric_store::{
     FairClock, Inserted, ModuleInfo, ModulePutParams, NewTask, StoreError, TaskId,
     TaskInsertParams, claim_sort_key,
 };
 use fabric_types::TaskState;
+use time::OffsetDateTime;
 
+use super::workflow::{insert_edges, lock_dependencies, passed_input};
 use super::{begin, chunks, commit};
 use crate::db::{Db, execute, query};
 use crate::error::corrupt;
@@ -20,8 +23,8 @@ use crate::rows::{
 /// Locks the module row of every new task `FOR KEY SHARE` until the commit, so a
 /// concurrent `module_delete` waits for the insert (and then sees its tasks); fails with
 /// [`StoreError::ModuleNotFound`] when a task's tenant does not store its module.
-async fn lock_modules(
-    tx: &deadpool_postgres::Transaction<'_>,
+async fn lock_modules<C: GenericClient>(
+    tx: &C,
     rows: &[(usize, NewRow)],
 ) -> Result<(), StoreError> {
     let mut pairs: BTreeMap<(&str, String), usize> = BTreeMap::new();
@@ -133,6 +136,14 @@ struct TaskRows {
     dirs: Vec<String>,
     egress: Vec<Option<String>>,
     args: Vec<Option<String>>,
+    after_ids: Vec<Option<String>>,
+    pass_outputs: Vec<bool>,
+    parent: Vec<Option<String>>,
+    depth: Vec<i32>,
+    error: Vec<Option<String>>,
+    finished_at: Vec<Option<i64>>,
+    concurrency_key: Vec<Option<String>>,
+    concurrency_limit: Vec<Option<i32>>,
 }
 
 /// A validated task ready to become a row.
@@ -143,11 +154,20 @@ struct NewRow {
     limits: [i64; 5],
     backoff: [i64; 2],
     task: NewTask,
+    depth: i32,
+    /// Why it ended at once (a dependency that did not succeed).
+    error: Option<String>,
 }
 
 impl TaskRows {
-    fn push(&mut self, r: NewRow) {
+    fn push(&mut self, r: NewRow, now: i64) {
         let t = r.task;
+        self.after_ids.push(workflow::ids_encode(&t.after));
+        self.pass_outputs.push(t.pass_outputs);
+        self.parent.push(t.parent.map(TaskId::into_string));
+        self.depth.push(r.depth);
+        self.error.push(r.error);
+        self.finished_at.push(r.state.is_terminal().then_some(now));
         self.id.push(r.id.into_string());
         self.tenant.push(t.tenant);
         self.module.push(t.module.to_string());
@@ -172,23 +192,35 @@ impl TaskRows {
             .push(fabric_store::egress_json::names_encode(&t.egress));
         self.args
             .push(fabric_store::telemetry_json::args_encode(&t.args));
+        let concurrency = t
+            .concurrency
+            .map(|c| (c.key, i32::try_from(c.limit).unwrap_or(i32::MAX)));
+        let (key, limit) = concurrency.unzip();
+        self.concurrency_key.push(key);
+        self.concurrency_limit.push(limit);
     }
 }
 
 const INSERT_TASKS: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on,
-        idempotency_key, run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args)
+        idempotency_key, run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args,
+        after_ids, pass_outputs, parent, depth, error, finished_at, concurrency_key, concurrency_limit)
     SELECT u.id, u.tenant, u.module, u.input, u.priority, u.state, u.fuel, u.memory_bytes, u.timeout_ms,
         u.output_bytes, u.log_bytes, u.max_attempts, u.backoff_ms, u.max_backoff_ms,
         string_to_array(u.retry_on, ','), u.idempotency_key, u.run_at, u.deadline, u.env::jsonb,
-        u.labels::jsonb, $21, u.sort_key, u.dirs::jsonb, u.egress::jsonb, u.args::jsonb
+        u.labels::jsonb, $21, u.sort_key, u.dirs::jsonb, u.egress::jsonb, u.args::jsonb,
+        CASE WHEN u.after_ids IS NULL THEN NULL
+            ELSE ARRAY(SELECT jsonb_array_elements_text(u.after_ids::jsonb)) END,
+        u.pass_outputs, u.parent, u.depth, u.error, u.finished_at, u.concurrency_key, u.concurrency_limit
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::text[], $7::int8[],
         $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[],
         $15::text[], $16::text[], $17::int8[], $18::int8[], $19::text[], $20::text[], $22::int8[],
-        $23::text[], $24::text[], $25::text[])
+        $23::text[], $24::text[], $25::text[], $26::text[], $27::bool[], $28::text[], $29::int4[],
+        $30::text[], $31::int8[], $32::text[], $33::int4[])
         AS u(id, tenant, module, input, priority, state, fuel, memory_bytes, timeout_ms, output_bytes,
              log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key, run_at,
-             deadline, env, labels, sort_key, dirs, egress, args)
+             deadline, env, labels, sort_key, dirs, egress, args, after_ids, pass_outputs, parent,
+             depth, error, finished_at, concurrency_key, concurrency_limit)
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id";
 
@@ -290,6 +322,7 @@ fn validate(i: usize, t: &NewTask) -> Result<([i64; 5], [i64; 2]), StoreError> {
             "tasks[{i}].tenant is empty"
         )));
     }
+    fabric_store::concurrency::check_concurrency(i, t.concurrency.as_ref())?;
     let l = &t.limits;
     let field = |name: &str| format!("tasks[{i}].{name}");
     Ok((
@@ -307,14 +340,110 @@ fn validate(i: usize, t: &NewTask) -> Result<([i64; 5], [i64; 2]), StoreError> {
     ))
 }
 
-/// `task_insert`: one transaction; rows go in through `unnest`, deduplicated by
-/// idempotency key per tenant within the batch, against stored tasks, and (by the unique
-/// index) against concurrent inserts of other nodes.
+/// `task_insert`: one transaction of [`insert_batch`].
 pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inserted>, StoreError> {
+    let mut client = db.client("task_insert").await?;
+    let tx = begin(&mut client, "begin task_insert").await?;
+    let (out, made_ready) = insert_batch(&tx, p.tasks, p.now, db.aging_step_ms).await?;
+    commit(tx, "commit task_insert").await?;
+    if made_ready {
+        db.made_ready();
+    }
+    Ok(out)
+}
+
+/// Checks the caller-chosen ids of a batch: none given twice, none already stored.
+async fn check_ids<C: GenericClient>(c: &C, tasks: &[NewTask]) -> Result<(), StoreError> {
+    let mut given: HashMap<&str, usize> = HashMap::new();
+    for (i, task) in tasks.iter().enumerate() {
+        if let Some(id) = &task.id
+            && given.insert(id.as_str(), i).is_some()
+        {
+            return Err(StoreError::DuplicateTaskId {
+                index: i,
+                id: id.to_string(),
+            });
+        }
+    }
+    if given.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = given.keys().copied().collect();
+    let taken = query(
+        c,
+        "look up task ids",
+        "SELECT id FROM tasks WHERE id = ANY($1::text[])",
+        &[&ids],
+    )
+    .await?;
+    if let Some(index) = taken
+        .iter()
+        .filter_map(|r| given.get(r.get::<_, &str>(0)).copied())
+        .min()
+    {
+        let id = tasks[index].id.clone().unwrap_or_else(|| TaskId::from(""));
+        return Err(StoreError::DuplicateTaskId {
+            index,
+            id: id.into_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The depth of each task's parent, which must be a stored task of the task's tenant.
+async fn parent_depths<C: GenericClient>(c: &C, tasks: &[NewTask]) -> Result<Vec<i32>, StoreError> {
+    let parents: Vec<&str> = tasks
+        .iter()
+        .filter_map(|t| t.parent.as_ref().map(TaskId::as_str))
+        .collect();
+    let found: HashMap<String, (String, i32)> = if parents.is_empty() {
+        HashMap::new()
+    } else {
+        query(
+            c,
+            "look up tasks' parents",
+            "SELECT id, tenant, depth FROM tasks WHERE id = ANY($1::text[])",
+            &[&parents],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
+    };
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match &t.parent {
+            None => Ok(0),
+            Some(parent) => match found.get(parent.as_str()) {
+                Some((tenant, depth)) if *tenant == t.tenant => {
+                    let depth =
+                        workflow::child_depth(i, u32::try_from(*depth).unwrap_or(u32::MAX))?;
+                    Ok(i32::try_from(depth).unwrap_or(i32::MAX))
+                }
+                _ => Err(workflow::unknown_parent(i, &t.tenant, parent)),
+            },
+        })
+        .collect()
+}
+
+/// Inserts a batch of tasks in the caller's transaction: rows go in through `unnest`,
+/// deduplicated by idempotency key per tenant within the batch, against stored tasks, and
+/// (by the unique index) against concurrent inserts of other nodes; each starts where its
+/// dependencies (stored tasks, or earlier ones of the batch) put it. Returns whether a task
+/// went in queued (the caller asks for the ready signal after its commit).
+pub(super) async fn insert_batch<C: GenericClient>(
+    tx: &C,
+    tasks: Vec<NewTask>,
+    at: OffsetDateTime,
+    aging_step_ms: u64,
+) -> Result<(Vec<Inserted>, bool), StoreError> {
+    let p = TaskInsertParams { tasks, now: at };
     let now = ms(p.now);
     let mut checked = Vec::with_capacity(p.tasks.len());
     for (i, task) in p.tasks.iter().enumerate() {
         checked.push(validate(i, task)?);
+        workflow::check_new_task(i, task)?;
     }
     // Within the batch, the first task of a key stands for the later ones.
     let mut plans: Vec<Option<Plan>> = Vec::with_capacity(p.tasks.len());
@@ -334,14 +463,26 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
         plans.push(plan);
     }
 
-    let mut client = db.client("task_insert").await?;
-    let tx = begin(&mut client, "begin task_insert").await?;
     let keys: Vec<Key> = first_of_key.keys().cloned().collect();
-    let mut stored = find_keys(&tx, &keys).await?;
+    let mut stored = find_keys(tx, &keys).await?;
+    check_ids(tx, &p.tasks).await?;
+    let depths = parent_depths(tx, &p.tasks).await?;
+    let dep_ids: Vec<String> = p
+        .tasks
+        .iter()
+        .flat_map(|t| t.after.iter().map(|id| id.to_string()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let stored_deps = lock_dependencies(tx, &dep_ids).await?;
+    // The states of the batch's new tasks so far, which later ones may name.
+    let mut batch: HashMap<String, (String, TaskState)> = HashMap::new();
 
     let mut rows = Vec::new();
     let mut made_ready = false;
-    for (slot, (task, (limits, backoff))) in p.tasks.into_iter().zip(checked).enumerate() {
+    for (slot, ((mut task, (limits, backoff)), depth)) in
+        p.tasks.into_iter().zip(checked).zip(depths).enumerate()
+    {
         if plans[slot].is_some() {
             continue;
         }
@@ -351,15 +492,48 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
             plans[slot] = Some(Plan::Existing(id, state));
             continue;
         }
+        // Where its dependencies put it: stored tasks of its tenant, or the batch's.
+        let mut states: HashMap<String, TaskState> = HashMap::new();
+        for dep in &task.after {
+            let found = batch
+                .get(dep.as_str())
+                .or_else(|| stored_deps.get(dep.as_str()));
+            match found {
+                Some((tenant, state)) if *tenant == task.tenant => {
+                    states.insert(dep.to_string(), *state);
+                }
+                _ => {
+                    return Err(StoreError::UnknownDependency {
+                        index: slot,
+                        tenant: task.tenant.clone(),
+                        id: dep.to_string(),
+                    });
+                }
+            }
+        }
+        let mut state = TaskState::Queued;
+        let mut error = None;
+        match workflow::readiness(&task.after, |id| states.get(id.as_str()).copied()) {
+            Readiness::Waiting => state = TaskState::Waiting,
+            Readiness::Blocked {
+                dependency,
+                state: ended,
+            } => {
+                state = TaskState::Cancelled;
+                error = Some(workflow::dependency_error(&dependency, ended));
+            }
+            Readiness::Ready if task.pass_outputs => {
+                task.input = passed_input(tx, &task.input, &task.after, &states).await?;
+            }
+            Readiness::Ready => {}
+        }
         // Queued now, it joins the line now, whatever past run_at it named; scheduled, it
         // keeps its fair key (set below) while it waits, and its promotion keeps it.
-        let scheduled = task.run_at.is_some_and(|at| ms(at) > now);
-        let state = if scheduled {
-            TaskState::Scheduled
-        } else {
-            TaskState::Queued
-        };
-        let id = TaskId::generate(p.now);
+        if state == TaskState::Queued && task.run_at.is_some_and(|at| ms(at) > now) {
+            state = TaskState::Scheduled;
+        }
+        let id = task.id.take().unwrap_or_else(|| TaskId::generate(p.now));
+        batch.insert(id.to_string(), (task.tenant.clone(), state));
         plans[slot] = Some(Plan::New(id.clone(), state));
         rows.push((
             slot,
@@ -370,11 +544,19 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
                 limits,
                 backoff,
                 task,
+                depth,
+                error,
             },
         ));
     }
-    lock_modules(&tx, &rows).await?;
-    fair_keys(&tx, &mut rows, now, db.aging_step_ms).await?;
+    lock_modules(tx, &rows).await?;
+    // Only tasks that join the line take fair-share time; a waiting one is keyed when it
+    // becomes ready.
+    let (mut rows, others): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|(_, r)| matches!(r.state, TaskState::Queued | TaskState::Scheduled));
+    fair_keys(tx, &mut rows, now, aging_step_ms).await?;
+    rows.extend(others);
 
     // Keyed rows go in key order, so two batches sharing keys wait on each other's unique
     // index entries in one order and cannot deadlock.
@@ -387,21 +569,27 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
     });
     let mut lost_races: Vec<usize> = Vec::new();
     let mut slot_keys: HashMap<usize, Key> = HashMap::new();
+    let mut edges: Vec<(String, Vec<TaskId>)> = Vec::new();
     for chunk in chunks(rows, |(_, r)| r.task.input.len()) {
         let mut cols = TaskRows::default();
-        let mut sent: Vec<(usize, String, Option<Key>)> = Vec::new();
+        let mut sent: Vec<(usize, String, Option<Key>, Vec<TaskId>)> = Vec::new();
         for (slot, row) in chunk {
             let key = row
                 .task
                 .idempotency_key
                 .clone()
                 .map(|k| (row.task.tenant.clone(), k));
-            sent.push((slot, row.id.as_str().to_string(), key));
-            cols.push(row);
+            let waits_on = if row.state == TaskState::Waiting {
+                row.task.after.clone()
+            } else {
+                Vec::new()
+            };
+            sent.push((slot, row.id.as_str().to_string(), key, waits_on));
+            cols.push(row, now);
         }
         let [fuel, memory, timeout, output, log] = &cols.limits;
         let inserted = query(
-            &tx,
+            tx,
             "insert tasks",
             INSERT_TASKS,
             &[
@@ -430,14 +618,25 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
                 &cols.dirs,
                 &cols.egress,
                 &cols.args,
+                &cols.after_ids,
+                &cols.pass_outputs,
+                &cols.parent,
+                &cols.depth,
+                &cols.error,
+                &cols.finished_at,
+                &cols.concurrency_key,
+                &cols.concurrency_limit,
             ],
         )
         .await?;
         let inserted: HashSet<String> = inserted.iter().map(|r| r.get(0)).collect();
-        for (slot, id, key) in sent {
+        for (slot, id, key, waits_on) in sent {
             if inserted.contains(&id) {
                 if let Some(Plan::New(_, TaskState::Queued)) = plans[slot] {
                     made_ready = true;
+                }
+                if !waits_on.is_empty() {
+                    edges.push((id, waits_on));
                 }
             } else if let Some(key) = key {
                 // Another node committed the same key since we looked.
@@ -448,9 +647,10 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
             }
         }
     }
+    insert_edges(tx, &edges).await?;
     if !lost_races.is_empty() {
         let keys: Vec<Key> = slot_keys.values().cloned().collect();
-        let found = find_keys(&tx, &keys).await?;
+        let found = find_keys(tx, &keys).await?;
         for slot in lost_races {
             let key = &slot_keys[&slot];
             let (id, state) = found.get(key).cloned().ok_or_else(|| {
@@ -462,11 +662,6 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
             plans[slot] = Some(Plan::Existing(id, state));
         }
     }
-    commit(tx, "commit task_insert").await?;
-    if made_ready {
-        db.made_ready();
-    }
-
     let mut out: Vec<Inserted> = Vec::with_capacity(plans.len());
     for plan in plans {
         let inserted = match plan {
@@ -488,5 +683,5 @@ pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inse
         };
         out.push(inserted);
     }
-    Ok(out)
+    Ok((out, made_ready))
 }

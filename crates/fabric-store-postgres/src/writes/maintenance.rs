@@ -8,6 +8,7 @@ use fabric_store::{
 };
 use fabric_types::TaskState;
 
+use super::workflow::dependents_move_on;
 use super::{Transition, apply_transitions, begin, commit, record_attempts, write_rollup};
 use crate::db::{Db, execute, query};
 use crate::rows::{ms, retry_policy};
@@ -88,6 +89,12 @@ pub(crate) async fn task_rescue(db: &Db, p: TaskRescueParams) -> Result<Vec<Resc
     }
     record_attempts(&tx, ended).await?;
     apply_transitions(&tx, &transitions).await?;
+    let finished: Vec<String> = transitions
+        .iter()
+        .filter(|t| t.state.is_terminal())
+        .map(|t| t.task_id.clone())
+        .collect();
+    made_ready |= dependents_move_on(&tx, finished, now, db.aging_step_ms).await?;
     write_rollup(&tx, &rollup).await?;
     commit(tx, "commit task_rescue").await?;
     if made_ready {
@@ -135,21 +142,30 @@ pub(crate) async fn task_promote(db: &Db, p: TaskPromoteParams) -> Result<Vec<Ta
 
 const EXPIRE_SQL: &str = "WITH due AS MATERIALIZED (
         SELECT id FROM tasks
-        WHERE deadline IS NOT NULL AND state IN ('queued', 'scheduled') AND deadline < $1
+        WHERE deadline IS NOT NULL AND state IN ('queued', 'scheduled', 'waiting') AND deadline < $1
         ORDER BY deadline, id LIMIT $2 FOR UPDATE SKIP LOCKED
     )
     UPDATE tasks t SET state = 'expired', finished_at = $1, sort_key = NULL
     FROM due WHERE t.id = due.id
     RETURNING t.id, t.deadline";
 
-/// `task_expire`: one statement ends waiting tasks whose deadline passed.
+/// `task_expire`: one transaction ends waiting tasks whose deadline passed (one
+/// statement) and moves the tasks waiting on them on.
 pub(crate) async fn task_expire(db: &Db, p: TaskExpireParams) -> Result<Vec<TaskId>, StoreError> {
     if p.max == 0 {
         return Ok(Vec::new());
     }
     let max = i64::try_from(p.max).unwrap_or(i64::MAX);
-    let client = db.client("task_expire").await?;
-    let rows = query(&client, "expire tasks", EXPIRE_SQL, &[&ms(p.now), &max]).await?;
+    let now = ms(p.now);
+    let mut client = db.client("task_expire").await?;
+    let tx = begin(&mut client, "begin task_expire").await?;
+    let rows = query(&tx, "expire tasks", EXPIRE_SQL, &[&now, &max]).await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let made_ready = dependents_move_on(&tx, ids, now, db.aging_step_ms).await?;
+    commit(tx, "commit task_expire").await?;
+    if made_ready {
+        db.made_ready();
+    }
     let mut expired: Vec<(i64, String)> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
     expired.sort();
     Ok(expired

@@ -9,6 +9,7 @@ mod insert;
 mod maintenance;
 mod module_delete;
 mod report;
+mod workflow;
 
 pub(crate) use claim::{task_claim, task_heartbeat};
 pub(crate) use complete::{task_cancel, task_complete};

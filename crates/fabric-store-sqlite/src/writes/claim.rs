@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use fabric_store::concurrency::KeyCounts;
 use fabric_store::{
     AttemptId, Claimed, Heartbeat, StoreError, TaskClaimParams, TaskHeartbeatParams, from_millis,
 };
@@ -14,14 +15,27 @@ use crate::db_err;
 use crate::rows::{CANDIDATE_COLUMNS, RawCandidate, ms, raw_candidate};
 use crate::writer::WriteCtx;
 
-/// [`CANDIDATES`] passing over the queued tasks of an array of tenants (those at their cap).
-/// It walks the same index, so the rows passed over cost a step each.
+/// [`CANDIDATES`] passing over the queued tasks of an array of tenants (those at their cap,
+/// `?2`) and of an array of concurrency keys (those full, `?3`, each `tenant || char(31) ||
+/// key`: a key has no control character, so the last separator splits it). It walks the
+/// same index, so the rows passed over cost a step each.
 static CANDIDATES_SKIPPING: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {CANDIDATE_COLUMNS} FROM tasks INDEXED BY tasks_claim
-         WHERE state = 'queued' AND tenant NOT IN rarray(?2) ORDER BY sort_key, id LIMIT ?1"
+         WHERE state = 'queued' AND tenant NOT IN rarray(?2)
+            AND (concurrency_key IS NULL OR tenant || char(31) || concurrency_key NOT IN rarray(?3))
+         ORDER BY sort_key, id LIMIT ?1"
     )
 });
+
+/// How many tasks of tenant `?1` with concurrency key `?2` run.
+pub(crate) const RUNNING_WITH_KEY: &str = "SELECT count(*) FROM tasks INDEXED BY tasks_concurrency
+     WHERE tenant = ?1 AND concurrency_key = ?2 AND state = 'running' AND concurrency_key IS NOT NULL";
+
+/// A full key as [`CANDIDATES_SKIPPING`] compares it.
+fn key_text((tenant, key): &fabric_store::concurrency::KeyOf) -> String {
+    format!("{tenant}\u{1f}{key}")
+}
 
 /// `task_claim`: the first `max` queued tasks by sort key, each under a new attempt; with a
 /// tenant cap, a tenant's tasks beyond its room are passed over (left queued, untouched).
@@ -52,14 +66,23 @@ pub(crate) fn task_claim(
         tasks: Vec::with_capacity(p.max.min(1024)),
         expired: Vec::new(),
     };
+    // The writer is the only one: what runs under each key is exact for the whole claim.
+    let mut keys = KeyCounts::default();
     while claimed.tasks.len() < p.max {
         let want = i64::try_from(p.max - claimed.tasks.len()).unwrap_or(i64::MAX);
-        let candidates: Vec<RawCandidate> = if cap.is_some() {
+        let candidates: Vec<RawCandidate> = if cap.is_some() || !keys.full().is_empty() {
             ctx.conn
                 .prepare_cached(&CANDIDATES_SKIPPING)
                 .and_then(|mut s| {
-                    s.query_map(params![want, array(full.iter().cloned())], raw_candidate)?
-                        .collect()
+                    s.query_map(
+                        params![
+                            want,
+                            array(full.iter().cloned()),
+                            array(keys.full().iter().map(key_text))
+                        ],
+                        raw_candidate,
+                    )?
+                    .collect()
                 })
         } else {
             ctx.conn
@@ -91,6 +114,21 @@ pub(crate) fn task_claim(
                 finish(ctx, &key, TaskState::Expired, now)?;
                 claimed.expired.push(key.id.clone().into());
                 continue;
+            }
+            if let Some((key, limit)) = task.concurrency() {
+                if !keys.knows(task.tenant(), key) {
+                    let running: i64 = ctx
+                        .conn
+                        .prepare_cached(RUNNING_WITH_KEY)
+                        .and_then(|mut s| s.query_row(params![task.tenant(), key], |r| r.get(0)))
+                        .map_err(db_err("count the tasks running with a concurrency key"))?;
+                    keys.set(task.tenant(), key, u64::try_from(running).unwrap_or(0));
+                }
+                let limit = u32::try_from(limit).unwrap_or(0);
+                if !keys.take(task.tenant(), key, limit) {
+                    // Held back: stays queued in its place; the next query passes its key over.
+                    continue;
+                }
             }
             if let Some(cap) = cap.as_mut()
                 && cap.take(task.tenant())

@@ -4,10 +4,14 @@ use std::collections::HashMap;
 
 use fabric_store::rollup::Rollup;
 use fabric_store::{
-    Completed, Next, StoreError, TaskCancelParams, TaskCompleteParams, TaskId, TaskRecord, rules,
+    Completed, NewTask, Next, StoreError, TaskCancelParams, TaskCompleteParams, TaskId, TaskRecord,
+    rules, workflow,
 };
 use fabric_types::TaskState;
+use time::OffsetDateTime;
 
+use super::insert::insert_batch;
+use super::workflow::cancel_descendants;
 use super::{HOLDERS, TaskKey, array, finish, record_attempt, wait_for_retry, write_rollup};
 use crate::db_err;
 use crate::rows::{load_task, ms, parse_state};
@@ -121,9 +125,18 @@ pub(crate) fn task_complete(
             });
             continue;
         }
-        let next = rules::honour_cancel(c.next, task.cancel_requested);
+        let mut next = rules::honour_cancel(c.next, task.cancel_requested);
+        let mut attempt = c.attempt;
+        if next == Next::Finish(TaskState::Succeeded)
+            && !task.cancel_requested
+            && !c.children.is_empty()
+            && let Some(refusal) = insert_children(ctx, &task.key, c.children, p.now)?
+        {
+            attempt = workflow::refused_attempt(attempt, refusal);
+            next = Next::Finish(TaskState::Failed);
+        }
         let recorded = !matches!(next, Next::Requeue);
-        rollup.ended(&task.key.tenant, &task.module, p.now, &c.attempt, recorded);
+        rollup.ended(&task.key.tenant, &task.module, p.now, &attempt, recorded);
         let state = match next {
             Next::Requeue => {
                 ctx.conn
@@ -150,12 +163,12 @@ pub(crate) fn task_complete(
                 TaskState::Queued
             }
             Next::Finish(state) => {
-                record_attempt(ctx, attempt_rowid, &c.attempt)?;
+                record_attempt(ctx, attempt_rowid, &attempt)?;
                 finish(ctx, &task.key, state, now)?;
                 state
             }
             Next::Retry { run_at } => {
-                record_attempt(ctx, attempt_rowid, &c.attempt)?;
+                record_attempt(ctx, attempt_rowid, &attempt)?;
                 wait_for_retry(ctx, &task.key, run_at, p.now)?
             }
         };
@@ -172,7 +185,47 @@ pub(crate) fn task_complete(
     Ok(out)
 }
 
-/// `task_cancel`: end a waiting task, or flag a running one.
+/// Inserts the children a succeeding attempt of `task` submitted, in a savepoint of their
+/// own; when they are refused, rolls them back and returns the refusal (see
+/// [`workflow::children_refusal`]).
+fn insert_children(
+    ctx: &mut WriteCtx<'_>,
+    task: &TaskKey,
+    children: Vec<NewTask>,
+    now: OffsetDateTime,
+) -> Result<Option<String>, StoreError> {
+    let parent = TaskId::from(task.id.clone());
+    let children = match workflow::prepare_children(&task.tenant, &parent, children) {
+        Ok(children) => children,
+        Err(refusal) => return Ok(Some(refusal)),
+    };
+    let exec = |sql: &str| {
+        ctx.conn
+            .execute_batch(sql)
+            .map_err(db_err("insert child tasks"))
+    };
+    exec("SAVEPOINT children")?;
+    let (counts, made_ready) = (ctx.counts.clone(), ctx.made_ready);
+    match insert_batch(ctx, children, now) {
+        Ok(_) => {
+            ctx.conn
+                .execute_batch("RELEASE children")
+                .map_err(db_err("insert child tasks"))?;
+            Ok(None)
+        }
+        Err(e) => {
+            ctx.conn
+                .execute_batch("ROLLBACK TO children; RELEASE children")
+                .map_err(db_err("refuse child tasks"))?;
+            ctx.counts = counts;
+            ctx.made_ready = made_ready;
+            workflow::children_refusal(&e).map(Some).ok_or(e)
+        }
+    }
+}
+
+/// `task_cancel`: end a waiting task, or flag a running one; then cancel its unfinished
+/// descendants.
 pub(crate) fn task_cancel(
     ctx: &mut WriteCtx<'_>,
     p: TaskCancelParams,
@@ -182,7 +235,7 @@ pub(crate) fn task_cancel(
         return Ok(None);
     };
     match task.state {
-        TaskState::Queued | TaskState::Scheduled => {
+        TaskState::Waiting | TaskState::Queued | TaskState::Scheduled => {
             let rowid: i64 = ctx
                 .conn
                 .prepare_cached("SELECT rowid FROM tasks WHERE id = ?1")
@@ -203,7 +256,8 @@ pub(crate) fn task_cancel(
                 .and_then(|mut s| s.execute([task.id.as_str()]))
                 .map_err(db_err("request a cancel"))?;
         }
-        _ => return Ok(Some(task)),
+        _ => {}
     }
+    cancel_descendants(ctx, task.id.as_str(), ms(p.now))?;
     load_task(ctx.conn, tenant, p.id.as_str())
 }

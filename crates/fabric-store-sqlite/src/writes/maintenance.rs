@@ -150,7 +150,8 @@ pub(crate) fn task_expire(
         .conn
         .prepare_cached(
             "SELECT id, tenant, priority, state, rowid FROM tasks INDEXED BY tasks_deadline
-             WHERE deadline IS NOT NULL AND state IN ('queued', 'scheduled') AND deadline < ?1
+             WHERE deadline IS NOT NULL AND (state = 'queued' OR state = 'scheduled' OR state = 'waiting')
+                AND deadline < ?1
              ORDER BY deadline, id LIMIT ?2",
         )
         .and_then(|mut s| {

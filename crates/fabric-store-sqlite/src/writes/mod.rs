@@ -11,6 +11,7 @@ mod insert;
 mod maintenance;
 mod module_delete;
 mod report;
+mod workflow;
 
 pub(crate) use claim::{task_claim, task_heartbeat};
 pub(crate) use complete::{task_cancel, task_complete};
@@ -36,9 +37,10 @@ use crate::writer::WriteCtx;
 /// Stores one new task.
 pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks (id, tenant, module, input, priority, state, fuel, memory_bytes,
         timeout_ms, output_bytes, log_bytes, max_attempts, backoff_ms, max_backoff_ms, retry_on, idempotency_key,
-        run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args)
+        run_at, deadline, env, labels, created_at, sort_key, dirs, egress, args, after_ids, pass_outputs, parent, depth,
+        error, finished_at, concurrency_key, concurrency_limit)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
-        ?25)";
+        ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
 
 /// One tenant's fair-share clock at one priority (see [`fabric_store::FairClock`]).
 pub(crate) const READ_CLOCK: &str =
@@ -119,7 +121,8 @@ struct TaskKey {
     state: TaskState,
 }
 
-/// Moves one task to a terminal state at `now`.
+/// Moves one task to a terminal state at `now`, and the tasks waiting on it on (see
+/// [`workflow::dependents_move_on`]), in the same transaction.
 fn finish(
     ctx: &mut WriteCtx<'_>,
     task: &TaskKey,
@@ -132,7 +135,7 @@ fn finish(
         .map_err(db_err("finish a task"))?;
     ctx.counts
         .moved(&task.tenant, task.priority, task.state, state);
-    Ok(())
+    workflow::dependents_move_on(ctx, &task.id, now)
 }
 
 /// Makes a task claimable, joining the line at `enqueued_at` — unless `keep_key` and it
@@ -271,6 +274,8 @@ mod tests {
             report::KPI_UPSERT,
             report::USAGE_UPSERT,
             report::SET_PROGRESS,
+            workflow::DEPENDENTS,
+            claim::RUNNING_WITH_KEY,
         ] {
             let plan = explain(&conn, "EXPLAIN QUERY PLAN", 3, sql);
             for step in &plan {

@@ -44,6 +44,14 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
         ]),
         egress: vec!["weather".into(), "search".into()],
         args: vec!["--verbose".into(), "two words".into(), String::new()],
+        id: None,
+        after: Vec::new(),
+        pass_outputs: false,
+        parent: None,
+        concurrency: Some(fabric_types::Concurrency {
+            key: "model-api".into(),
+            limit: 3,
+        }),
     };
     let inserted = store
         .task_insert(TaskInsertParams {
@@ -78,6 +86,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.deadline, task.deadline);
     assert_eq!(got.env, task.env);
     assert_eq!(got.labels, task.labels);
+    assert_eq!(got.concurrency, task.concurrency);
     assert_eq!(got.dirs, task.dirs);
     assert_eq!(got.egress, task.egress);
     assert_eq!(got.args, task.args);
@@ -87,6 +96,8 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.finished_at, None);
     assert!(!got.cancel_requested);
     assert!(got.attempts.is_empty());
+    assert!(got.after.is_empty() && !got.pass_outputs);
+    assert_eq!((got.parent, got.depth, got.error), (None, 0, None));
 
     // A scheduled task keeps its run_at.
     let mut later = new_task("acme", "later");
@@ -167,6 +178,7 @@ pub async fn insert_get_round_trip(store: Arc<dyn Store>) {
     let done = store
         .task_complete(TaskCompleteParams {
             completions: vec![Completion {
+                children: Vec::new(),
                 attempt_id: c.attempt_id.clone(),
                 attempt: attempt.clone(),
                 next: Next::Finish(TaskState::Failed),
@@ -253,6 +265,7 @@ pub async fn idempotency_across_calls(store: Arc<dyn Store>) {
             state: None,
             limit: 10,
             cursor: None,
+            ..TaskListParams::default()
         })
         .await
         .unwrap();

@@ -14,16 +14,24 @@
 //! Every case drives time through its params from a fixed instant ([`T0_MS`]), never from
 //! the system clock, and waits on nothing.
 
+mod children;
 mod claim_order;
 mod completion;
+mod concurrency;
 mod insert;
 mod lease;
 mod maintenance;
 mod modules;
 mod reads;
 mod reports;
+mod schedules;
 mod tenants;
+mod workflow;
 
+pub use children::{
+    cancel_cascades_to_descendants, children_dropped_unless_success, children_fenced_after_rescue,
+    children_inserted_on_success, children_refused, list_filters,
+};
 pub use claim_order::{
     claim_aging, claim_order_priority_then_fifo, claim_tenant_cap, fair_share_between_tenants,
     fair_share_clock_persists_and_catches_up, fair_share_per_priority,
@@ -31,6 +39,10 @@ pub use claim_order::{
 pub use completion::{
     cancel_queued, cancel_running, max_attempts_then_failed, requeue_does_not_count,
     retry_schedules_then_promote_queues,
+};
+pub use concurrency::{
+    concurrency_key_caps_running, concurrency_key_does_not_hold_back_others,
+    concurrency_limit_is_the_tasks_own, keyed,
 };
 pub use insert::{
     idempotency_across_calls, idempotency_is_per_tenant, idempotency_within_batch,
@@ -49,7 +61,12 @@ pub use reports::{
     args_and_kpis_round_trip, kpi_query_groups_and_filters, progress_fenced, rollup_batch_sums,
     usage_report_exact,
 };
+pub use schedules::{schedule_due_and_advance, schedule_limit_per_tenant, schedule_round_trip};
 pub use tenants::{modules_put_get_list, tenant_isolation};
+pub use workflow::{
+    dependency_cancel_and_expiry_cascade, dependency_chain, dependency_failure_cascades,
+    dependency_fan_in, pass_outputs_document, unknown_after_refused,
+};
 
 use std::time::Duration;
 
@@ -164,6 +181,7 @@ pub async fn complete(
     let mut out = store
         .task_complete(TaskCompleteParams {
             completions: vec![Completion {
+                children: Vec::new(),
                 attempt_id: attempt_id.clone(),
                 attempt: Attempt::new(outcome),
                 next,
@@ -228,7 +246,25 @@ macro_rules! conformance_tests {
             progress_fenced,
             kpi_query_groups_and_filters,
             usage_report_exact,
-            rollup_batch_sums
+            rollup_batch_sums,
+            dependency_chain,
+            dependency_fan_in,
+            dependency_failure_cascades,
+            dependency_cancel_and_expiry_cascade,
+            pass_outputs_document,
+            unknown_after_refused,
+            children_inserted_on_success,
+            children_dropped_unless_success,
+            children_fenced_after_rescue,
+            children_refused,
+            cancel_cascades_to_descendants,
+            list_filters,
+            concurrency_key_caps_running,
+            concurrency_key_does_not_hold_back_others,
+            concurrency_limit_is_the_tasks_own,
+            schedule_round_trip,
+            schedule_limit_per_tenant,
+            schedule_due_and_advance
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

@@ -73,6 +73,7 @@ pub async fn stats_counts(store: Arc<dyn Store>) {
         stats,
         crate::Stats {
             queued_by_priority: [0, 0, 0, 0, 3],
+            waiting: 0,
             scheduled: 1,
             running: 1,
             succeeded: 1,
@@ -124,6 +125,7 @@ pub async fn list_pagination(store: Arc<dyn Store>) {
                 state: None,
                 limit: 10,
                 cursor: cursor.clone(),
+                ..TaskListParams::default()
             })
             .await
             .unwrap();
@@ -144,6 +146,7 @@ pub async fn list_pagination(store: Arc<dyn Store>) {
             state: Some(TaskState::Cancelled),
             limit: 3,
             cursor: None,
+            ..TaskListParams::default()
         })
         .await
         .unwrap();
@@ -157,6 +160,7 @@ pub async fn list_pagination(store: Arc<dyn Store>) {
             state: Some(TaskState::Cancelled),
             limit: 3,
             cursor: page.next_cursor,
+            ..TaskListParams::default()
         })
         .await
         .unwrap();

@@ -19,6 +19,7 @@ async fn finish(store: &dyn Store, id: &AttemptId, attempt: Attempt, next: Next,
     let done = store
         .task_complete(TaskCompleteParams {
             completions: vec![Completion {
+                children: Vec::new(),
                 attempt_id: id.clone(),
                 attempt,
                 next,
@@ -616,6 +617,7 @@ pub async fn rollup_batch_sums(store: Arc<dyn Store>) {
             attempt.usage.wall_ms = 2;
             attempt.usage.peak_memory_bytes = 1_000;
             Completion {
+                children: Vec::new(),
                 attempt_id: c.attempt_id.clone(),
                 attempt,
                 next: Next::Finish(TaskState::Succeeded),

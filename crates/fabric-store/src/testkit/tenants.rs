@@ -51,6 +51,7 @@ pub async fn tenant_isolation(store: Arc<dyn Store>) {
             state: None,
             limit: 100,
             cursor: None,
+            ..TaskListParams::default()
         })
         .await
         .unwrap();
@@ -64,6 +65,7 @@ pub async fn tenant_isolation(store: Arc<dyn Store>) {
             state: None,
             limit: 100,
             cursor: None,
+            ..TaskListParams::default()
         })
         .await
         .unwrap();

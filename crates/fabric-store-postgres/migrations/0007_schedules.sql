@@ -1,0 +1,30 @@
+-- 0007: concurrency keys and cron schedules.
+--
+-- A task's concurrency key and limit (both NULL without a key, the common case: bits in the
+-- null bitmap; nullable columns without a default are added without rewriting the table).
+-- The partial index holds only running tasks with a key, so a claim counts what runs under
+-- a key with an index range and tasks without a key never touch it.
+--
+-- One row per tenant and schedule name: the cron expression and time zone as given, the
+-- TaskSpec to submit (JSON text), the tick that fires next (milliseconds) and the task the
+-- last firing created. The firing loops of every node find due schedules through
+-- schedules_due.
+
+ALTER TABLE tasks ADD COLUMN concurrency_key TEXT;
+ALTER TABLE tasks ADD COLUMN concurrency_limit INTEGER;
+CREATE INDEX tasks_concurrency ON tasks (tenant, concurrency_key)
+    WHERE state = 'running' AND concurrency_key IS NOT NULL;
+
+CREATE TABLE schedules (
+    tenant      TEXT   NOT NULL,
+    name        TEXT   NOT NULL,
+    cron        TEXT   NOT NULL,
+    timezone    TEXT   NOT NULL,
+    task        TEXT   NOT NULL,
+    next_run_at BIGINT NOT NULL,
+    last_task   TEXT,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE INDEX schedules_due ON schedules (next_run_at);
