@@ -103,3 +103,42 @@ async fn an_agent_that_submits_nothing_returns_no_children() {
     assert_outcome(&ran.attempt, Outcome::Ok);
     assert!(ran.children.is_empty());
 }
+
+#[tokio::test]
+async fn the_planner_fans_out_and_submits_its_fan_in_after_every_child_on_both_abis() {
+    for (kind, wasm) in planners() {
+        let input = b"the cat\n\nsaw the dog\nthe end\n";
+        let ran = run_tasks(wasm, input, &[], Some(grant(0)), tight()).await;
+        assert_outcome(&ran.attempt, Outcome::Ok);
+        let ids = first_ids(4);
+        assert_eq!(
+            text(&ran.attempt.output),
+            format!(
+                "{{\"children\":[\"{}\",\"{}\",\"{}\"],\"join\":\"{}\"}}\n",
+                ids[0], ids[1], ids[2], ids[3]
+            ),
+            "{kind}"
+        );
+        let inputs: Vec<_> = ran.children[..3]
+            .iter()
+            .map(|child| (child.spec.module.as_str(), child.spec.input.as_deref()))
+            .collect();
+        assert_eq!(
+            inputs,
+            [
+                ("wordcount", Some("the cat")),
+                ("wordcount", Some("saw the dog")),
+                ("wordcount", Some("the end"))
+            ],
+            "{kind}"
+        );
+        let fan_in = &ran.children[3].spec;
+        assert_eq!(
+            (fan_in.module.as_str(), fan_in.args.as_slice()),
+            ("planner", ["--join".to_string()].as_slice()),
+            "{kind}"
+        );
+        assert_eq!(fan_in.after, ids[..3], "{kind}");
+        assert!(fan_in.pass_outputs, "{kind}");
+    }
+}
