@@ -1,17 +1,20 @@
-//! The Rust SDK for Execution Fabric agents: the task's input, output and arguments, and
-//! the KPIs and progress an agent reports to the host (`fabric:agent/telemetry`).
+//! The Rust SDK for Execution Fabric agents: the task's input, output and arguments, the
+//! KPIs and progress an agent reports to the host (`fabric:agent/telemetry`), and the
+//! child tasks it submits (`fabric:agent/tasks`).
 //!
 //! An agent is a WASI command: it reads its input on stdin, writes its output on stdout
 //! (its log on stderr) and ends with an exit code. Build it for either target:
 //!
-//! - `cargo build --release --target wasm32-wasip1`: a core module; telemetry calls the
-//!   host's `fabric.kpi` and `fabric.progress` imports, and a refusal carries a code.
-//! - `cargo build --release --target wasm32-wasip2`: a component; telemetry calls the
-//!   `fabric:agent/telemetry@0.1.0` interface of `wit/fabric-agent.wit`, and a refusal
-//!   carries the host's message.
+//! - `cargo build --release --target wasm32-wasip1`: a core module; the calls go to the
+//!   host's `fabric.kpi`, `fabric.progress` and `fabric.submit` imports, and a refusal
+//!   carries a code.
+//! - `cargo build --release --target wasm32-wasip2`: a component; the calls go to the
+//!   `fabric:agent/telemetry@0.1.0` and `fabric:agent/tasks@0.1.0` interfaces of
+//!   `wit/fabric-agent.wit`, and a refusal carries the host's message.
 //!
-//! [`kpi`] and [`progress`] exist only on those two targets; [`input`], [`output`] and
-//! [`args`] on every target, so an agent's own logic can be tested on the host.
+//! [`kpi`], [`progress`] and [`submit`] exist only on those two targets; [`input`],
+//! [`output`] and [`args`] on every target, so an agent's own logic can be tested on the
+//! host.
 //!
 //! A refused call changes nothing and the agent goes on; an agent may ignore refusals.
 
@@ -42,10 +45,21 @@ pub fn progress(done: f64, message: &str) -> Result<(), Refused> {
     abi::progress(done, message)
 }
 
-/// Why the host refused a telemetry call.
+/// Submits a child task: `spec_json` is a `TaskSpec` as JSON (docs/api.md), such as
+/// `{"module": "wordcount", "input": "some text"}`; its `after` may name ids this function
+/// returned earlier in the same attempt. Returns the child's task id at once. The child
+/// is created only if this attempt ends `ok` (exit code 0): when it fails, or is retried,
+/// the children it submitted never exist.
+#[cfg(all(target_arch = "wasm32", any(target_env = "p1", target_env = "p2")))]
+pub fn submit(spec_json: &str) -> Result<String, Refused> {
+    abi::submit(spec_json)
+}
+
+/// Why the host refused a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
-    /// A core module's refusal code (see [`Refused::reason`] for its meaning).
+    /// A core module's refusal code (see [`Refused::reason`] for its meaning): 1 to 6 for
+    /// telemetry, -1 to -10 for [`submit`].
     Code(i32),
     /// A component's refusal: the host's message.
     Message(String),
@@ -70,6 +84,16 @@ impl Refused {
             Refused::Code(4) => "too many distinct KPI names",
             Refused::Code(5) => "too many telemetry calls",
             Refused::Code(6) => "bad pointer",
+            Refused::Code(-1) => "child tasks not granted",
+            Refused::Code(-2) => "too deep for child tasks",
+            Refused::Code(-3) => "too many child tasks",
+            Refused::Code(-4) => "bad pointer",
+            Refused::Code(-5) => "spec too large",
+            Refused::Code(-6) => "too many spec bytes",
+            Refused::Code(-7) => "spec not UTF-8",
+            Refused::Code(-8) => "malformed spec",
+            Refused::Code(-9) => "spec refused by the host",
+            Refused::Code(-10) => "id buffer too small",
             Refused::Code(_) => "unknown refusal",
         }
     }

@@ -1,5 +1,6 @@
-//! Telemetry for components (`wasm32-wasip2`): `fabric:agent/telemetry@0.1.0`, through
-//! bindings wit-bindgen generates from `wit/fabric-agent.wit`.
+//! Telemetry and child tasks for components (`wasm32-wasip2`):
+//! `fabric:agent/telemetry@0.1.0` and `fabric:agent/tasks@0.1.0`, through bindings
+//! wit-bindgen generates from `wit/fabric-agent.wit`.
 #![allow(unsafe_code)]
 
 use crate::Refused;
@@ -9,7 +10,7 @@ wit_bindgen::generate!({
     world: "fabric:agent/agent",
 });
 
-use fabric::agent::telemetry;
+use fabric::agent::{tasks, telemetry};
 
 pub fn kpi(name: &str, value: f64) -> Result<(), Refused> {
     telemetry::kpi(name, value).map_err(Refused::Message)
@@ -17,4 +18,8 @@ pub fn kpi(name: &str, value: f64) -> Result<(), Refused> {
 
 pub fn progress(done: f64, message: &str) -> Result<(), Refused> {
     telemetry::progress(done, message).map_err(Refused::Message)
+}
+
+pub fn submit(spec: &str) -> Result<String, Refused> {
+    tasks::submit(spec).map_err(Refused::Message)
 }

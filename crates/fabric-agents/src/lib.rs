@@ -20,6 +20,12 @@
 //!   `lines=N words=W confidence=C refused=R`; `--print-args` prints its arguments and
 //!   `--flood N` makes N KPI calls instead; see `agents/reporter/src/main.rs`. `WORDCOUNT`
 //!   records the KPI `words` too.
+//! - `PLANNER` reads lines of text and submits, through the SDK's `submit`, one child task
+//!   running the module `wordcount` per non-empty line and a fan-in child running the
+//!   module `planner` with `--join` after all of them (`pass_outputs`), then prints
+//!   `{"children":[...],"join":"ID"}`; with `--join` it sums the wordcount reports of a
+//!   `pass_outputs` document; `--fail-after-submit`, `--sleep-after-submit MS`, `--raw`
+//!   and `--flood N` are for tests; see `agents/planner/src/main.rs`.
 //! - `p2::FETCH` sends the HTTP requests on stdin, one per line, through `wasi:http`, and
 //!   prints each answer (components only: core modules get no HTTP).
 //!
@@ -42,6 +48,8 @@ macro_rules! agents {
             PROBE = "probe": "Runs probing commands from stdin and reports each result.",
             REPORTER = "reporter":
                 "Summarizes its input text, reporting progress per line and KPIs to the host.",
+            PLANNER = "planner":
+                "Fans its input lines out to wordcount child tasks and joins their counts.",
         );
     };
     (@consts $target:literal; $($konst:ident = $name:literal: $doc:literal,)*) => {
@@ -150,6 +158,11 @@ fixtures! {
     "state_leak",
     "stderr_flood",
     "stdout_flood",
+    "submit_bad_calls",
+    "submit_flood",
+    "submit_spec_bytes",
+    "submit_then_trap",
+    "submit_wrong_signature",
     "table_bomb",
     "telemetry_bad_calls",
     "telemetry_flood",
@@ -230,7 +243,7 @@ mod tests {
 
     #[test]
     fn p1_agents_are_core_modules() {
-        assert_eq!(p1::AGENTS.len(), 7);
+        assert_eq!(p1::AGENTS.len(), 8);
         for (name, wasm) in p1::AGENTS {
             assert_eq!(wasm.get(..8), Some(&CORE_HEADER[..]), "agent {name}");
         }
@@ -238,7 +251,7 @@ mod tests {
 
     #[test]
     fn p2_agents_are_components() {
-        assert_eq!(p2::AGENTS.len(), 7);
+        assert_eq!(p2::AGENTS.len(), 8);
         for (name, wasm) in p2::AGENTS {
             assert_eq!(wasm.get(..8), Some(&COMPONENT_HEADER[..]), "agent {name}");
         }
@@ -257,7 +270,8 @@ mod tests {
                 "strict",
                 "sleep",
                 "probe",
-                "reporter"
+                "reporter",
+                "planner"
             ]
         );
         assert_eq!(p1, p2);

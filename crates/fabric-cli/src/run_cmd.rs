@@ -66,6 +66,8 @@ pub fn main(args: RunArgs) -> ExitCode {
         egress,
         args: args.args,
         progress: progress.clone(),
+        // No store to create them in: every child task the agent submits is refused.
+        tasks: None,
     };
     let cancel = CancelToken::new();
     let attempt = runtime.block_on(async {

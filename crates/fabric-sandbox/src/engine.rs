@@ -80,12 +80,14 @@ impl FabricEngine {
             .allow_shadowing(false);
         crate::hostcalls::shadow_random_get(&mut p1_linker).map_err(engine_err)?;
         crate::telemetry::add_to_p1_linker(&mut p1_linker).map_err(engine_err)?;
+        crate::tasks::add_to_p1_linker(&mut p1_linker).map_err(engine_err)?;
         let mut p2_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker).map_err(engine_err)?;
         // wasi:http for every component: a request no granted policy allows is denied.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2_linker)
             .map_err(engine_err)?;
         crate::telemetry::add_to_p2_linker(&mut p2_linker).map_err(engine_err)?;
+        crate::tasks::add_to_p2_linker(&mut p2_linker).map_err(engine_err)?;
 
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         Ok(Self {

@@ -1,10 +1,10 @@
-//! Bounds on what one host call may do, whatever the guest asks: the bytes a call may
-//! copy from the guest into the host, the random bytes one call may ask the host to
-//! allocate, and random bytes for preview 1 modules written straight into the guest's
-//! memory in slices that check the deadline.
+//! Bounds on what one host call may do, whatever the guest asks: the fuel the fabric's own
+//! calls cost, the bytes a call may copy from the guest into the host, the random bytes
+//! one call may ask the host to allocate, and random bytes for preview 1 modules written
+//! straight into the guest's memory in slices that check the deadline.
 
 use rand::RngCore;
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{AsContextMut, Caller, Extern, Linker};
 
 use crate::run::P1Guest;
 
@@ -31,6 +31,20 @@ pub const HOSTCALL_ARGS_BYTES: usize = 64 << 10;
 /// WASI preview 1 `errno` values this module returns.
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_FAULT: i32 = 21;
+
+/// Takes `fuel` from the attempt's fuel for one call of the fabric's own host functions
+/// (telemetry, child tasks), taken or refused: a guest that floods the host with calls
+/// burns its own fuel as it would by computing. A call the attempt cannot pay for is not
+/// made: it takes the fuel left and ends the attempt `out_of_fuel`.
+pub(crate) fn charge(mut store: impl AsContextMut, fuel: u64) -> wasmtime::Result<()> {
+    let mut store = store.as_context_mut();
+    let left = store.get_fuel()?;
+    store.set_fuel(left.saturating_sub(fuel))?;
+    if left < fuel {
+        return Err(wasmtime::Trap::OutOfFuel.into());
+    }
+    Ok(())
+}
 
 /// The most one host call of an attempt may copy from the guest into the host: the larger
 /// of [`MIN_HOSTCALL_BYTES`] and the attempt's output and log limits, so that a guest can

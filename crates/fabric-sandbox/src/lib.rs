@@ -14,6 +14,7 @@ mod limiter;
 mod pipe;
 mod run;
 mod subtypes;
+mod tasks;
 mod telemetry;
 
 use std::sync::Arc;
@@ -33,7 +34,11 @@ pub use egress::{
 };
 pub use grants::{GrantError, GrantScan, scan_grant};
 pub use hostcalls::{MAX_RANDOM_BYTES, MIN_HOSTCALL_BYTES, RANDOM_SLICE};
-pub use run::{DirGrant, FUEL_SLICE, RunRequest};
+pub use run::{DirGrant, FUEL_SLICE, RunRequest, RunResult};
+pub use tasks::{
+    Child, ChildTasks, MAX_SPEC_BYTES, MAX_SPEC_BYTES_PER_ATTEMPT, SUBMIT_CALL_FUEL, SubmitRefusal,
+    TaskGrant,
+};
 pub use telemetry::{ProgressCell, TELEMETRY_CALL_FUEL};
 
 use fabric_types::{Attempt, ModuleId};
@@ -117,8 +122,22 @@ impl Sandbox {
     }
 
     /// Runs one attempt to its end and reports how it ended. Never fails: every way an
-    /// attempt can end is an [`fabric_types::Outcome`].
+    /// attempt can end is an [`fabric_types::Outcome`]. Child tasks the guest submitted
+    /// (only with a [`RunRequest::tasks`] grant) are dropped: a caller that grants them
+    /// runs [`Sandbox::run_with_children`].
     pub async fn run(&self, agent: &Agent, request: RunRequest, cancel: &CancelToken) -> Attempt {
+        self.run_with_children(agent, request, cancel).await.attempt
+    }
+
+    /// [`Sandbox::run`], also returning the child tasks the guest submitted and the host
+    /// accepted, in order, however the attempt ended: the caller creates them only if it
+    /// keeps the attempt as `ok`.
+    pub async fn run_with_children(
+        &self,
+        agent: &Agent,
+        request: RunRequest,
+        cancel: &CancelToken,
+    ) -> RunResult {
         let (spawns, egress) = (self.on_spawn.get(), self.on_egress.get());
         run::run(&self.engine, agent, request, cancel, spawns, egress).await
     }

@@ -25,6 +25,7 @@ use crate::engine::FabricEngine;
 use crate::hostcalls::{MAX_RANDOM_BYTES, hostcall_bytes};
 use crate::limiter::{LimitExceeded, Limiter};
 use crate::pipe::CappedOutput;
+use crate::tasks::{Child, TaskGrant, Tasks};
 use crate::telemetry::{ProgressCell, Telemetry};
 
 /// Fuel injected into the guest at a time. An attempt stopped from outside (timeout,
@@ -54,6 +55,16 @@ pub struct RunRequest {
     /// Where the attempt publishes the progress the guest reports, for whoever watches it
     /// run (a fresh cell by default, which nobody watches).
     pub progress: ProgressCell,
+    /// The child tasks the guest may submit: none by default (every `submit` is refused).
+    pub tasks: Option<TaskGrant>,
+}
+
+/// How an attempt ended, and the child tasks its guest submitted that the host accepted,
+/// in order (for every outcome: the caller keeps them only for an `ok` attempt).
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub attempt: Attempt,
+    pub children: Vec<Child>,
 }
 
 /// A host directory the guest may read (never write) under a name of its own. The guest
@@ -79,11 +90,12 @@ impl DirGrant {
     }
 }
 
-/// Store data of one attempt: its WASI context, the quotas the engine checks, and the
-/// telemetry the guest reports.
+/// Store data of one attempt: its WASI context, the quotas the engine checks, the
+/// telemetry the guest reports and the child tasks it submits.
 pub(crate) struct Guest<W> {
     pub wasi: W,
     pub telemetry: Telemetry,
+    pub tasks: Tasks,
     limiter: Limiter,
     deadline: Instant,
     cancel: CancelToken,
@@ -166,7 +178,7 @@ pub(crate) async fn run(
     cancel: &CancelToken,
     on_spawn: Option<&SpawnObserver>,
     on_egress: Option<&EgressObserver>,
-) -> Attempt {
+) -> RunResult {
     let started = Instant::now();
     let spawned = || {
         if let Some(observe) = on_spawn {
@@ -180,12 +192,13 @@ pub(crate) async fn run(
 
     let refusal =
         refused_limits(engine, &limits).or_else(|| fabric_types::check_args(&request.args).err());
-    let mut attempt = match (&agent.linked, refusal) {
-        (Err(link_error), _) => invalid(link_error.clone()),
-        (Ok(_), Some(refusal)) => invalid(refusal),
-        (Ok(_), None) if cancel.is_cancelled() => Attempt::new(Outcome::Cancelled),
+    let no_children = |attempt: Attempt| -> (Attempt, Vec<Child>) { (attempt, Vec::new()) };
+    let (mut attempt, children) = match (&agent.linked, refusal) {
+        (Err(link_error), _) => no_children(invalid(link_error.clone())),
+        (Ok(_), Some(refusal)) => no_children(invalid(refusal)),
+        (Ok(_), None) if cancel.is_cancelled() => no_children(Attempt::new(Outcome::Cancelled)),
         (Ok(linked), None) => match wasi_builder(&request, &stdout, &stderr) {
-            Err(refusal) => invalid(refusal),
+            Err(refusal) => no_children(invalid(refusal)),
             Ok(mut wasi) => {
                 let deadline = started + Duration::from_millis(limits.timeout_ms);
                 let handles = engine.config.max_guest_handles as usize;
@@ -194,11 +207,13 @@ pub(crate) async fn run(
                     engine.config.max_kpi_names,
                     request.progress.clone(),
                 );
+                let tasks = Tasks::new(request.tasks.take());
                 match linked {
                     Linked::P1(pre) => {
                         let mut p1 = wasi.build_p1();
                         WasiView::ctx(&mut p1).table.set_max_capacity(handles);
-                        let mut store = new_store(engine, p1, telemetry, &limits, deadline, cancel);
+                        let mut store =
+                            new_store(engine, p1, telemetry, tasks, &limits, deadline, cancel);
                         let ended = race(deadline, cancel, async {
                             let instance = pre
                                 .instantiate_async(&mut store)
@@ -215,7 +230,8 @@ pub(crate) async fn run(
                             Ok(0)
                         })
                         .await;
-                        classify(ended, &mut store, &limits)
+                        let attempt = classify(ended, &mut store, &limits);
+                        (attempt, store.data_mut().tasks.take_children())
                     }
                     Linked::P2(pre) => {
                         // Only components get HTTP, so only they are metered for it.
@@ -233,7 +249,7 @@ pub(crate) async fn run(
                             ),
                         };
                         let mut store =
-                            new_store(engine, wasi, telemetry, &limits, deadline, cancel);
+                            new_store(engine, wasi, telemetry, tasks, &limits, deadline, cancel);
                         let ended = race(deadline, cancel, async {
                             let command = pre
                                 .instantiate_async(&mut store)
@@ -250,7 +266,7 @@ pub(crate) async fn run(
                         .await;
                         let mut attempt = classify(ended, &mut store, &limits);
                         attempt.denials = meter.report(&mut attempt.usage);
-                        attempt
+                        (attempt, store.data_mut().tasks.take_children())
                     }
                 }
             }
@@ -262,7 +278,7 @@ pub(crate) async fn run(
     attempt.usage.wall_ms = started.elapsed().as_millis() as u64;
     attempt.started_at = Some(started_at);
     attempt.finished_at = Some(OffsetDateTime::now_utc());
-    attempt
+    RunResult { attempt, children }
 }
 
 /// A reason to refuse the limits before running, if the engine cannot honour them.
@@ -343,6 +359,7 @@ fn new_store<W: Send + 'static>(
     engine: &FabricEngine,
     wasi: W,
     telemetry: Telemetry,
+    tasks: Tasks,
     limits: &Limits,
     deadline: Instant,
     cancel: &CancelToken,
@@ -350,6 +367,7 @@ fn new_store<W: Send + 'static>(
     let guest = Guest {
         wasi,
         telemetry,
+        tasks,
         limiter: Limiter::new(limits.memory_bytes, &engine.config),
         deadline,
         cancel: cancel.clone(),

@@ -346,6 +346,7 @@ async fn run_attempt(
                 egress,
                 args: task.args.clone(),
                 progress: running.progress.clone(),
+                tasks: None,
             };
             Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
         }

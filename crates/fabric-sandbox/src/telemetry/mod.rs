@@ -12,23 +12,16 @@ use fabric_types::{KpiStats, Kpis, Progress, TelemetryRefusal, check_kpi, check_
 use time::OffsetDateTime;
 use wasmtime::AsContextMut;
 
-pub(crate) use p1::add_to_linker as add_to_p1_linker;
+pub(crate) use p1::{MODULE, add_to_linker as add_to_p1_linker};
 pub(crate) use p2::add_to_linker as add_to_p2_linker;
 
 /// Fuel every telemetry call costs the attempt, taken or refused: a guest that floods the
 /// host with calls burns its own fuel as it would by computing.
 pub const TELEMETRY_CALL_FUEL: u64 = 1_000;
 
-/// Takes [`TELEMETRY_CALL_FUEL`] from the attempt's fuel. A call the attempt cannot pay
-/// for is not made: it takes the fuel left and ends the attempt `out_of_fuel`.
-fn charge(mut store: impl AsContextMut) -> wasmtime::Result<()> {
-    let mut store = store.as_context_mut();
-    let fuel = store.get_fuel()?;
-    store.set_fuel(fuel.saturating_sub(TELEMETRY_CALL_FUEL))?;
-    if fuel < TELEMETRY_CALL_FUEL {
-        return Err(wasmtime::Trap::OutOfFuel.into());
-    }
-    Ok(())
+/// Takes [`TELEMETRY_CALL_FUEL`] from the attempt's fuel (see [`crate::hostcalls::charge`]).
+fn charge(store: impl AsContextMut) -> wasmtime::Result<()> {
+    crate::hostcalls::charge(store, TELEMETRY_CALL_FUEL)
 }
 
 /// The latest progress an attempt reported, shared between the attempt (which sets it) and

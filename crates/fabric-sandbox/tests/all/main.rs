@@ -9,5 +9,6 @@ mod limits;
 mod outcomes;
 mod pool;
 mod security;
+mod tasks;
 mod telemetry;
 mod util;

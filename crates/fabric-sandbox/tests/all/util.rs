@@ -1,9 +1,13 @@
 //! Shared helpers: one sandbox for the whole test binary, and shorthands to run a guest.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use fabric_sandbox::{Agent, CancelToken, RunRequest, Sandbox, SandboxConfig};
+use fabric_sandbox::{
+    Agent, CancelToken, Child, ChildTasks, RunRequest, RunResult, Sandbox, SandboxConfig, TaskGrant,
+};
+use fabric_types::wire::TaskSpec;
 use fabric_types::{Attempt, Limits, Outcome};
 
 /// The epoch tick the shared sandbox uses.
@@ -48,6 +52,70 @@ pub async fn run_with(wasm: &[u8], input: &[u8], limits: Limits) -> Attempt {
 pub async fn run_request(wasm: &[u8], request: RunRequest) -> Attempt {
     let agent = load(wasm);
     sandbox().run(&agent, request, &CancelToken::new()).await
+}
+
+/// The host side of child tasks in these tests: ids `child-00001`, `child-00002`, ...
+/// (11 bytes, one per accepted spec), and every spec accepted but those naming the module
+/// `forbidden`.
+#[derive(Debug, Default)]
+pub struct TestHost {
+    minted: AtomicU32,
+}
+
+impl ChildTasks for TestHost {
+    fn check(&self, spec: &TaskSpec, _earlier: &[Child]) -> Result<(), String> {
+        if spec.module == "forbidden" {
+            return Err("module \"forbidden\" is not allowed here".into());
+        }
+        Ok(())
+    }
+
+    fn mint_id(&self) -> String {
+        format!(
+            "child-{:05}",
+            self.minted.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    }
+}
+
+/// A grant of child tasks to a task at `depth`, with a fresh [`TestHost`].
+pub fn grant(depth: u32) -> TaskGrant {
+    TaskGrant {
+        depth,
+        host: Arc::new(TestHost::default()),
+    }
+}
+
+/// Runs `wasm` with `input`, `args` and the child task grant `tasks`; returns the attempt
+/// and the children it submitted.
+pub async fn run_tasks(
+    wasm: &[u8],
+    input: &[u8],
+    args: &[&str],
+    tasks: Option<TaskGrant>,
+    limits: Limits,
+) -> RunResult {
+    let agent = load(wasm);
+    let request = RunRequest {
+        input: input.to_vec(),
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        limits,
+        tasks,
+        ..RunRequest::default()
+    };
+    sandbox()
+        .run_with_children(&agent, request, &CancelToken::new())
+        .await
+}
+
+/// The ids of `children`, in order.
+pub fn ids(children: &[Child]) -> Vec<&str> {
+    children.iter().map(|child| child.id.as_str()).collect()
+}
+
+/// `child-00001` to `child-{n}`.
+pub fn first_ids(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("child-{i:05}")).collect()
 }
 
 pub async fn run(wasm: &[u8], input: &[u8]) -> Attempt {

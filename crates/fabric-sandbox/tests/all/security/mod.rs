@@ -1,9 +1,9 @@
 //! The attack suite: each `attack_` test runs a guest that really tries one way out of
 //! its quotas or its capabilities, asserts exactly how the attempt ended, and then that
 //! the sandbox still serves ordinary work. One file per way out (CPU, memory, output,
-//! files, grants, network, environment, modules, state between attempts, telemetry);
-//! this module holds the kit they share: a WAT builder, the runner and the host tree for
-//! grants.
+//! files, grants, network, environment, modules, state between attempts, telemetry, child
+//! tasks); this module holds the kit they share: a WAT builder, the runner and the host
+//! tree for grants.
 
 mod cpu;
 mod egress;
@@ -16,6 +16,7 @@ mod modules;
 mod network;
 mod output;
 mod state;
+mod tasks;
 mod telemetry;
 
 use std::collections::BTreeMap;
