@@ -12,7 +12,8 @@ use crate::{Attempt, Concurrency, ModuleKind, Priority, Progress, TaskState};
 pub use crate::schedule::{Schedule, ScheduleDeleted, ScheduleList, ScheduleName, SchedulePut};
 
 pub use crate::error_data::{
-    FieldError, LimitExceeded, ModuleInUse, ScheduleNotFound, TaskNotFound, TaskNotRetryable, UnknownMethod,
+    FieldError, LimitExceeded, ModuleInUse, ScheduleNotFound, TaskNotFound, TaskNotRetryable,
+    UnknownMethod,
 };
 pub use crate::report::{
     KpiGroup, KpiQuery, KpiReport, KpiRow, KpiRows, KpiSubscribe, UsageGroup, UsageQuery, UsageRow,

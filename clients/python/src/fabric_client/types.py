@@ -136,6 +136,14 @@ class Task(_Record):
     progress: Optional[Any] = None
     #: The task's arguments (a newer server's field; ``None`` before).
     args: Optional[Any] = None
+    #: The ids of the tasks it runs after (empty when none).
+    after: List[str] = field(default_factory=list)
+    #: Its input is built from its ``after`` tasks' outputs.
+    pass_outputs: bool = False
+    #: The task whose attempt submitted it, if any.
+    parent: Optional[str] = None
+    #: Its concurrency key and limit (``{"key", "limit"}``), if any.
+    concurrency: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, obj: Dict[str, Any]) -> "Task":
@@ -157,6 +165,10 @@ class Task(_Record):
             egress=list(obj.get("egress") or []),
             progress=obj.get("progress"),
             args=obj.get("args"),
+            after=list(obj.get("after") or []),
+            pass_outputs=bool(obj.get("pass_outputs", False)),
+            parent=obj.get("parent"),
+            concurrency=obj.get("concurrency"),
         )
 
     @property

@@ -2,7 +2,8 @@
 //! shapes of its `data`, from the types the server builds it from.
 
 use fabric_types::wire::{
-    FieldError, LimitExceeded, ModuleInUse, ScheduleNotFound, TaskNotFound, TaskNotRetryable, UnknownMethod, code,
+    FieldError, LimitExceeded, ModuleInUse, ScheduleNotFound, TaskNotFound, TaskNotRetryable,
+    UnknownMethod, code,
 };
 use schemars::SchemaGenerator;
 use serde_json::{Value, json};

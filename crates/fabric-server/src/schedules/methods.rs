@@ -7,7 +7,9 @@ use fabric_store::{
 };
 use fabric_types::ModuleId;
 use fabric_types::wire::{
-    LimitExceeded, ScheduleDeleted, ScheduleNotFound, ScheduleList, ScheduleName, SchedulePut, TaskSpec, code};
+    LimitExceeded, ScheduleDeleted, ScheduleList, ScheduleName, ScheduleNotFound, SchedulePut,
+    TaskSpec, code,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -118,7 +120,7 @@ pub(crate) async fn schedule_put(
         .with_data(LimitExceeded {
             limit: "schedules_per_tenant".to_owned(),
             max: MAX_SCHEDULES_PER_TENANT as u64,
-            current: Some(count as u64),
+            current: Some(count),
         })),
     }
 }
