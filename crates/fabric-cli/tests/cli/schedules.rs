@@ -526,7 +526,12 @@ async fn rpc_discover_describes_schedules_and_concurrency_keys() {
         schemas["Schedule"]["required"],
         json!(["name", "cron", "task", "timezone", "next_run_at"])
     );
-    let concurrency = &schemas["TaskSpec"]["properties"]["concurrency"];
+    let field = schemas["TaskSpec"]["properties"]["concurrency"].to_string();
+    assert!(
+        field.contains("#/components/schemas/Concurrency"),
+        "{field}"
+    );
+    let concurrency = &schemas["Concurrency"];
     assert_eq!(concurrency["properties"]["limit"]["maximum"], 10_000);
     assert_eq!(concurrency["properties"]["key"]["maxLength"], 128);
 }
