@@ -145,7 +145,7 @@ pub struct ServeFlags {
     /// Largest memory limit a task may ask for. [default: 256MiB]
     #[arg(long, env = "FABRIC_MAX_TASK_MEMORY", value_parser = fabric_types::parse_size, value_name = "SIZE")]
     pub max_task_memory: Option<u64>,
-    /// Most unfinished (queued, scheduled, running) tasks one tenant may have. [default: 1000000]
+    /// Most unfinished (waiting, queued, scheduled, running) tasks one tenant may have. [default: 1000000]
     #[arg(long, env = "FABRIC_TENANT_MAX_TASKS")]
     pub tenant_max_tasks: Option<u64>,
     /// Most attempts of one tenant running at once on this node, so that one tenant's

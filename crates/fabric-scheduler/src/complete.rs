@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fabric_store::workflow::{CHILDREN_REFUSED, refused_attempt};
 use fabric_store::{Completion, TaskCompleteParams, TaskId};
+use fabric_types::TaskState;
 use tokio::sync::mpsc;
 
 use crate::{EndedAttempt, Shared};
@@ -85,9 +87,24 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) {
                 if batch.iter().any(|d| d.keyed) {
                     shared.room.notify_one();
                 }
-                for (done, result) in batch.drain(..).zip(results) {
+                for (mut done, result) in batch.drain(..).zip(results) {
+                    let with_children = !done.completion.children.is_empty();
                     match (result.accepted, result.state) {
                         (true, Some(state)) => {
+                            if with_children && state == TaskState::Failed {
+                                // The store refused the children: the attempt stands as
+                                // `invalid` (the reason is stored with it).
+                                done.attempt = Arc::new(EndedAttempt {
+                                    attempt: refused_attempt(
+                                        done.attempt.attempt.clone(),
+                                        format!("{CHILDREN_REFUSED}task.get shows the reason"),
+                                    ),
+                                    ..(*done.attempt).clone()
+                                });
+                            } else if with_children {
+                                // The children are stored: claim them now.
+                                shared.wake.notify_one();
+                            }
                             if let Some(end) = done.trace.as_ref().filter(|_| state.is_terminal()) {
                                 crate::trace::task_end(end, &done.task_id, &done.tenant, state);
                             }

@@ -17,11 +17,13 @@ use fabric_types::{Attempt, ModuleId, Outcome, TaskState};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use crate::ChildrenError;
 use crate::complete::Done;
 use crate::policy::full_jitter;
 use crate::service::emit_expired;
 use crate::{EndedAttempt, Interruption, Running, Shared};
 use fabric_store::rules::next_after;
+use fabric_store::workflow::refused_attempt;
 
 /// Most scheduled tasks promoted in one store call.
 const PROMOTE_BATCH: usize = 4096;
@@ -346,16 +348,49 @@ async fn run_attempt(
                 egress,
                 args: task.args.clone(),
                 progress: running.progress.clone(),
-                tasks: None,
+                tasks: shared
+                    .config
+                    .children
+                    .as_ref()
+                    .map(|specs| crate::children::grant(specs, &shared.clock, &task)),
             };
-            Ok(shared.sandbox.run(&agent, request, &running.cancel).await)
+            let run = shared
+                .sandbox
+                .run_with_children(&agent, request, &running.cancel)
+                .await;
+            Ok((run.attempt, run.children))
         }
         Err(Unloadable::Invalid(why)) => {
             let mut attempt = Attempt::new(Outcome::Invalid);
             attempt.error = Some(why);
-            Ok(attempt)
+            Ok((attempt, Vec::new()))
         }
         Err(Unloadable::Unavailable) => Err(()),
+    };
+    // An `ok` attempt's children become tasks (created with its completion); a refusal
+    // makes the attempt `invalid`, so it is not retried and no child exists.
+    let (attempt, children) = match attempt {
+        Ok((attempt, children))
+            if attempt.outcome == Outcome::Ok
+                && !children.is_empty()
+                && running.interruption() == Interruption::None =>
+        {
+            let specs = shared
+                .config
+                .children
+                .as_ref()
+                .expect("children need a grant");
+            match crate::children::tasks(specs.as_ref(), &task, children).await {
+                Ok(children) => (Ok(attempt), children),
+                Err(ChildrenError::Refused(why)) => (Ok(refused_attempt(attempt, why)), Vec::new()),
+                Err(ChildrenError::Unavailable(why)) => {
+                    tracing::warn!(task = %task.task_id, error = %why, "cannot make the attempt's children tasks; the task runs again");
+                    (Err(()), Vec::new())
+                }
+            }
+        }
+        Ok((attempt, _)) => (Ok(attempt), Vec::new()),
+        Err(()) => (Err(()), Vec::new()),
     };
     shared
         .running
@@ -396,7 +431,7 @@ async fn run_attempt(
         .map(|traced| crate::trace::attempt_end(traced, &task, &shared.config.node, &attempt));
     let done = Done {
         completion: fabric_store::Completion {
-            children: Vec::new(),
+            children,
             attempt_id: task.attempt_id,
             attempt: attempt.clone(),
             next,

@@ -2,6 +2,7 @@
 //! sandbox under a lease, records the outcome fenced by the attempt id, retries failures
 //! with backoff, and runs the maintenance services (rescue, promotion, expiry, pruning).
 
+mod children;
 mod clock;
 mod complete;
 mod dispatch;
@@ -22,6 +23,7 @@ use fabric_types::{Attempt, ModuleId, Progress, TaskState};
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 
+pub use children::{ChildSpecs, ChildrenError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fabric_store::rules::next_after;
 
@@ -71,6 +73,9 @@ pub struct SchedulerConfig {
     /// Where the spans of traced tasks, their attempts and their outbound requests go
     /// (see `trace`). Default none: nothing is traced, and nothing is spent on it.
     pub spans: Option<Arc<dyn fabric_types::trace::SpanSink>>,
+    /// How the specs of child tasks that attempts submit are checked and made tasks.
+    /// Default none: no attempt may submit children.
+    pub children: Option<Arc<dyn ChildSpecs>>,
 }
 
 impl SchedulerConfig {
@@ -130,6 +135,7 @@ impl SchedulerConfig {
             egress: BTreeMap::new(),
             progress_every: Self::DEFAULT_PROGRESS_EVERY,
             spans: None,
+            children: None,
         }
     }
 }

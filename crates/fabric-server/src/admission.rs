@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fabric_store::{ModuleGetParams, ModuleRef, StatsParams};
+use fabric_store::{ModuleGetParams, ModuleRef, StatsParams, Store};
 use fabric_types::ModuleId;
 use fabric_types::wire::{FieldError, LimitExceeded, code};
 
 use crate::rpc::RpcError;
-use crate::server::App;
 
 /// How long a resolved module *name* is trusted (a name can be moved to another module;
 /// an id always means the same bytes).
@@ -33,7 +32,7 @@ impl ModuleResolver {
     /// when the tenant has no such module.
     pub async fn resolve(
         &self,
-        app: &App,
+        store: &dyn Store,
         tenant: &str,
         reference: &str,
         at: &str,
@@ -49,8 +48,7 @@ impl ModuleResolver {
             ModuleRef::Id(_) => None,
             ModuleRef::Name(_) => Some(Instant::now() + NAME_TTL),
         };
-        let record = app
-            .store
+        let record = store
             .module_get(ModuleGetParams {
                 tenant: tenant.to_owned(),
                 module,
@@ -188,7 +186,7 @@ impl TaskQuota {
     /// Admits `adding` more tasks for `tenant`, or answers -32003.
     pub async fn admit<'q>(
         &'q self,
-        app: &App,
+        store: &dyn Store,
         tenant: &str,
         adding: u64,
     ) -> Result<Admitted<'q>, RpcError> {
@@ -202,14 +200,13 @@ impl TaskQuota {
                 None => None,
             }
         };
-        let stats = app
-            .store
+        let stats = store
             .stats(StatsParams {
                 tenant: Some(tenant.to_owned()),
             })
             .await
             .map_err(RpcError::store)?;
-        let unfinished = stats.queued() + stats.scheduled + stats.running;
+        let unfinished = stats.waiting + stats.queued() + stats.scheduled + stats.running;
         let mut counts = self.counts.lock().expect("quota lock");
         let count = counts.entry(tenant.to_owned()).or_insert(Count {
             read_at: Instant::now(),

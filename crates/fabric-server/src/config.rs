@@ -61,7 +61,7 @@ pub struct ServeOptions {
     /// Largest memory limit a task may ask for. [default: 256MiB]
     #[serde(default, deserialize_with = "size")]
     pub max_task_memory: Option<u64>,
-    /// Most unfinished (queued, scheduled, running) tasks one tenant may have. [default: 1000000]
+    /// Most unfinished (waiting, queued, scheduled, running) tasks one tenant may have. [default: 1000000]
     pub tenant_max_tasks: Option<u64>,
     /// Most attempts of one tenant running at once on this node, so that one tenant's
     /// long-running attempts cannot hold every worker while other tenants' tasks queue.

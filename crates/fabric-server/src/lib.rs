@@ -4,6 +4,7 @@
 
 mod admission;
 mod auth;
+mod children;
 mod config;
 mod discover;
 mod egress;

@@ -526,7 +526,7 @@ async fn submit(
             None => {
                 let id = app
                     .modules
-                    .resolve(app, &who.tenant, &spec.module, &at)
+                    .resolve(&*app.store, &who.tenant, &spec.module, &at)
                     .await?;
                 resolved.push((spec.module.clone(), id));
                 id
@@ -545,7 +545,7 @@ async fn submit(
     }
     let admitted = app
         .quota
-        .admit(app, &who.tenant, tasks.len() as u64)
+        .admit(&*app.store, &who.tenant, tasks.len() as u64)
         .await?;
     let priorities: Vec<Priority> = tasks.iter().map(|t| t.priority).collect();
     let inserted = app
@@ -683,7 +683,7 @@ async fn task_list(app: &App, who: &Principal, params: Value) -> Result<Value, R
             Ok(id) => id,
             Err(_) => app
                 .modules
-                .resolve(app, &who.tenant, &reference, "")
+                .resolve(&*app.store, &who.tenant, &reference, "")
                 .await
                 .map_err(|err| {
                     if err.code == code::NOT_FOUND {

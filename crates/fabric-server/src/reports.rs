@@ -137,7 +137,9 @@ async fn module_id(app: &App, who: &Principal, reference: &str) -> Result<Module
     {
         return Ok(id);
     }
-    app.modules.resolve(app, &who.tenant, reference, "").await
+    app.modules
+        .resolve(&*app.store, &who.tenant, reference, "")
+        .await
 }
 
 pub(crate) async fn kpi_subscribe(

@@ -53,7 +53,7 @@ pub(crate) async fn task_retry(
     let tenant = record.tenant.clone();
     let task = copy(record);
     let priority = task.priority;
-    let admitted = app.quota.admit(app, &tenant, 1).await?;
+    let admitted = app.quota.admit(&*app.store, &tenant, 1).await?;
     let inserted = app
         .store
         .task_insert(TaskInsertParams {

@@ -39,8 +39,8 @@ pub struct App {
     pub sandbox: Arc<Sandbox>,
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
-    pub modules: ModuleResolver,
-    pub quota: TaskQuota,
+    pub modules: Arc<ModuleResolver>,
+    pub quota: Arc<TaskQuota>,
     /// Set while the store's disk is full (see `TimedStore`): `/readyz` answers 503.
     pub store_full: Arc<AtomicBool>,
     /// Serializes each tenant's `module.put` (the module quota's check and write).
@@ -215,8 +215,20 @@ impl Server {
             .otel
             .clone()
             .map(|otel| crate::otel::Otel::start(otel, &config.node));
+        let modules = Arc::new(ModuleResolver::default());
+        let quota = Arc::new(TaskQuota::new(config.tenant_max_tasks));
+        let children = Arc::new(crate::children::ChildIntake {
+            store: store.clone(),
+            modules: modules.clone(),
+            quota: quota.clone(),
+            max_input_bytes: config.max_input_bytes,
+            max_task_memory: config.max_task_memory,
+            volumes: config.volumes.clone(),
+            egress: config.egress.clone(),
+        });
         let scheduler = Scheduler::start(
             SchedulerConfig {
+                children: Some(children),
                 spans: otel
                     .clone()
                     .map(|otel| otel as Arc<dyn fabric_types::trace::SpanSink>),
@@ -245,10 +257,10 @@ impl Server {
                 })?;
         let (phase, _) = watch::channel(Phase::Starting);
         let app = Arc::new(App {
-            quota: TaskQuota::new(config.tenant_max_tasks),
+            quota,
             module_puts: TenantLocks::default(),
             store_full,
-            modules: ModuleResolver::default(),
+            modules,
             waiters: Arc::default(),
             module_names: Default::default(),
             otel,

@@ -379,14 +379,16 @@ pub(crate) fn group_tasks(rows: &[Row]) -> Result<Vec<TaskRecord>, StoreError> {
     Ok(tasks)
 }
 
-/// What a worker needs to run a freshly claimed task.
-pub(crate) fn claimed_task(
-    task: TaskRecord,
-    attempt_id: AttemptId,
-    attempt_number: i32,
+/// A task a claim statement returned: the task's columns, then the attempt id and the
+/// attempt number, held from `claimed_at` until `lease_until`.
+pub(crate) fn claimed_from_row(
+    row: &Row,
     claimed_at: OffsetDateTime,
     lease_until: OffsetDateTime,
 ) -> Result<ClaimedTask, StoreError> {
+    let task = read_task(row, 0)?;
+    let attempt_id: String = row.get(TASK_WIDTH);
+    let attempt_number: i32 = row.get(TASK_WIDTH + 1);
     let attempt_number = u32::try_from(attempt_number).map_err(|_| {
         corrupt(format!(
             "task {} has {attempt_number} attempts",
@@ -395,7 +397,7 @@ pub(crate) fn claimed_task(
     })?;
     Ok(ClaimedTask::from_record(
         task,
-        attempt_id,
+        AttemptId::from(attempt_id),
         attempt_number,
         claimed_at,
         lease_until,

@@ -2,6 +2,7 @@
 
 mod api;
 mod binary;
+mod children;
 mod client;
 mod cluster;
 mod concurrency;

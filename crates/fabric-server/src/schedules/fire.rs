@@ -163,7 +163,7 @@ async fn create(
     };
     let module = match app
         .modules
-        .resolve(app, tenant, &spec.module, "task.")
+        .resolve(&*app.store, tenant, &spec.module, "task.")
         .await
     {
         Ok(module) => module,
@@ -190,7 +190,7 @@ async fn create(
     task.labels.insert(SCHEDULE_LABEL.to_owned(), name.clone());
     task.idempotency_key = Some(tick_key(name, tick));
     let priority = task.priority;
-    let admitted = match app.quota.admit(app, tenant, 1).await {
+    let admitted = match app.quota.admit(&*app.store, tenant, 1).await {
         Ok(admitted) => admitted,
         Err(err) if err.code == code::QUOTA => return skip(Fired::Refused, err.message),
         Err(err) => return Err(Transient(err.message)),

@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::db::{Db, query};
 use crate::error::db_err;
-use crate::rows::{TASK_WIDTH, claimed_task, ms, read_task, task_columns};
+use crate::rows::{TASK_WIDTH, claimed_from_row, ms, task_columns};
 
 /// The claim: lock up to `$1` queued tasks in claim order, skipping rows other claimers
 /// hold; expire those whose deadline passed; move the rest without a concurrency key to
@@ -200,19 +200,11 @@ pub(crate) async fn task_claim(db: &Db, p: TaskClaimParams) -> Result<Claimed, S
                 }
                 continue;
             }
-            let task = read_task(row, 0)?;
+            let task = claimed_from_row(row, p.now, from_millis(lease_until))?;
             if let Some(cap) = cap.as_mut() {
                 filled |= cap.take(&task.tenant);
             }
-            let attempt_id: String = row.get(TASK_WIDTH);
-            let number: i32 = row.get(TASK_WIDTH + 1);
-            claimed.tasks.push(claimed_task(
-                task,
-                AttemptId::from(attempt_id),
-                number,
-                p.now,
-                from_millis(lease_until),
-            )?);
+            claimed.tasks.push(task);
         }
         let full_before = keys.full().len();
         if !keyed.is_empty() {
@@ -410,16 +402,8 @@ async fn claim_keyed(
         )
         .await?;
         for row in &claimed {
-            let task = read_task(row, 0)?;
-            let attempt_id: String = row.get(TASK_WIDTH);
-            let number: i32 = row.get(TASK_WIDTH + 1);
-            out.tasks.push(claimed_task(
-                task,
-                AttemptId::from(attempt_id),
-                number,
-                p.now,
-                from_millis(lease_until),
-            )?);
+            out.tasks
+                .push(claimed_from_row(row, p.now, from_millis(lease_until))?);
         }
     }
     tx.commit()
