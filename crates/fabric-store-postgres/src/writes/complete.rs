@@ -215,7 +215,7 @@ async fn insert_children<C: GenericClient>(
     tx.batch_execute("SAVEPOINT children")
         .await
         .map_err(crate::error::db_err("insert child tasks"))?;
-    match insert_batch(tx, children, now, aging_step_ms).await {
+    match insert_batch(tx, children, now, aging_step_ms, None).await {
         Ok((_, made_ready)) => {
             tx.batch_execute("RELEASE SAVEPOINT children")
                 .await

@@ -229,7 +229,7 @@ const INSERT_TASKS: &str = "INSERT INTO tasks (id, tenant, module, input, priori
 
 /// Moves the fair-share clocks of an insert batch, `$4[i]` new tasks for tenant `$1[i]` at
 /// priority `$2[i]`, at `$3` = now: each clock becomes `max(clock, now) + n` (a missing one
-/// starts at now). The upsert locks each clock row until the transaction ends, in one
+/// starts at now). The upsert locks each clock row until its transaction ends, in one
 /// order (sorted), so concurrent batches of one tenant take turns and cannot deadlock.
 const MOVE_CLOCKS: &str = "INSERT INTO fair_clocks AS c (tenant, priority, clock)
     SELECT u.tenant, u.priority, $3 + u.n
@@ -238,22 +238,23 @@ const MOVE_CLOCKS: &str = "INSERT INTO fair_clocks AS c (tenant, priority, clock
     ON CONFLICT (tenant, priority) DO UPDATE SET clock = GREATEST(c.clock, $3) + (excluded.clock - $3)
     RETURNING c.tenant, c.priority, c.clock";
 
-/// Gives each new row its fair sort key (see [`FairClock`]): one upsert of the batch's
-/// clocks ([`MOVE_CLOCKS`]), then the keys in batch order. A row that later loses an
-/// idempotency race to another node has used a millisecond of its tenant's clock.
-async fn fair_keys<C: GenericClient>(
+/// The fair-share clocks a batch takes its rows' times from, by (tenant, priority rank).
+pub(super) type Clocks = HashMap<(String, i16), FairClock>;
+
+/// Moves the clocks of `tasks` (one millisecond per task, see [`MOVE_CLOCKS`]) and
+/// returns where each batch's share starts.
+pub(super) async fn move_clocks<'a, C: GenericClient>(
     c: &C,
-    rows: &mut [(usize, NewRow)],
+    tasks: impl Iterator<Item = &'a NewTask>,
     now: i64,
-    aging_step_ms: u64,
-) -> Result<(), StoreError> {
+) -> Result<Clocks, StoreError> {
     let mut counts: BTreeMap<(&str, i16), i64> = BTreeMap::new();
-    for (_, r) in rows.iter() {
-        let key = (r.task.tenant.as_str(), i16::from(r.task.priority.rank()));
+    for task in tasks {
+        let key = (task.tenant.as_str(), i16::from(task.priority.rank()));
         *counts.entry(key).or_default() += 1;
     }
     if counts.is_empty() {
-        return Ok(());
+        return Ok(Clocks::new());
     }
     let tenants: Vec<&str> = counts.keys().map(|(t, _)| *t).collect();
     let priorities: Vec<i16> = counts.keys().map(|(_, p)| *p).collect();
@@ -265,7 +266,7 @@ async fn fair_keys<C: GenericClient>(
         &[&tenants, &priorities, &now, &ns],
     )
     .await?;
-    let mut clocks: HashMap<(String, i16), FairClock> = HashMap::with_capacity(moved.len());
+    let mut clocks = Clocks::with_capacity(moved.len());
     for r in &moved {
         let (tenant, priority, clock): (String, i16, i64) = (r.get(0), r.get(1), r.get(2));
         let n = counts
@@ -274,7 +275,16 @@ async fn fair_keys<C: GenericClient>(
             .ok_or_else(|| corrupt("a fair-share clock the batch did not ask for moved"))?;
         clocks.insert((tenant, priority), FairClock::new(Some(clock - n), now));
     }
-    drop(counts);
+    Ok(clocks)
+}
+
+/// Gives each new row its fair sort key (see [`FairClock`]) from `clocks`, in batch order.
+fn fair_keys(
+    rows: &mut [(usize, NewRow)],
+    clocks: &mut Clocks,
+    now: i64,
+    aging_step_ms: u64,
+) -> Result<(), StoreError> {
     for (_, r) in rows.iter_mut() {
         let priority = r.task.priority;
         let clock = clocks
@@ -346,8 +356,15 @@ fn validate(i: usize, t: &NewTask) -> Result<([i64; 5], [i64; 2]), StoreError> {
 /// `task_insert`: one transaction of [`insert_batch`].
 pub(crate) async fn task_insert(db: &Db, p: TaskInsertParams) -> Result<Vec<Inserted>, StoreError> {
     let mut client = db.client("task_insert").await?;
+    // The clocks move in a statement of their own, before the insert's transaction, so
+    // that concurrent batches of one tenant wait on each other for that statement only,
+    // not for each other's whole insert and commit. Every task of the batch takes its
+    // millisecond, also one that turns out deduplicated or waiting: its tenant's later
+    // tasks start that much later, no other tenant's.
+    let clocks = move_clocks(&client, p.tasks.iter(), ms(p.now)).await?;
     let tx = begin(&mut client, "begin task_insert").await?;
-    let (out, made_ready) = insert_batch(&tx, p.tasks, p.now, db.aging_step_ms).await?;
+    let (out, made_ready) =
+        insert_batch(&tx, p.tasks, p.now, db.aging_step_ms, Some(clocks)).await?;
     commit(tx, "commit task_insert").await?;
     if made_ready {
         db.made_ready();
@@ -435,11 +452,15 @@ async fn parent_depths<C: GenericClient>(c: &C, tasks: &[NewTask]) -> Result<Vec
 /// (by the unique index) against concurrent inserts of other nodes; each starts where its
 /// dependencies (stored tasks, or earlier ones of the batch) put it. Returns whether a task
 /// went in queued (the caller asks for the ready signal after its commit).
+/// Inserts `tasks` in the transaction `tx`. `clocks` are the fair-share clocks already
+/// moved for every task of the batch ([`move_clocks`]); `None` moves them here, for the
+/// rows that join the line, in `tx`.
 pub(super) async fn insert_batch<C: GenericClient>(
     tx: &C,
     tasks: Vec<NewTask>,
     at: OffsetDateTime,
     aging_step_ms: u64,
+    clocks: Option<Clocks>,
 ) -> Result<(Vec<Inserted>, bool), StoreError> {
     let p = TaskInsertParams { tasks, now: at };
     let now = ms(p.now);
@@ -558,7 +579,11 @@ pub(super) async fn insert_batch<C: GenericClient>(
     let (mut rows, others): (Vec<_>, Vec<_>) = rows
         .into_iter()
         .partition(|(_, r)| matches!(r.state, TaskState::Queued | TaskState::Scheduled));
-    fair_keys(tx, &mut rows, now, aging_step_ms).await?;
+    let mut clocks = match clocks {
+        Some(clocks) => clocks,
+        None => move_clocks(tx, rows.iter().map(|(_, r)| &r.task), now).await?,
+    };
+    fair_keys(&mut rows, &mut clocks, now, aging_step_ms)?;
     rows.extend(others);
 
     // Keyed rows go in key order, so two batches sharing keys wait on each other's unique
