@@ -141,6 +141,7 @@ pub(crate) async fn task_claim(db: &Db, p: TaskClaimParams) -> Result<Claimed, S
             .unzip();
         let skip_keys = !full_tenants.is_empty();
         let want64 = i64::try_from(want).unwrap_or(i64::MAX);
+        let tx = super::begin_unflushed(&mut client, "begin a claim of tasks").await?;
         let rows = match &cap {
             None => {
                 let mut params: Vec<&(dyn ToSql + Sync)> =
@@ -152,7 +153,7 @@ pub(crate) async fn task_claim(db: &Db, p: TaskClaimParams) -> Result<Claimed, S
                 } else {
                     CLAIM_SQL.as_str()
                 };
-                query(&client, "claim tasks", sql, &params).await?
+                query(&tx, "claim tasks", sql, &params).await?
             }
             Some(cap) => {
                 let full: Vec<&str> = cap.full().collect();
@@ -181,9 +182,10 @@ pub(crate) async fn task_claim(db: &Db, p: TaskClaimParams) -> Result<Claimed, S
                 } else {
                     CLAIM_CAPPED_SQL.as_str()
                 };
-                query(&client, "claim tasks", sql, &params).await?
+                query(&tx, "claim tasks", sql, &params).await?
             }
         };
+        super::commit(tx, "commit a claim of tasks").await?;
         let picked = rows.len();
         // Under a cap, rows locked beyond a tenant's room are not returned; that happens only
         // to a tenant this statement filled, so when none was filled every locked row came back.
@@ -328,10 +330,7 @@ async fn claim_keyed(
     if room == 0 {
         return Ok(out);
     }
-    let tx = client
-        .transaction()
-        .await
-        .map_err(db_err("begin a claim of tasks with concurrency keys"))?;
+    let tx = super::begin_unflushed(client, "begin a claim of tasks with concurrency keys").await?;
     let locked = query(
         &tx,
         "lock tasks with concurrency keys",
