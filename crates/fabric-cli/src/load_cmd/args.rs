@@ -28,8 +28,8 @@ pub struct LoadArgs {
     /// told otherwise. Its /metrics memory then includes this load generator.
     #[arg(long)]
     pub embedded: bool,
-    /// Store the example agents (echo, sleep, sha256, wordcount, strict, probe) under their
-    /// names first. Implied by --embedded.
+    /// Store the example agents (echo, sleep, sha256, wordcount, strict, probe, ...) under
+    /// their names first. Implied by --embedded.
     #[arg(long)]
     pub load_agents: bool,
     /// The module every task runs: a name (echo, sleep, ...) or `sha256:<hex>`.
@@ -38,6 +38,13 @@ pub struct LoadArgs {
     /// Each task's input (the sleep agent reads milliseconds).
     #[arg(long, default_value = "hello")]
     pub input: String,
+    /// Submit a mix instead of one spec: in a fixed rotation, tasks that succeed, exit
+    /// non-zero, trap, time out, are retried three times, are cancelled (by this command,
+    /// with task.cancel), run later (run_at), expire (a deadline before their run_at) and
+    /// echo 64 KiB. Each task is checked to end as its kind must; a task lost, unfinished
+    /// or ended otherwise makes the exit status 1. Needs the example agents (--load-agents).
+    #[arg(long, conflicts_with_all = ["module", "input", "read_back"])]
+    pub mix: bool,
     /// critical, high, normal, low or background. [default: the server's, normal]
     #[arg(long, value_parser = parse_priority)]
     pub priority: Option<Priority>,
@@ -69,11 +76,22 @@ pub struct LoadArgs {
     /// SQLite database). [default with --embedded: its store]
     #[arg(long, value_name = "PATH")]
     pub db_file: Option<PathBuf>,
+    /// Write a sample every --sample-every to this file, one JSON object a line: the
+    /// seconds since the start, the server's RSS and open file descriptors (from /metrics),
+    /// the store's size (--db-file), and the tasks finished in the interval and per second.
+    /// The report gives the growth of each from the tenth line to the last.
+    #[arg(long, value_name = "FILE")]
+    pub samples: Option<PathBuf>,
+    /// How often a line is written to --samples.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub sample_every: Duration,
     /// Print exactly one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    // Boxed: `fabric`'s commands are the variants of one enum, which this would make
+    // too large.
     #[command(flatten, next_help_heading = "Embedded server (with --embedded)")]
-    pub serve: ServeFlags,
+    pub serve: Box<ServeFlags>,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

@@ -1,4 +1,4 @@
-//! `fabric load`: drives a server (or one started in-process) with a stream of tasks and reports throughput, latency percentiles, attempt outcomes and the server's memory over time.
+//! `fabric load`: drives a server (or one started in-process) with a stream of tasks (or a mix of kinds, each checked to end as it must) and reports throughput, latency percentiles, attempt outcomes and the server's memory, open files and store size over time.
 //!
 //! How it measures without the measurement dominating: the tasks' terminal events come
 //! over one WebSocket `task.subscribe`, each carrying its attempt's `started_at` and
@@ -7,12 +7,15 @@
 //! go into log-linear histograms of fixed size. Only the tasks submitted and not yet
 //! finished are kept, and `--max-pending` bounds them, so a soak of millions of tasks runs
 //! in constant memory. A task whose event the server skipped (a subscriber that falls
-//! behind loses events) is read back with `task.get` once the run stalls.
+//! behind loses events) is read back with `task.get` once the run stalls or the task is a
+//! minute old; with `--mix`, so is a task whose events say it ended otherwise than its
+//! kind must, before it counts as a mismatch.
 
 mod args;
 mod driver;
 mod embedded;
 mod histogram;
+mod mix;
 mod report;
 mod sampler;
 mod tally;
@@ -56,7 +59,15 @@ pub fn main(args: LoadArgs) -> ExitCode {
                 report.table()
             };
             print!("{text}");
-            ExitCode::SUCCESS
+            let problems = report.problems();
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(Failure::Usage(error)) => {
             eprintln!("error: {error:#}");

@@ -6,7 +6,7 @@ use fabric_types::{Outcome, TaskState};
 use serde_json::{Value, json};
 
 use super::driver::{Amount, Plan};
-use super::sampler::Samples;
+use super::sampler::{GROWTH_FROM_LINE, Sample, Samples};
 use super::tally::Tally;
 use crate::client_cmd::format;
 
@@ -44,6 +44,52 @@ impl Report {
         }
     }
 
+    /// What makes the exit status 1 although the run reached its report: tasks given up
+    /// on, with `--mix` tasks lost or ended otherwise than their kind must, a samples file
+    /// that could not be written.
+    pub(super) fn problems(&self) -> Vec<String> {
+        let t = &self.tally;
+        let mut problems = Vec::new();
+        if t.unfinished > 0 {
+            problems.push(format!("{} tasks never finished", t.unfinished));
+        }
+        if let Some(mix) = &t.mix {
+            if t.lost > 0 {
+                problems.push(format!(
+                    "{} tasks were lost (gone before their end was seen)",
+                    t.lost
+                ));
+            }
+            if mix.mismatched() > 0 {
+                problems.push(format!(
+                    "{} tasks ended otherwise than their kind must",
+                    mix.mismatched()
+                ));
+            }
+        }
+        if let Some(error) = self.samples.log.as_ref().and_then(|l| l.error.as_ref()) {
+            problems.push(error.clone());
+        }
+        problems
+    }
+
+    /// The samples file's summary: its lines and each measure's growth from the tenth.
+    fn samples_json(&self) -> Option<Value> {
+        let log = self.samples.log.as_ref()?;
+        let growth = |value: fn(&Sample) -> Option<u64>| log.growth(value).map(round4);
+        Some(json!({
+            "file": log.path.display().to_string(),
+            "every_seconds": log.every.as_secs_f64(),
+            "lines": log.lines,
+            "growth_from_line": GROWTH_FROM_LINE,
+            "growth": {
+                "rss_bytes": growth(|s| s.rss_bytes),
+                "open_fds": growth(|s| s.open_fds),
+                "store_bytes": growth(|s| s.db_bytes),
+            },
+        }))
+    }
+
     fn outcomes(&self) -> serde_json::Map<String, Value> {
         Outcome::ALL
             .iter()
@@ -73,6 +119,7 @@ impl Report {
             "finished": t.finished,
             "read_back": t.read_back,
             "lost": t.lost,
+            "unfinished": t.unfinished,
             "states": self.states(),
             "outcomes": self.outcomes(),
             "elapsed_seconds": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -92,7 +139,19 @@ impl Report {
                 "last": s.rss.last,
                 "series": s.series_json(|x| x.rss_bytes),
             },
+            "open_fds": {
+                "samples": s.fds.count,
+                "min": s.fds.min,
+                "max": s.fds.max,
+                "last": s.fds.last,
+            },
         });
+        if let Some(mix) = &t.mix {
+            report["mix"] = mix.to_json();
+        }
+        if let Some(samples) = self.samples_json() {
+            report["samples"] = samples;
+        }
         if s.db.count > 0 {
             report["db_bytes"] = json!({
                 "samples": s.db.count,
@@ -160,10 +219,13 @@ impl Report {
             rows.push(vec![
                 "read back".to_owned(),
                 format!(
-                    "{} with task.get (their events were skipped), {} pruned before",
+                    "{} with task.get (their events were skipped or did not match), {} pruned before",
                     t.read_back, t.lost
                 ),
             ]);
+        }
+        if t.unfinished > 0 {
+            rows.push(vec!["unfinished".to_owned(), t.unfinished.to_string()]);
         }
         if let (Some(min), Some(max)) = (s.rss.min, s.rss.max) {
             rows.push(vec![
@@ -177,6 +239,12 @@ impl Report {
                 ),
             ]);
         }
+        if let (Some(min), Some(max)) = (s.fds.min, s.fds.max) {
+            rows.push(vec![
+                "server FDs".to_owned(),
+                format!("min {min}, max {max}, last {}", s.fds.last.unwrap_or(max)),
+            ]);
+        }
         if let (Some(min), Some(max)) = (s.db.min, s.db.max) {
             rows.push(vec![
                 "database".to_owned(),
@@ -188,10 +256,37 @@ impl Report {
                 ),
             ]);
         }
+        if let Some(log) = &s.log {
+            let percent = |value: fn(&Sample) -> Option<u64>| {
+                log.growth(value)
+                    .map_or_else(|| "-".to_owned(), |g| format!("{:+.1} %", g * 100.0))
+            };
+            rows.push(vec![
+                "samples".to_owned(),
+                format!(
+                    "{} lines in {}; from line {GROWTH_FROM_LINE} to the last: RSS {}, FDs {}, store {}",
+                    log.lines,
+                    log.path.display(),
+                    percent(|x| x.rss_bytes),
+                    percent(|x| x.open_fds),
+                    percent(|x| x.db_bytes),
+                ),
+            ]);
+        }
         for row in rows {
             text.push_str(&format!("{:<12}{}\n", row[0], row[1]));
         }
         text.push('\n');
+        if let Some(mix) = &t.mix {
+            text.push_str(&format::table(
+                &["KIND", "SUBMITTED", "EXPECTED", "MISMATCHED", "LOST"],
+                &mix.rows(),
+            ));
+            for line in mix.example_lines() {
+                text.push_str(&format!("mismatch: {line}\n"));
+            }
+            text.push('\n');
+        }
         let created = if self.created_at_from() != "client_clock" {
             "created_at"
         } else {
@@ -220,4 +315,8 @@ impl Report {
         ));
         text
     }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }

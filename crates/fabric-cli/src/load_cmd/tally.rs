@@ -1,7 +1,7 @@
 //! Counts a run's tasks from their acknowledgements, events and read-backs, keeping only
 //! the tasks in flight.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use fabric_client::TaskEventNotice;
@@ -10,6 +10,7 @@ use fabric_types::{Outcome, TaskState};
 use time::OffsetDateTime;
 
 use super::histogram::LogHistogram;
+use super::mix::{End, Kind, MixTally};
 
 /// Events of tasks this run has not (yet) submitted are kept this long for the
 /// acknowledgement that names them, then dropped (they belong to another client).
@@ -77,6 +78,32 @@ pub(super) struct Pending {
     pub(super) acked: Instant,
     first_start_ms: Option<i64>,
     attempts_seen: u32,
+    last_outcome: Option<Outcome>,
+    /// Its kind, with `--mix`.
+    kind: Option<Kind>,
+    /// Its events ended it otherwise than its kind must: it waits to be read back with
+    /// `task.get` (events may have been dropped) and further events are ignored.
+    recheck: bool,
+}
+
+impl Pending {
+    fn new(sent: Instant, acked: Instant, kind: Option<Kind>) -> Self {
+        Self {
+            sent,
+            acked,
+            first_start_ms: None,
+            attempts_seen: 0,
+            last_outcome: None,
+            kind,
+            recheck: false,
+        }
+    }
+
+    /// Whether `end`, as events told it, must be read back before it is counted: with
+    /// `--mix`, when it is not the end the task's kind must reach.
+    fn doubts(&self, end: &End) -> bool {
+        self.kind.is_some_and(|kind| kind.check(end).is_err())
+    }
 }
 
 /// Events of a task whose acknowledgement has not come back yet (a task can finish before
@@ -86,7 +113,9 @@ struct Early {
     received: Option<Instant>,
     first_start_ms: Option<i64>,
     outcomes: Vec<Outcome>,
-    terminal: Option<(TaskState, Option<i64>, Instant)>,
+    /// The terminal state, its attempt's `finished_at`, when it came, and its output's
+    /// size.
+    terminal: Option<(TaskState, Option<i64>, Instant, Option<usize>)>,
 }
 
 /// Everything counted so far; its size is bounded by the tasks in flight.
@@ -102,6 +131,16 @@ pub(super) struct Tally {
     pub(super) read_back: u64,
     /// Pending tasks that were gone (pruned) when read back.
     pub(super) lost: u64,
+    /// Pending tasks given up on: not finished when the run stopped waiting.
+    pub(super) unfinished: u64,
+    /// With `--mix`: the tasks of each kind and whether they ended as they must.
+    pub(super) mix: Option<MixTally>,
+    /// With `--mix`: tasks of the cancel kind not yet cancelled, and when they were
+    /// acknowledged, oldest first.
+    pub(super) to_cancel: VecDeque<(Box<str>, Instant)>,
+    /// Pending tasks to read back with `task.get` before they are counted (see
+    /// [`Pending::doubts`]).
+    pub(super) recheck: Vec<Box<str>>,
     pub(super) states: [u64; TaskState::ALL.len()],
     pub(super) outcomes: [u64; Outcome::ALL.len()],
     /// `created_at` to the first attempt's `started_at`, in whole milliseconds (the
@@ -119,7 +158,7 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) fn new(created_from_id: bool, clock: Clock) -> Self {
+    pub(super) fn new(created_from_id: bool, clock: Clock, mix: bool) -> Self {
         Self {
             created_from_id,
             clock,
@@ -129,6 +168,10 @@ impl Tally {
             finished: 0,
             read_back: 0,
             lost: 0,
+            unfinished: 0,
+            mix: mix.then(MixTally::default),
+            to_cancel: VecDeque::new(),
+            recheck: Vec::new(),
             states: [0; TaskState::ALL.len()],
             outcomes: [0; Outcome::ALL.len()],
             to_start: LogHistogram::millis(),
@@ -154,35 +197,51 @@ impl Tally {
         self.last_progress = now;
     }
 
-    /// One submit call's tasks; returns how many of them had already finished.
+    /// One submit call's tasks (with `--mix`, the first of them the `first`-th of the
+    /// rotation); returns how many of them had already finished.
     pub(super) fn acked(
         &mut self,
         ids: Vec<String>,
+        first: Option<u64>,
         sent: Instant,
         took: Duration,
         now: Instant,
     ) -> usize {
         self.count_submitted(ids.len(), took, now);
         let mut done = 0;
-        for id in ids {
+        for (index, id) in (0..).zip(ids) {
             let id = id.into_boxed_str();
-            let mut pending = Pending {
-                sent,
-                acked: now,
-                first_start_ms: None,
-                attempts_seen: 0,
-            };
+            let kind = first.map(|first| Kind::at(first + index));
+            if let (Some(mix), Some(kind)) = (&mut self.mix, kind) {
+                mix.submitted(kind);
+            }
+            let mut pending = Pending::new(sent, now, kind);
             if let Some(early) = self.early.remove(&id) {
                 pending.first_start_ms = early.first_start_ms;
                 pending.attempts_seen = early.outcomes.len() as u32;
+                pending.last_outcome = early.outcomes.last().copied();
                 for outcome in early.outcomes {
                     self.count_outcome(outcome);
                 }
-                if let Some((state, finished_ms, received)) = early.terminal {
-                    self.finish(&id, &pending, state, finished_ms, Some(received), None);
-                    done += 1;
-                    continue;
+                if let Some((state, finished_ms, received, output_bytes)) = early.terminal {
+                    let end = End {
+                        state,
+                        attempts: pending.attempts_seen,
+                        last_outcome: pending.last_outcome,
+                        output_bytes,
+                    };
+                    if pending.doubts(&end) {
+                        pending.recheck = true;
+                        self.recheck.push(id.clone());
+                    } else {
+                        self.finish(&id, &pending, &end, finished_ms, Some(received), None);
+                        done += 1;
+                        continue;
+                    }
                 }
+            }
+            if kind == Some(Kind::Cancel) {
+                self.to_cancel.push_back((id.clone(), now));
             }
             self.pending.insert(id, pending);
         }
@@ -206,22 +265,42 @@ impl Tally {
             .and_then(|a| a.finished_at)
             .map(unix_ms);
         let outcome = notice.attempt.as_ref().map(|a| a.outcome);
+        let output_bytes = notice.attempt.as_ref().map(|a| a.output.len());
         if let Some(mut pending) = self.pending.remove(notice.id.as_str()) {
+            if pending.recheck {
+                // Its read-back counts it.
+                self.pending.insert(notice.id.into_boxed_str(), pending);
+                return 0;
+            }
             if let Some(outcome) = outcome {
                 self.count_outcome(outcome);
                 pending.attempts_seen += 1;
+                pending.last_outcome = Some(outcome);
             }
             pending.first_start_ms = pending.first_start_ms.or(started_ms);
             if terminal {
+                self.last_progress = received;
+                let end = End {
+                    state: notice.state,
+                    attempts: pending.attempts_seen,
+                    last_outcome: pending.last_outcome,
+                    output_bytes,
+                };
+                if pending.doubts(&end) {
+                    pending.recheck = true;
+                    let id = notice.id.into_boxed_str();
+                    self.recheck.push(id.clone());
+                    self.pending.insert(id, pending);
+                    return 0;
+                }
                 self.finish(
                     &notice.id,
                     &pending,
-                    notice.state,
+                    &end,
                     finished_ms,
                     Some(received),
                     None,
                 );
-                self.last_progress = received;
                 return 1;
             }
             self.pending.insert(notice.id.into_boxed_str(), pending);
@@ -232,7 +311,7 @@ impl Tally {
         early.first_start_ms = early.first_start_ms.or(started_ms);
         early.outcomes.extend(outcome);
         if terminal {
-            early.terminal = Some((notice.state, finished_ms, received));
+            early.terminal = Some((notice.state, finished_ms, received, output_bytes));
         }
         0
     }
@@ -254,7 +333,7 @@ impl Tally {
         self.finish(
             &task.id,
             &pending,
-            task.state,
+            &End::of_task(task),
             task.finished_at.map(unix_ms),
             None,
             Some(unix_ms(task.created_at)),
@@ -271,16 +350,14 @@ impl Tally {
             self.count_outcome(attempt.outcome);
         }
         let pending = Pending {
-            sent: self.clock.instant,
-            acked: self.clock.instant,
             first_start_ms: task.started_at.map(unix_ms),
-            attempts_seen: 0,
+            ..Pending::new(self.clock.instant, self.clock.instant, None)
         };
         self.read_back += 1;
         self.finish(
             &task.id,
             &pending,
-            task.state,
+            &End::of_task(task),
             task.finished_at.map(unix_ms),
             None,
             Some(unix_ms(task.created_at)),
@@ -290,26 +367,44 @@ impl Tally {
     /// A pending task that is gone; returns 1 when it was pending.
     pub(super) fn lost(&mut self, id: &str) -> usize {
         match self.pending.remove(id) {
-            Some(_) => {
+            Some(pending) => {
                 self.lost += 1;
+                if let (Some(mix), Some(kind)) = (&mut self.mix, pending.kind) {
+                    mix.lost(kind);
+                }
                 1
             }
             None => 0,
         }
     }
 
+    /// Gives up on every pending task: they count as unfinished (and, with `--mix`, lost).
+    pub(super) fn give_up(&mut self) {
+        for (_, pending) in self.pending.drain() {
+            self.unfinished += 1;
+            if let (Some(mix), Some(kind)) = (&mut self.mix, pending.kind) {
+                mix.lost(kind);
+            }
+        }
+        self.to_cancel.clear();
+        self.recheck.clear();
+    }
+
     fn finish(
         &mut self,
         id: &str,
         pending: &Pending,
-        state: TaskState,
+        end: &End,
         finished_ms: Option<i64>,
         received: Option<Instant>,
         created_ms: Option<i64>,
     ) {
         self.finished += 1;
-        if let Some(index) = TaskState::ALL.iter().position(|s| *s == state) {
+        if let Some(index) = TaskState::ALL.iter().position(|s| *s == end.state) {
             self.states[index] += 1;
+        }
+        if let (Some(mix), Some(kind)) = (&mut self.mix, pending.kind) {
+            mix.ended(id, kind, end);
         }
         let created_ms = created_ms
             .or_else(|| self.created_from_id.then(|| id_unix_ms(id)).flatten())
@@ -396,7 +491,7 @@ mod tests {
     #[test]
     fn events_before_and_after_the_acknowledgement_count_once() {
         let clock = Clock::now();
-        let mut tally = Tally::new(false, clock);
+        let mut tally = Tally::new(false, clock, false);
         let t0 = clock.instant;
         let sent_ms = clock.unix_ms;
         // "a" finishes before its acknowledgement arrives; "b" after; "c" is retried once.
@@ -413,6 +508,7 @@ mod tests {
         );
         let done = tally.acked(
             vec!["a".into(), "b".into(), "c".into()],
+            None,
             t0,
             Duration::from_millis(3),
             t0,
@@ -462,9 +558,9 @@ mod tests {
     #[test]
     fn a_read_back_task_counts_only_the_attempts_not_seen() {
         let clock = Clock::now();
-        let mut tally = Tally::new(false, clock);
+        let mut tally = Tally::new(false, clock, false);
         let t0 = clock.instant;
-        tally.acked(vec!["x".into()], t0, Duration::ZERO, t0);
+        tally.acked(vec!["x".into()], None, t0, Duration::ZERO, t0);
         tally.event(
             notice("x", TaskState::Queued, Some(Outcome::Trap), clock.unix_ms),
             t0,
@@ -509,10 +605,97 @@ mod tests {
         assert_eq!(tally.read_back, 1);
     }
 
+    /// A stored task as `task.get` shows it, with these attempts.
+    fn stored(id: &str, state: TaskState, outcomes: &[Outcome], at: OffsetDateTime) -> Task {
+        Task {
+            id: id.into(),
+            module: "strict".into(),
+            state,
+            priority: Priority::Normal,
+            created_at: at,
+            started_at: Some(at),
+            finished_at: Some(at),
+            attempts: outcomes.iter().map(|o| Attempt::new(*o)).collect(),
+            output: Some(String::new()),
+            output_base64: None,
+            error: None,
+            labels: Default::default(),
+            dirs: Default::default(),
+            egress: Vec::new(),
+            args: Vec::new(),
+            progress: None,
+            after: Vec::new(),
+            pass_outputs: false,
+            parent: None,
+            concurrency: None,
+        }
+    }
+
+    #[test]
+    fn a_mix_task_whose_events_do_not_match_is_read_back_before_it_counts() {
+        let clock = Clock::now();
+        let mut tally = Tally::new(true, clock, true);
+        let t0 = clock.instant;
+        let ms = clock.unix_ms;
+        // Places 4 and 5 of the rotation: a retry (three exits) and a cancel.
+        tally.acked(
+            vec!["r".into(), "c".into()],
+            Some(4),
+            t0,
+            Duration::ZERO,
+            t0,
+        );
+        assert_eq!(tally.to_cancel.len(), 1);
+        // The retry's first attempt event was dropped: its events show two attempts.
+        tally.event(
+            notice("r", TaskState::Scheduled, Some(Outcome::Exit), ms),
+            t0,
+        );
+        assert_eq!(
+            tally.event(
+                notice("r", TaskState::Failed, Some(Outcome::Exit), ms + 5),
+                t0
+            ),
+            0
+        );
+        assert_eq!(tally.recheck.len(), 1);
+        assert!(tally.pending["r"].recheck);
+        // Another event of it is ignored; the read-back of the store counts it.
+        tally.event(notice("r", TaskState::Failed, None, ms + 6), t0);
+        let at = OffsetDateTime::now_utc();
+        let three = [Outcome::Exit; 3];
+        assert_eq!(
+            tally.read_back(&stored("r", TaskState::Failed, &three, at)),
+            1
+        );
+        // The cancel ended by its timeout instead: a mismatch, after its read-back too.
+        tally.event(
+            notice("c", TaskState::Failed, Some(Outcome::Timeout), ms + 9),
+            t0,
+        );
+        let timed_out = [Outcome::Timeout];
+        assert_eq!(
+            tally.read_back(&stored("c", TaskState::Failed, &timed_out, at)),
+            1
+        );
+        let mix = tally.mix.as_ref().unwrap().to_json();
+        assert_eq!(mix["kinds"]["retry"]["expected"], 1, "{mix}");
+        assert_eq!(mix["kinds"]["cancel"]["mismatched"], 1, "{mix}");
+        assert_eq!(mix["mismatched"], 1, "{mix}");
+        assert_eq!(
+            tally.outcomes[Outcome::ALL
+                .iter()
+                .position(|o| *o == Outcome::Exit)
+                .unwrap()],
+            3
+        );
+        assert!(tally.pending.is_empty());
+    }
+
     #[test]
     fn events_of_other_clients_are_forgotten() {
         let clock = Clock::now();
-        let mut tally = Tally::new(false, clock);
+        let mut tally = Tally::new(false, clock, false);
         tally.event(
             notice("other", TaskState::Succeeded, Some(Outcome::Ok), 0),
             clock.instant,

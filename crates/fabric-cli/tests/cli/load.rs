@@ -1,8 +1,23 @@
-//! `fabric load`: a run on an embedded server, a short soak, and a server that is not there.
+//! `fabric load`: a run on an embedded server, a short soak, a mix of every kind of end
+//! with its samples file, and a server that is not there.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::server::Fabric;
 use crate::util::{fabric, json_of, stderr, unused_url};
+
+/// The kinds of `fabric load --mix`, in their rotation.
+const MIX_KINDS: [&str; 9] = [
+    "success",
+    "exit",
+    "trap",
+    "timeout",
+    "retry",
+    "cancel",
+    "scheduled",
+    "expired",
+    "big_output",
+];
 
 /// The latency percentiles of one measure, checked to be in order; returns p50.
 fn ordered_percentiles(report: &Value, measure: &str) -> f64 {
@@ -115,6 +130,140 @@ fn a_short_soak_keeps_the_servers_memory_flat() {
 }
 
 #[test]
+fn a_mix_ends_every_kind_as_it_must_and_samples_every_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.jsonl");
+    let output = fabric(&[
+        "load",
+        "--embedded",
+        "--mix",
+        "--tasks",
+        "270",
+        "--batch",
+        "30",
+        "--samples",
+        samples.to_str().unwrap(),
+        "--sample-every",
+        "250ms",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json_of(&output);
+    assert_eq!(report["module"], "a mix", "{report}");
+    assert_eq!(report["submitted"], 270, "{report}");
+    assert_eq!(report["finished"], 270, "{report}");
+    assert_eq!(
+        (&report["lost"], &report["unfinished"]),
+        (&json!(0), &json!(0))
+    );
+    let mix = &report["mix"];
+    for kind in MIX_KINDS {
+        assert_eq!(
+            mix["kinds"][kind],
+            json!({"submitted": 30, "expected": 30, "mismatched": 0, "lost": 0}),
+            "{kind}: {mix}"
+        );
+    }
+    assert_eq!(mix["mismatch_examples"], json!([]), "{mix}");
+    assert_eq!(
+        report["states"],
+        json!({"succeeded": 90, "failed": 120, "cancelled": 30, "expired": 30}),
+        "{report}"
+    );
+    // Exits: 30 of the exit kind and three each of the 30 retried; a cancel that comes
+    // before its attempt starts leaves no attempt.
+    let outcomes = &report["outcomes"];
+    for (outcome, count) in [("ok", 90), ("exit", 120), ("trap", 30), ("timeout", 30)] {
+        assert_eq!(outcomes[outcome], count, "{outcome}: {outcomes}");
+    }
+    assert!(
+        outcomes["cancelled"].as_u64().unwrap_or(0) <= 30,
+        "{outcomes}"
+    );
+
+    // One line every 250 ms while the scheduled tasks wait their 2 s, then the last.
+    let text = std::fs::read_to_string(&samples).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines.len() >= 6, "{text}");
+    assert_eq!(report["samples"]["lines"], lines.len(), "{report}");
+    for line in &lines {
+        for key in ["rss_bytes", "open_fds", "store_bytes", "finished_total"] {
+            assert!(line[key].as_u64().unwrap() > 0, "{key} in {line}");
+        }
+        for key in ["elapsed_seconds", "interval_seconds", "tasks_per_second"] {
+            assert!(line[key].as_f64().is_some(), "{key} in {line}");
+        }
+    }
+    let finished: u64 = lines.iter().map(|l| l["finished"].as_u64().unwrap()).sum();
+    assert_eq!(finished, 270, "{text}");
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (&last["final"], &last["finished_total"]),
+        (&json!(true), &json!(270))
+    );
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.get("final").is_none())
+    );
+}
+
+/// The example agents but with `strict` stored as `probe`: the trap kind's `panic` is then
+/// bad input to strict, which exits 3.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mix_whose_tasks_end_otherwise_fails_and_names_them() {
+    let server = Fabric::start(&[]);
+    let client = server.client();
+    for (name, bytes) in [
+        ("echo", fabric_agents::p1::ECHO),
+        ("strict", fabric_agents::p1::STRICT),
+        ("sleep", fabric_agents::p1::SLEEP),
+        ("probe", fabric_agents::p1::STRICT),
+    ] {
+        client.put_module(bytes, name).await;
+    }
+    let url = server.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let args = [
+            "load", "--server", &url, "--mix", "--tasks", "90", "--batch", "30",
+        ];
+        fabric(&[&args[..], &["--json"]].concat())
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json_of(&output);
+    let mix = &report["mix"];
+    assert_eq!(
+        mix["kinds"]["trap"],
+        json!({"submitted": 10, "expected": 0, "mismatched": 10, "lost": 0}),
+        "{mix}"
+    );
+    assert_eq!(mix["mismatched"], 10, "{mix}");
+    for kind in MIX_KINDS.iter().filter(|k| **k != "trap") {
+        assert_eq!(mix["kinds"][kind]["expected"], 10, "{kind}: {mix}");
+    }
+    let example = &mix["mismatch_examples"][0];
+    assert_eq!(example["kind"], "trap", "{mix}");
+    assert_eq!(example["expected"], "failed, one attempt trap", "{mix}");
+    assert!(
+        example["got"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed, 1 attempt(s), the last exit"),
+        "{mix}"
+    );
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains("error: 10 tasks ended otherwise than their kind must"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn read_back_collects_every_task_after_the_run() {
     let output = fabric(&[
         "load",
@@ -183,5 +332,9 @@ fn bad_usage_exits_2() {
     let output = fabric(&["load", "--tasks", "10", "--duration", "1s"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let output = fabric(&["load", "--batch", "0"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output = fabric(&["load", "--mix", "--module", "sleep"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output = fabric(&["load", "--mix", "--read-back"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
