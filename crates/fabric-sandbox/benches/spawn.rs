@@ -1,7 +1,9 @@
 //! Per-attempt cost of running the echo agent through the fabric (instantiate + WASI
 //! context + run + collect output, with fuel, epochs, limits and the deadline race), beside
 //! the raw Wasmtime floor: `InstancePre::instantiate` + `_start` of the same module with a
-//! minimal WASI context and in-memory pipes, and no fabric code at all.
+//! minimal WASI context and in-memory pipes, and no fabric code at all. The fabric runs it
+//! twice: on memories that reserve 4 GiB (the default `max_memory_bytes`), and 256 MiB (the
+//! server's default `--max-task-memory`: smaller pool slots, bounds checked in the code).
 //!
 //! `cargo bench -p fabric-sandbox --bench spawn`
 
@@ -19,8 +21,14 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 const INPUT: &[u8] = b"hello, fabric";
 
 fn fabric_echo(c: &mut Criterion) {
+    fabric_echo_with(c, "spawn/fabric_echo_p1", 4 << 30);
+    fabric_echo_with(c, "spawn/fabric_echo_p1_256mib_slots", 256 << 20);
+}
+
+fn fabric_echo_with(c: &mut Criterion, name: &str, max_memory_bytes: u64) {
     let sandbox = Sandbox::new(SandboxConfig {
         slots: 16,
+        max_memory_bytes,
         ..SandboxConfig::default()
     })
     .unwrap();
@@ -36,7 +44,7 @@ fn fabric_echo(c: &mut Criterion) {
         env: Vec::new(),
         ..Default::default()
     };
-    c.bench_function("spawn/fabric_echo_p1", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             let attempt = runtime.block_on(sandbox.run(&agent, request.clone(), &cancel));
             assert_eq!(attempt.outcome, Outcome::Ok);

@@ -20,7 +20,7 @@ use wasmtime::{ExternType, InstancePre, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::SandboxError;
-use crate::engine::{CompilePool, FabricEngine};
+use crate::engine::{CompilePool, FabricEngine, MemorySlot};
 use crate::run::{P1Guest, P2Guest};
 
 /// First bytes of every artifact file this cache writes.
@@ -53,6 +53,12 @@ pub struct Agent {
 pub(crate) enum Linked {
     P1(InstancePre<P1Guest>),
     P2(CommandPre<P2Guest>),
+    /// Defines memories of these initial sizes, one larger than the engine's memories may
+    /// be ([`crate::engine::MemorySlot`]): not compiled, and every attempt ends
+    /// `memory_limit` as the limiter would end it, without instantiating anything.
+    TooMuchMemory {
+        memories: Vec<u64>,
+    },
 }
 
 impl std::fmt::Debug for Agent {
@@ -327,10 +333,10 @@ impl ModuleCache {
         let Some(path) = self.artifact_path(id, compiled.kind()) else {
             return;
         };
-        if let Err(e) = compiled
-            .serialize()
-            .and_then(|payload| write_atomically(&path, &payload))
-        {
+        let Some(serialized) = compiled.serialize() else {
+            return;
+        };
+        if let Err(e) = serialized.and_then(|payload| write_atomically(&path, &payload)) {
             tracing::warn!(path = %path.display(), error = %e, "could not keep a precompiled artifact");
         }
     }
@@ -349,11 +355,24 @@ impl std::fmt::Debug for ModuleCache {
 enum Compiled {
     Module(Module),
     Component(Component),
+    /// Valid, but defines a memory larger than a pool slot (see [`Linked::TooMuchMemory`]).
+    TooMuchMemory {
+        kind: ModuleKind,
+        memories: Vec<u64>,
+    },
 }
 
 impl Compiled {
     fn compile(engine: &FabricEngine, kind: ModuleKind, bytes: &[u8]) -> Result<Self, LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
+        // The pool refuses to load a module whose initial memory is larger than a slot,
+        // where the limiter would end each of its attempts `memory_limit`: keep it so.
+        if engine.pooling
+            && let Some(memories) = MemorySlot::of(&engine.config).exceeded_by(bytes)
+        {
+            validate(engine, kind, bytes)?;
+            return Ok(Compiled::TooMuchMemory { kind, memories });
+        }
         Ok(match kind {
             ModuleKind::Module => {
                 Compiled::Module(Module::from_binary(&engine.engine, bytes).map_err(invalid)?)
@@ -385,18 +404,21 @@ impl Compiled {
         }
     }
 
-    fn serialize(&self) -> std::io::Result<Vec<u8>> {
-        match self {
+    /// The artifact to keep on disk, if there is compiled code.
+    fn serialize(&self) -> Option<std::io::Result<Vec<u8>>> {
+        let serialized = match self {
             Compiled::Module(m) => m.serialize(),
             Compiled::Component(c) => c.serialize(),
-        }
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))
+            Compiled::TooMuchMemory { .. } => return None,
+        };
+        Some(serialized.map_err(|e| std::io::Error::other(format!("{e:#}"))))
     }
 
     fn kind(&self) -> ModuleKind {
         match self {
             Compiled::Module(_) => ModuleKind::Module,
             Compiled::Component(_) => ModuleKind::Component,
+            Compiled::TooMuchMemory { kind, .. } => *kind,
         }
     }
 
@@ -405,12 +427,14 @@ impl Compiled {
         let range = match self {
             Compiled::Module(m) => m.image_range(),
             Compiled::Component(c) => c.image_range(),
+            Compiled::TooMuchMemory { .. } => return 0,
         };
         (range.end as usize).saturating_sub(range.start as usize) as u64
     }
 
     fn link(self, engine: &FabricEngine) -> Result<Linked, String> {
         match self {
+            Compiled::TooMuchMemory { memories, .. } => Ok(Linked::TooMuchMemory { memories }),
             Compiled::Module(module) => {
                 match module.get_export("_start") {
                     Some(ExternType::Func(f))
@@ -440,6 +464,21 @@ impl Compiled {
                 .and_then(CommandPre::new)
                 .map(Linked::P2)
                 .map_err(|e| format!("{e:#}")),
+        }
+    }
+}
+
+/// Validates `bytes` without compiling them: a module as the engine would, a component
+/// with every feature Wasmtime knows of (Wasmtime validates components only by compiling).
+fn validate(engine: &FabricEngine, kind: ModuleKind, bytes: &[u8]) -> Result<(), LoadError> {
+    match kind {
+        ModuleKind::Module => Module::validate(&engine.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}"))),
+        ModuleKind::Component => {
+            wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+                .validate_all(bytes)
+                .map(drop)
+                .map_err(|e| LoadError::Invalid(e.to_string()))
         }
     }
 }

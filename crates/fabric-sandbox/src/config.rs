@@ -24,7 +24,10 @@ pub struct SandboxConfig {
     /// Attempts that may be in flight at once: sizes the instance pool and fiber stacks.
     pub slots: u32,
     /// The most linear memory any attempt may be given, in bytes; per-attempt memory
-    /// limits above it are refused.
+    /// limits above it are refused. It also sizes the address space each memory reserves:
+    /// at 4 GiB, all a 32-bit memory can address, and the compiled code checks no bounds;
+    /// below, this much (in whole Wasm pages) and a compare on every load and store, so
+    /// that the pool holds more slots ([`SandboxConfig::max_pooled_slots`]).
     pub max_memory_bytes: u64,
     /// The most elements any one table may hold.
     pub max_table_elements: u32,
@@ -99,6 +102,14 @@ impl SandboxConfig {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     }
 
+    /// The most `slots` the pooling allocator may have with these `max_memory_bytes` and
+    /// `max_memories`: every slot reserves address space for its memories, and the pool
+    /// keeps within 64 TiB. With more slots, instances are allocated on demand
+    /// (`Pooling::Auto`) or the sandbox is refused (`Pooling::Required`).
+    pub fn max_pooled_slots(&self) -> u64 {
+        crate::engine::max_pooled_slots(self)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), SandboxError> {
         let err = |m: &str| Err(SandboxError::Config(m.to_string()));
         if self.slots == 0 {
@@ -161,6 +172,23 @@ impl Default for SandboxConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smaller_memories_let_the_pool_hold_more_slots() {
+        let slots = |max_memory_bytes| {
+            SandboxConfig {
+                max_memory_bytes,
+                ..SandboxConfig::default()
+            }
+            .max_pooled_slots()
+        };
+        // 64 TiB / (4 memories × (4 GiB + 32 MiB)).
+        assert_eq!(slots(4 << 30), 4_064);
+        // 64 TiB / (4 memories × (256 MiB + 64 KiB)): the server's default.
+        assert_eq!(slots(256 << 20), 65_520);
+        assert_eq!(slots((256 << 20) - 1), 65_520, "rounded up to whole pages");
+        assert!(slots(1) > 60_000_000);
+    }
 
     #[test]
     fn telemetry_limits_are_validated() {

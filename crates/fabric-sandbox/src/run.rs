@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fabric_types::{Attempt, Limits, Outcome, Usage};
 use time::OffsetDateTime;
 use wasmtime::component::ResourceTableError;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{
@@ -268,6 +268,9 @@ pub(crate) async fn run(
                         attempt.denials = meter.report(&mut attempt.usage);
                         (attempt, store.data_mut().tasks.take_children())
                     }
+                    Linked::TooMuchMemory { memories } => {
+                        no_children(too_much_memory(engine, memories, &limits))
+                    }
                 }
             }
         },
@@ -279,6 +282,26 @@ pub(crate) async fn run(
     attempt.started_at = Some(started_at);
     attempt.finished_at = Some(OffsetDateTime::now_utc());
     RunResult { attempt, children }
+}
+
+/// How an attempt of a module whose `memories` (initial sizes) do not fit the engine's
+/// slots ends: as the limiter ends it when the memories are created in turn, one of them
+/// being larger than any attempt's memory limit.
+fn too_much_memory(engine: &FabricEngine, memories: &[u64], limits: &Limits) -> Attempt {
+    let mut limiter = Limiter::new(limits.memory_bytes, &engine.config);
+    for size in memories {
+        let size = usize::try_from(*size).unwrap_or(usize::MAX);
+        if limiter.memory_growing(0, size, None).is_err() {
+            break;
+        }
+    }
+    let mut attempt = Attempt::new(Outcome::MemoryLimit);
+    attempt.error = Some(limiter.exceeded.map_or_else(
+        || "memory limit: a memory is larger than this sandbox's memories may be".into(),
+        |exceeded| exceeded.0,
+    ));
+    attempt.usage.peak_memory_bytes = limiter.peak_memory;
+    attempt
 }
 
 /// A reason to refuse the limits before running, if the engine cannot honour them.

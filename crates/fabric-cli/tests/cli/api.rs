@@ -544,38 +544,59 @@ async fn websocket_calls_and_subscriptions() {
 
 #[test]
 fn more_workers_than_the_machine_can_map_refuse_to_start() {
-    // More workers than vm.max_map_count allows attempts allocated on demand (about 8
-    // mappings each, 4096 kept for the rest of the process), and at least 20,000, more than
-    // the pooling allocator's address space holds (8,128 slots), so the pool cannot take
-    // them either.
     let max_map_count: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let workers = ((max_map_count - 4096) / 8 + 1).max(20_000);
+    let serve = |workers: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let output = crate::util::fabric(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--workers",
+            &workers.to_string(),
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = crate::util::stderr(&output);
+        assert!(
+            stderr.contains(&format!(
+                "--workers {workers} is more than this machine can run"
+            )) && stderr.contains(&format!("vm.max_map_count {max_map_count}")),
+            "{stderr}"
+        );
+        stderr
+    };
+
+    // More workers than vm.max_map_count allows attempts allocated on demand (about 8
+    // mappings each, 4096 kept for the rest of the process), and at least 70,000, more than
+    // the pooling allocator's address space holds at the default --max-task-memory of
+    // 256 MiB (65,520 slots of 4 memories of 256 MiB + 64 KiB within 64 TiB), so the pool
+    // cannot take them either.
+    let workers = ((max_map_count - 4096) / 8 + 1).max(70_000);
     assert!(
         workers <= 100_000,
         "vm.max_map_count {max_map_count} is too large for this test"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let output = crate::util::fabric(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--workers",
-        &workers.to_string(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = crate::util::stderr(&output);
+    let stderr = serve(workers);
     assert!(
-        stderr.contains(&format!(
-            "--workers {workers} is more than this machine can run"
-        )) && stderr.contains(&format!("vm.max_map_count {max_map_count}")),
+        stderr.contains("holds at most 65520 workers with --max-task-memory 268435456 bytes"),
         "{stderr}"
     );
+
+    // Workers the pool holds, but more than the mappings allow pooled workers (about 6
+    // each: 65530 allows 10,239).
+    let workers = (max_map_count - 4096) / 6 + 1;
+    if workers <= 65_520 {
+        let stderr = serve(workers);
+        assert!(
+            stderr.contains("pooled, each worker takes about 6 memory mappings"),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

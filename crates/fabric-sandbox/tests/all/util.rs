@@ -150,7 +150,8 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// The sandbox survived an attack: an ordinary preview 1 module and an ordinary preview 2
 /// component each echo a fresh input on `sandbox` (the engine, its instance pool, its
-/// epoch ticker and its module cache all still work).
+/// epoch ticker and its module cache all still work), with [`tight`] limits but at most
+/// the memory the sandbox allows.
 pub async fn assert_serves(sandbox: &Sandbox) {
     for (kind, wasm) in [
         ("p1", fabric_agents::p1::ECHO),
@@ -158,9 +159,13 @@ pub async fn assert_serves(sandbox: &Sandbox) {
     ] {
         let agent = sandbox.load(wasm).expect("loading the echo agent");
         let input = format!("{kind} echo still served");
+        let limits = tight();
         let request = RunRequest {
             input: input.clone().into_bytes(),
-            limits: tight(),
+            limits: Limits {
+                memory_bytes: limits.memory_bytes.min(sandbox.config().max_memory_bytes),
+                ..limits
+            },
             ..RunRequest::default()
         };
         let attempt = sandbox.run(&agent, request, &CancelToken::new()).await;

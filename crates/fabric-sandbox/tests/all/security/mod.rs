@@ -5,6 +5,7 @@
 //! tasks); this module holds the kit they share: a WAT builder, the runner and the host
 //! tree for grants.
 
+mod bounds;
 mod cpu;
 mod egress;
 mod env;
