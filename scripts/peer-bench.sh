@@ -16,6 +16,7 @@
 # packages on first run), PostgreSQL at FABRIC_TEST_POSTGRES (default
 # postgres://postgres@127.0.0.1:5432/test) and redis-server.
 set -euo pipefail
+shopt -s lastpipe  # `bench | peer NAME` notes its figures in this shell
 cd "$(dirname "$0")/.."
 
 tasks="${1:-20000}"
@@ -31,24 +32,24 @@ rate_of() { sed -n "s/.*$1: *\([0-9.]*\).*/\1/p" | head -1 | cut -d. -f1; }
 
 declare -A figures
 note() { figures[$1]+="$2 "; echo "$1 run: $2"; }
+# A peer's run: its bench script's output, then enqueue, drain and end to end noted.
+peer() {
+    local name=$1 out enq drain
+    out="$(cat)"
+    enq="$(printf '%s\n' "$out" | rate_of "$name enqueue")"
+    drain="$(printf '%s\n' "$out" | rate_of "$name drain")"
+    note "${name}_enqueue" "$enq"
+    note "${name}_drain" "$drain"
+    note "${name}_end_to_end" "$(end_to_end "$tasks" "$enq" "$drain")"
+}
 
 for run in $(seq 1 "$runs"); do
-    out="$(bash "$peers/graphile/bench.sh" "$tasks")"
-    enq="$(printf '%s\n' "$out" | rate_of 'graphile enqueue')"
-    drain="$(printf '%s\n' "$out" | rate_of 'graphile drain')"
-    note graphile_enqueue "$enq"
-    note graphile_drain "$drain"
-    note graphile_end_to_end "$(end_to_end "$tasks" "$enq" "$drain")"
+    bash "$peers/graphile/bench.sh" "$tasks" | peer graphile
 
     out="$(scripts/cluster-bench.sh "$tasks" 1 1)"
     note fabric_postgres_1_node "$(printf '%s\n' "$out" | sed -n 's/.*throughput=\([0-9]*\).*/\1/p' | head -1)"
 
-    out="$(REDIS_DURABLE=1 bash "$peers/bullmq/bench.sh" "$tasks")"
-    enq="$(printf '%s\n' "$out" | rate_of 'bullmq enqueue')"
-    drain="$(printf '%s\n' "$out" | rate_of 'bullmq drain')"
-    note bullmq_enqueue "$enq"
-    note bullmq_drain "$drain"
-    note bullmq_end_to_end "$(end_to_end "$tasks" "$enq" "$drain")"
+    REDIS_DURABLE=1 bash "$peers/bullmq/bench.sh" "$tasks" | peer bullmq
 
     out="$("$fabric" load --embedded --tasks "$tasks" --batch 1000 --concurrency 4 --json)"
     note fabric_embedded "$(printf '%s' "$out" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["throughput_per_second"]))')"

@@ -569,28 +569,16 @@ mod tests {
             OffsetDateTime::from_unix_timestamp_nanos(i128::from(clock.unix_ms + ms) * 1_000_000)
                 .unwrap()
         };
-        let task = Task {
-            id: "x".into(),
-            module: "echo".into(),
-            state: TaskState::Succeeded,
-            priority: Priority::Normal,
-            created_at: at(0),
-            started_at: Some(at(1)),
-            finished_at: Some(at(7)),
-            attempts: vec![Attempt::new(Outcome::Trap), Attempt::new(Outcome::Ok)],
-            output: None,
-            output_base64: None,
-            error: None,
-            labels: Default::default(),
-            dirs: Default::default(),
-            egress: Vec::new(),
-            args: Vec::new(),
-            progress: None,
-            after: Vec::new(),
-            pass_outputs: false,
-            parent: None,
-            concurrency: None,
-        };
+        let mut task = stored(
+            "x",
+            TaskState::Succeeded,
+            &[Outcome::Trap, Outcome::Ok],
+            at(0),
+        );
+        task.module = "echo".into();
+        task.started_at = Some(at(1));
+        task.finished_at = Some(at(7));
+        task.output = None;
         assert_eq!(tally.read_back(&task), 1);
         assert_eq!(tally.read_back(&task), 0);
         assert_eq!(

@@ -247,11 +247,7 @@ async fn a_child_inherits_its_parents_deadline_unless_it_sets_one() {
     let client = fabric.client();
     put_planner(&client, fabric_agents::p2::PLANNER).await;
     client.put_module(fabric_agents::p1::ECHO, "echo").await;
-    let at = |seconds: i64| {
-        (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    };
+    let at = crate::workflows::in_seconds;
     // Both children start in 4 s; the parent's deadline passes in 2 s.
     let answers = raw_answers(
         &client,

@@ -14,7 +14,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// An instant `seconds` from now, as RFC 3339: a dependency that starts then leaves time
 /// to submit what waits on it.
-fn in_seconds(seconds: i64) -> String {
+pub(crate) fn in_seconds(seconds: i64) -> String {
     (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
         .format(&Rfc3339)
         .unwrap()
